@@ -1,0 +1,35 @@
+"""Exception types, one per kind of failure, and the exit codes they map to.
+
+The CLI catches these once and prints `coredump: error: <file>: <what>`; no
+other module prints or exits, so the library can be used without a process.
+"""
+
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
+EXIT_INTERRUPTED = 130
+
+
+class CoredumpError(Exception):
+    """Base: something about a named file is wrong."""
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, path, what):
+        super().__init__("%s: %s" % (path, what))
+        self.path = str(path)
+        self.what = what
+
+
+class BadImage(CoredumpError):
+    """An image file is missing, truncated, of the wrong kind or inconsistent."""
+
+
+class OutputError(CoredumpError):
+    """The core could not be written (disk full, permissions, ...)."""
+    exit_code = EXIT_BAD_INPUT
+
+
+class UsageError(CoredumpError):
+    """The command line asks for something that cannot be done."""
+    exit_code = EXIT_USAGE

@@ -1,0 +1,391 @@
+"""Load a CRIU image directory into small typed records.
+
+This is the only module that touches pycriu.  It reads protobuf messages
+directly (pycriu's message classes, without its dict conversion, which is
+slow and loses nothing we need), and absorbs the differences between CRIU
+and pycriu versions:
+
+* pagemap entries: CRIU 4.2+ keeps the page count in a 64-bit field 5 and
+  leaves the old 32-bit field 2 at 0; Debian's pycriu 3.17 does not know
+  field 5.  Pagemaps are decoded with our own message class (pagemap.py).
+* `files.img` (CRIU 3.x+) versus the older `reg-files.img`.
+"""
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from .errors import BadImage
+
+try:
+    import pycriu  # noqa: F401  (the distribution's package, see README)
+    from pycriu.images import magic as _magic
+    from pycriu.images import pb as _pb
+except ImportError as exc:  # pragma: no cover - exercised by the CLI test
+    raise ImportError(
+        "pycriu is not importable: install the distribution package that "
+        "ships it ('criu' on Debian/Ubuntu, 'python3-criu' on Fedora)") from exc
+
+# VMA status bits (criu/include/image.h)
+VMA_AREA_REGULAR = 1 << 0
+VMA_AREA_STACK = 1 << 1
+VMA_AREA_VSYSCALL = 1 << 2
+VMA_AREA_VDSO = 1 << 3
+VMA_AREA_HEAP = 1 << 5
+VMA_FILE_PRIVATE = 1 << 6
+VMA_FILE_SHARED = 1 << 7
+VMA_ANON_SHARED = 1 << 8
+VMA_ANON_PRIVATE = 1 << 9
+VMA_AREA_SYSVIPC = 1 << 10
+VMA_AREA_SOCKET = 1 << 11
+VMA_AREA_VVAR = 1 << 12
+VMA_AREA_AIORING = 1 << 13
+VMA_AREA_MEMFD = 1 << 14
+
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_ANON = 1, 2, 0x20
+MADV_DONTDUMP = 16
+
+# task_state (criu/include/pstree.h + images/core.proto)
+TASK_ALIVE = 1
+TASK_DEAD = 2
+TASK_STOPPED = 3
+TASK_HELPER = 4
+TASK_THREAD = 5
+
+PAGE_SIZE = 4096
+MAX_ENTRY = 64 << 20  # no real image entry comes near this
+
+
+@dataclass
+class Vma:
+    start: int
+    end: int
+    pgoff: int        # bytes, as CRIU stores it
+    shmid: int        # file id for file mappings, shmem id for shared anon
+    prot: int
+    flags: int
+    status: int
+    madv: int = 0
+
+    @property
+    def size(self):
+        return self.end - self.start
+
+    @property
+    def is_shared(self):
+        return bool(self.flags & MAP_SHARED)
+
+    @property
+    def is_file(self):
+        return bool(self.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED))
+
+    def has(self, bit):
+        return bool(self.status & bit)
+
+
+@dataclass
+class MappedFile:
+    """What a VMA's shmid names in files.img (regular file or memfd)."""
+    id: int
+    path: str                 # path in the process's mount namespace
+    kind: str = "reg"         # "reg" or "memfd"
+    size: Optional[int] = None
+    mode: int = 0
+    deleted: bool = False
+    shmem_id: Optional[int] = None  # memfd: id of its pagemap-shmem image
+
+    @property
+    def kernel_name(self):
+        """The name the kernel shows in /proc/PID/maps and NT_FILE."""
+        if self.kind == "memfd":
+            return "/memfd:%s (deleted)" % self.path
+        if self.deleted:
+            return self.path + " (deleted)"
+        return self.path
+
+
+@dataclass
+class Thread:
+    tid: int
+    arch: str
+    regs: object               # the arch's thread_info protobuf message
+    comm: str = ""
+    blk_sigset: int = 0
+    pending: List[bytes] = field(default_factory=list)  # raw siginfo
+    sched_nice: int = 0
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass
+class Mm:
+    vmas: List[Vma]
+    auxv: List[int]
+    arg_start: int = 0
+    arg_end: int = 0
+    exe_file_id: int = 0
+
+
+@dataclass
+class Process:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    arch: str
+    comm: str
+    task_state: int
+    exit_code: int = 0
+    flags: int = 0
+    threads: List[Thread] = field(default_factory=list)
+    shared_pending: List[bytes] = field(default_factory=list)
+    mm: Optional[Mm] = None
+
+    @property
+    def is_zombie(self):
+        return self.task_state == TASK_DEAD
+
+
+@dataclass
+class Checkpoint:
+    """An image directory: its process tree and files; processes are loaded
+    one at a time with load_process() so that a tree converts in bounded
+    memory and one broken process does not stop the others."""
+    dir: str
+    entries: list          # pstree entries (protobuf), in pstree order
+    files: Dict[int, MappedFile]
+
+
+def _path(d, name):
+    return os.path.join(d, name)
+
+
+def read_entries(path, expect):
+    """Yield the raw protobuf payloads of an image, after checking its magic.
+
+    Returns a generator; the file stays open only while it is consumed.
+    """
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise BadImage(path, "missing") from None
+    except OSError as e:
+        raise BadImage(path, "cannot open: %s" % e.strerror) from None
+    return _iter_entries(f, path, expect)
+
+
+def _iter_entries(f, path, expect):
+    with f:
+        head = f.read(4)
+        if len(head) < 4:
+            raise BadImage(path, "empty or truncated image (no magic)")
+        m, = struct.unpack("<I", head)
+        if m in (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"]):
+            head = f.read(4)
+            if len(head) < 4:
+                raise BadImage(path, "truncated image (no second magic)")
+            m, = struct.unpack("<I", head)
+        name = _magic.by_val.get(m)
+        if name != expect:
+            raise BadImage(path, "wrong magic 0x%08x (%s), expected a %s image"
+                           % (m, name or "unknown", expect))
+        while True:
+            hdr = f.read(4)
+            if not hdr:
+                return
+            if len(hdr) < 4:
+                raise BadImage(path, "truncated entry header")
+            size, = struct.unpack("<I", hdr)
+            if size > MAX_ENTRY:
+                raise BadImage(path, "entry of %d bytes is absurd" % size)
+            buf = f.read(size)
+            if len(buf) != size:
+                raise BadImage(path, "truncated entry (%d of %d bytes)"
+                               % (len(buf), size))
+            yield buf
+
+
+def parse(path, cls, buf):
+    msg = cls()
+    try:
+        msg.ParseFromString(buf)
+    except Exception as e:  # protobuf raises DecodeError or RuntimeError
+        raise BadImage(path, "cannot decode %s entry: %s"
+                       % (cls.DESCRIPTOR.name, e)) from None
+    return msg
+
+
+def load_messages(path, expect, cls):
+    return [parse(path, cls, b) for b in read_entries(path, expect)]
+
+
+def load_one(path, expect, cls):
+    msgs = load_messages(path, expect, cls)
+    if not msgs:
+        raise BadImage(path, "no entry")
+    return msgs[0]
+
+
+_MTYPES = {1: "x86_64", 2: "arm", 3: "aarch64", 4: "ppc64", 5: "s390",
+           6: "mips"}
+
+
+def _arch_of(path, core):
+    name = _MTYPES.get(core.mtype)
+    if name is None:
+        raise BadImage(path, "unknown machine type %d" % core.mtype)
+    if name == "x86_64":
+        if not core.HasField("thread_info"):
+            return name, None
+        ti = core.thread_info
+        # user_x86_regs_mode: NATIVE 1, COMPAT 2
+        if ti.gpregs.HasField("mode") and ti.gpregs.mode == 2:
+            return "ia32", ti
+        return name, ti
+    field_name = {"arm": "ti_arm", "aarch64": "ti_aarch64"}.get(name)
+    if field_name is None:
+        raise BadImage(path, "machine type %s is not supported" % name)
+    return name, (getattr(core, field_name) if core.HasField(field_name) else None)
+
+
+def _signals(queue):
+    return [bytes(s.siginfo) for s in queue.signals]
+
+
+def _load_thread(images_dir, tid, main=False):
+    path = _path(images_dir, "core-%d.img" % tid)
+    core = load_one(path, "CORE", _pb.core_entry)
+    arch, regs = _arch_of(path, core)
+    th = Thread(tid=tid, arch=arch, regs=regs)
+    if core.HasField("thread_core"):
+        tc = core.thread_core
+        th.comm = tc.comm
+        th.blk_sigset = tc.blk_sigset
+        th.sched_nice = tc.sched_nice
+        if tc.HasField("signals_p"):
+            th.pending = _signals(tc.signals_p)
+        if tc.HasField("creds"):
+            th.uid, th.gid = tc.creds.uid, tc.creds.gid
+    return core, th
+
+
+def _load_mm(images_dir, pid):
+    path = _path(images_dir, "mm-%d.img" % pid)
+    if not os.path.exists(path):
+        return None
+    mm = load_one(path, "MM", _pb.mm_entry)
+    vmas = []
+    for v in mm.vmas:
+        if v.end <= v.start or v.start % PAGE_SIZE or v.end % PAGE_SIZE:
+            raise BadImage(path, "VMA 0x%x-0x%x is not a page-aligned range"
+                           % (v.start, v.end))
+        vmas.append(Vma(v.start, v.end, v.pgoff, v.shmid, v.prot, v.flags,
+                        v.status, v.madv))
+    vmas.sort(key=lambda x: x.start)
+    for a, b in zip(vmas, vmas[1:]):
+        if b.start < a.end:
+            raise BadImage(path, "VMAs 0x%x-0x%x and 0x%x-0x%x overlap"
+                           % (a.start, a.end, b.start, b.end))
+    return Mm(vmas=vmas, auxv=list(mm.mm_saved_auxv),
+              arg_start=mm.mm_arg_start, arg_end=mm.mm_arg_end,
+              exe_file_id=mm.exe_file_id)
+
+
+def load_process(images_dir, entry):
+    """One pstree entry with its threads' core images and its mm."""
+    pid = entry.pid
+    tids = list(entry.threads) or [pid]
+    core, main = _load_thread(images_dir, pid)
+    if not core.HasField("tc"):
+        raise BadImage(_path(images_dir, "core-%d.img" % pid),
+                       "main thread has no task core (tc)")
+    tc = core.tc
+    proc = Process(pid=pid, ppid=entry.ppid, pgid=entry.pgid, sid=entry.sid,
+                   arch=main.arch, comm=tc.comm, task_state=tc.task_state,
+                   exit_code=tc.exit_code, flags=tc.flags)
+    if tc.HasField("signals_s"):
+        proc.shared_pending = _signals(tc.signals_s)
+    if not main.comm:
+        main.comm = tc.comm
+    if not main.blk_sigset:
+        main.blk_sigset = tc.blk_sigset
+    if proc.is_zombie:
+        # A zombie has one core image and no threads, mm or registers.
+        return proc
+    proc.threads.append(main)
+    for tid in tids:
+        if tid == pid:
+            continue
+        _, th = _load_thread(images_dir, tid)
+        if th.arch != main.arch:
+            raise BadImage(_path(images_dir, "core-%d.img" % tid),
+                           "thread architecture %s differs from the main "
+                           "thread's %s" % (th.arch, main.arch))
+        proc.threads.append(th)
+    proc.mm = _load_mm(images_dir, pid)
+    return proc
+
+
+def _load_files(images_dir):
+    files = {}
+    path = _path(images_dir, "files.img")
+    if os.path.exists(path):
+        entries = load_messages(path, "FILES", _pb.file_entry)
+        regs = [e.reg for e in entries if e.HasField("reg")]
+        memfds = [e.memfd for e in entries if e.HasField("memfd")]
+    else:
+        regs, memfds = [], []
+        old = _path(images_dir, "reg-files.img")
+        if os.path.exists(old):
+            regs = load_messages(old, "REG_FILES", _pb.reg_file_entry)
+    for r in regs:
+        files[r.id] = MappedFile(id=r.id, path=r.name,
+                                 size=r.size if r.HasField("size") else None,
+                                 mode=r.mode)
+    if memfds:
+        inodes = {}
+        ipath = _path(images_dir, "memfd.img")
+        if os.path.exists(ipath):
+            for ino in load_messages(ipath, "MEMFD_INODE", _pb.memfd_inode_entry):
+                inodes[ino.inode_id] = ino
+        for m in memfds:
+            ino = inodes.get(m.inode_id)
+            files[m.id] = MappedFile(
+                id=m.id, path=ino.name if ino else "memfd-%d" % m.inode_id,
+                kind="memfd", size=ino.size if ino else None,
+                shmem_id=ino.shmid if ino else None)
+    rpath = _path(images_dir, "remap-fpath.img")
+    if os.path.exists(rpath):
+        for r in load_messages(rpath, "REMAP_FPATH", _pb.remap_file_path_entry):
+            f = files.get(r.orig_id)
+            # LINKED (0) and GHOST (1) remaps are files unlinked while mapped
+            if f is not None and (not r.HasField("remap_type") or r.remap_type in (0, 1)):
+                f.deleted = True
+    return files
+
+
+def open_checkpoint(images_dir):
+    """Read pstree and files: what every process of the tree shares."""
+    if not os.path.isdir(images_dir):
+        raise BadImage(images_dir, "not a directory" if os.path.exists(images_dir)
+                       else "no such image directory")
+    tree_path = _path(images_dir, "pstree.img")
+    entries = load_messages(tree_path, "PSTREE", _pb.pstree_entry)
+    if not entries:
+        raise BadImage(tree_path, "no process in the tree")
+    return Checkpoint(dir=images_dir, entries=entries,
+                      files=_load_files(images_dir))
+
+
+def select(ckpt, pids):
+    """The pstree entries for `pids` (all when None), or BadImage naming
+    the pids the checkpoint does not have."""
+    if not pids:
+        return list(ckpt.entries)
+    known = {e.pid for e in ckpt.entries}
+    missing = [p for p in pids if p not in known]
+    if missing:
+        raise BadImage(_path(ckpt.dir, "pstree.img"), "no process %s in this "
+                       "checkpoint" % ", ".join(map(str, missing)))
+    return [e for e in ckpt.entries if e.pid in set(pids)]

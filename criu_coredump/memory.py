@@ -1,0 +1,328 @@
+"""The memory plan: what each VMA contributes to the core, and from where.
+
+For every VMA we decide, with the kernel's vma_dump_size() rules and the
+coredump_filter bits, how many bytes are dumped; then each dumped byte comes
+from, in order: the process's pagemap (this checkpoint, or its parents for
+pre-dump chains), the shared-memory images (anonymous shared, memfd), the
+mapped file at the VMA's offset, else it is a hole (zeros, written sparse).
+
+Nothing here reads page contents except `read()` (for the few bytes the
+notes need, such as the command line); the writer streams the chunks.
+"""
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from . import images
+from .elf import PF_R, PF_W, PF_X
+from .errors import BadImage
+from .pagemap import HERE, LAZY, PageIndex
+
+# coredump_filter bits (Documentation/filesystems/proc.rst)
+MMF_ANON_PRIVATE = 1 << 0
+MMF_ANON_SHARED = 1 << 1
+MMF_MAPPED_PRIVATE = 1 << 2
+MMF_MAPPED_SHARED = 1 << 3
+MMF_ELF_HEADERS = 1 << 4
+MMF_HUGETLB_PRIVATE = 1 << 5
+MMF_HUGETLB_SHARED = 1 << 6
+MMF_DAX_PRIVATE = 1 << 7
+MMF_DAX_SHARED = 1 << 8
+# The kernel's default 0x33, plus bit 3: a shared file may have changed since
+# the checkpoint, so its contents are dumped while we can still read them.
+DEFAULT_FILTER = 0x33 | MMF_MAPPED_SHARED
+
+P = images.PAGE_SIZE
+
+
+@dataclass
+class Source:
+    """A file that page data is copied from."""
+    path: str          # host path, for messages
+    kind: str          # "pages" (an image) or "mapped" (a process's file)
+    open_path: str = ""  # for "mapped": the path in the process's view
+
+
+@dataclass
+class Segment:
+    vma: images.Vma
+    flags: int
+    dump_size: int
+    chunks_fn: Optional[object] = None  # () -> iterator of chunks
+
+    @property
+    def vaddr(self):
+        return self.vma.start
+
+    @property
+    def memsz(self):
+        return self.vma.size
+
+    def chunks(self):
+        """(addr, length, Source, offset) for every part of the dumped range
+        that has data; what is not yielded is a hole."""
+        if self.dump_size and self.chunks_fn is not None:
+            yield from self.chunks_fn()
+
+
+@dataclass
+class PlanStats:
+    lazy_pages: int = 0
+    missing_files: List[str] = field(default_factory=list)
+
+
+class FdCache:
+    """Keeps a bounded number of source files open across segments."""
+
+    def __init__(self, rootfs, limit=64):
+        self.rootfs = rootfs
+        self.limit = limit
+        self._fds = OrderedDict()
+
+    def fd(self, src):
+        key = (src.kind, src.path)
+        fd = self._fds.get(key)
+        if fd is not None:
+            self._fds.move_to_end(key)
+            return fd
+        if src.kind == "pages":
+            fd = os.open(src.path, os.O_RDONLY | os.O_CLOEXEC)
+        else:
+            fd = self.rootfs.open(src.open_path)
+        self._fds[key] = fd
+        if len(self._fds) > self.limit:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def close(self):
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def prot_to_pflags(prot):
+    return ((PF_R if prot & images.PROT_READ else 0)
+            | (PF_W if prot & images.PROT_WRITE else 0)
+            | (PF_X if prot & images.PROT_EXEC else 0))
+
+
+class MemoryPlan:
+    """Segments of one process, and reads of its memory at checkpoint time."""
+
+    def __init__(self, ckpt, proc, rootfs, dump_filter=DEFAULT_FILTER,
+                 shmem_cache=None, warn=None):
+        self.ckpt = ckpt
+        self.proc = proc
+        self.rootfs = rootfs
+        self.filter = dump_filter
+        self.stats = PlanStats()
+        self._warn = warn or (lambda path, what: None)
+        self._shmem = shmem_cache if shmem_cache is not None else {}
+        self._file_ok = {}
+        self.fds = FdCache(rootfs)
+        self.segments = []
+        self.index = None
+        mm = proc.mm
+        if mm is None:
+            return
+        pm = "pagemap-%d.img" % proc.pid
+        self.index = PageIndex(ckpt.dir, pm)
+        self.stats.lazy_pages = self.index.lazy_pages
+        if self.index.starts:
+            self._check_inside_vmas(mm.vmas)
+        for vma in mm.vmas:
+            self.segments.append(self._segment(vma))
+
+    def close(self):
+        self.fds.close()
+
+    # -- page sources ------------------------------------------------------
+
+    def _check_inside_vmas(self, vmas):
+        """Every pagemap run must lie inside some VMA."""
+        from bisect import bisect_right
+        starts = [v.start for v in vmas]
+        idx = self.index
+        for i in range(len(idx.starts)):
+            a = idx.starts[i]
+            b = a + idx.npages[i] * P
+            pos = a
+            j = bisect_right(starts, pos) - 1
+            while pos < b:
+                if j < 0 or j >= len(vmas) or not (vmas[j].start <= pos < vmas[j].end):
+                    raise BadImage(idx.path, "pages at 0x%x lie outside every "
+                                   "VMA of the process" % pos)
+                pos = vmas[j].end
+                j += 1
+
+    def _shmem_index(self, shmid):
+        if shmid not in self._shmem:
+            name = "pagemap-shmem-%d.img" % shmid
+            path = os.path.join(self.ckpt.dir, name)
+            self._shmem[shmid] = PageIndex(self.ckpt.dir, name) \
+                if os.path.exists(path) else None
+        return self._shmem[shmid]
+
+    def _mapped_file(self, vma):
+        if vma.has(images.VMA_AREA_MEMFD) or vma.is_file:
+            return self.ckpt.files.get(vma.shmid)
+        return None
+
+    def _shmem_id(self, vma):
+        """Id of the shared-memory pagemap holding this VMA's pages, if any."""
+        f = self._mapped_file(vma)
+        if f is not None and f.kind == "memfd":
+            return f.shmem_id
+        if vma.has(images.VMA_ANON_SHARED) and not vma.is_file:
+            return vma.shmid
+        return None
+
+    def _file_source(self, f):
+        """A Source for a mapped regular file, or None (warned once) if absent."""
+        if f is None or f.kind != "reg":
+            return None
+        ok = self._file_ok.get(f.id)
+        if ok is None:
+            try:
+                os.close(self.rootfs.open(f.path))
+                ok = Source(self.rootfs.display(f.path), "mapped", f.path)
+            except OSError as e:
+                ok = False
+                shown = self.rootfs.display(f.path)
+                self.stats.missing_files.append(shown)
+                self._warn(shown, "cannot read mapped file (%s); its pages are "
+                           "holes" % (e.strerror or e))
+            self._file_ok[f.id] = ok
+        return ok or None
+
+    def _sources(self, vma):
+        """Functions (start, end) -> runs, in the order pages are looked for."""
+        srcs = []
+        idx = self.index
+
+        def from_pagemap(a, b, idx=idx):
+            for (ra, rl, kind, path, off) in idx.runs(a, b):
+                yield (ra, rl, Source(path, "pages") if kind == HERE else None, off)
+        srcs.append(from_pagemap)
+        sid = self._shmem_id(vma)
+        if sid is not None:
+            sidx = self._shmem_index(sid)
+            if sidx is not None:
+                base = vma.start - vma.pgoff
+
+                def from_shmem(a, b, sidx=sidx, base=base):
+                    for (ra, rl, kind, path, off) in sidx.runs(a - base, b - base):
+                        yield (ra + base, rl,
+                               Source(path, "pages") if kind == HERE else None, off)
+                srcs.append(from_shmem)
+        f = self._mapped_file(vma)
+        fsrc = self._file_source(f) if sid is None else None
+        if fsrc is not None:
+            size = f.size
+
+            def from_file(a, b, fsrc=fsrc, size=size, vma=vma):
+                off = vma.pgoff + (a - vma.start)
+                n = b - a
+                if size is not None:
+                    n = min(n, max(0, size - off))
+                if n > 0:
+                    yield (a, n, fsrc, off)
+            srcs.append(from_file)
+        return srcs
+
+    @staticmethod
+    def _layered(srcs, a, b):
+        """Runs of [a, b) from the first source that has them; gaps fall
+        through to the next source.  A run with Source None is a known hole
+        (lazy page) and is not looked up further."""
+        if not srcs:
+            return
+        first, rest = srcs[0], srcs[1:]
+        pos = a
+        for (ra, rl, src, off) in first(a, b):
+            if ra > pos:
+                yield from MemoryPlan._layered(rest, pos, ra)
+            if src is not None:
+                yield (ra, rl, src, off)
+            pos = ra + rl
+        if pos < b:
+            yield from MemoryPlan._layered(rest, pos, b)
+
+    # -- what is dumped ----------------------------------------------------
+
+    def _is_elf(self, vma, f):
+        try:
+            return self.read(vma.start, 4) == b"\x7fELF"
+        except Exception:
+            return False
+
+    def dump_size(self, vma):
+        """The kernel's vma_dump_size() for a VMA described by CRIU images."""
+        flt = self.filter
+        st = vma.status
+        if st & (images.VMA_AREA_VSYSCALL | images.VMA_AREA_VVAR):
+            return 0  # not readable from user space; nothing in the images
+        if st & images.VMA_AREA_VDSO:
+            return vma.size  # always_dump_vma()
+        if vma.madv & (1 << images.MADV_DONTDUMP):
+            return 0
+        if st & images.VMA_AREA_SOCKET:
+            return 0
+        f = self._mapped_file(vma)
+        if vma.is_shared:
+            anon_like = (not vma.is_file or st & (images.VMA_AREA_MEMFD
+                                                  | images.VMA_AREA_SYSVIPC)
+                         or (f is not None and (f.kind == "memfd" or f.deleted)))
+            bit = MMF_ANON_SHARED if anon_like else MMF_MAPPED_SHARED
+            return vma.size if flt & bit else 0
+        # Written-to private memory: the kernel tests vma->anon_vma; the
+        # images show it as pages in the pagemap.
+        if flt & MMF_ANON_PRIVATE and self.index is not None \
+                and self.index.covers_any(vma.start, vma.end):
+            return vma.size
+        if not vma.is_file:
+            return 0
+        if flt & MMF_MAPPED_PRIVATE:
+            return vma.size
+        if flt & MMF_ELF_HEADERS and vma.pgoff == 0 and vma.prot & images.PROT_READ:
+            if f is not None and f.mode & 0o111:
+                return P
+            if self._is_elf(vma, f):
+                return P
+        return 0
+
+    def _segment(self, vma):
+        seg = Segment(vma=vma, flags=prot_to_pflags(vma.prot), dump_size=0)
+        size = self.dump_size(vma)
+        seg.dump_size = size
+        if size:
+            srcs = self._sources(vma)
+            seg.chunks_fn = lambda srcs=srcs, a=vma.start, b=vma.start + size: \
+                self._layered(srcs, a, b)
+        return seg
+
+    # -- reading -----------------------------------------------------------
+
+    def vma_at(self, addr):
+        for v in self.proc.mm.vmas if self.proc.mm else ():
+            if v.start <= addr < v.end:
+                return v
+        return None
+
+    def read(self, addr, size):
+        """Bytes of the process's memory at checkpoint time (holes read as 0)."""
+        out = bytearray(size)
+        pos, end = addr, addr + size
+        while pos < end:
+            vma = self.vma_at(pos)
+            if vma is None:
+                break
+            b = min(end, vma.end)
+            for (ra, rl, src, off) in self._layered(self._sources(vma), pos, b):
+                fd = self.fds.fd(src)
+                data = os.pread(fd, rl, off)
+                out[ra - addr:ra - addr + len(data)] = data
+            pos = b
+        return bytes(out)

@@ -1,0 +1,202 @@
+"""The notes of a process's core, arch-independent part.
+
+The kernel (fs/binfmt_elf.c, fill_note_info/write_note_info) writes, for the
+first thread: NT_PRSTATUS, NT_PRPSINFO, NT_SIGINFO, NT_AUXV, NT_FILE and then
+that thread's other register sets; for every other thread NT_PRSTATUS and its
+register sets; Linux 6.x then adds arch notes such as NT_X86_XSAVE_LAYOUT.
+The structures common to all arches are built here from the target's C types
+(`long`, uid type) that the arch module gives.
+"""
+import ctypes
+
+from . import elf, images
+
+SIGSTOP = 19  # the same number on every arch we write
+PRARGSZ = 80
+
+
+class ElfSiginfo(elf._LE):
+    _fields_ = [("si_signo", ctypes.c_int32), ("si_code", ctypes.c_int32),
+                ("si_errno", ctypes.c_int32)]
+
+
+def prstatus_type(long_t, greg_t, ngreg):
+    """struct elf_prstatus for a target (include/linux/elfcore.h)."""
+    class Timeval(elf._LE):
+        _fields_ = [("tv_sec", long_t), ("tv_usec", long_t)]
+
+    class Prstatus(elf._LE):
+        _fields_ = [
+            ("pr_info", ElfSiginfo),
+            ("pr_cursig", ctypes.c_int16),
+            ("pr_sigpend", long_t),
+            ("pr_sighold", long_t),
+            ("pr_pid", ctypes.c_int32),
+            ("pr_ppid", ctypes.c_int32),
+            ("pr_pgrp", ctypes.c_int32),
+            ("pr_sid", ctypes.c_int32),
+            ("pr_utime", Timeval),
+            ("pr_stime", Timeval),
+            ("pr_cutime", Timeval),
+            ("pr_cstime", Timeval),
+            ("pr_reg", greg_t * ngreg),
+            ("pr_fpvalid", ctypes.c_int32),
+        ]
+    return Prstatus
+
+
+def prpsinfo_type(long_t, uid_t):
+    """struct elf_prpsinfo for a target (include/linux/elfcore.h)."""
+    class Prpsinfo(elf._LE):
+        _fields_ = [
+            ("pr_state", ctypes.c_int8),
+            ("pr_sname", ctypes.c_char),
+            ("pr_zomb", ctypes.c_int8),
+            ("pr_nice", ctypes.c_int8),
+            ("pr_flag", long_t),
+            ("pr_uid", uid_t),
+            ("pr_gid", uid_t),
+            ("pr_pid", ctypes.c_int32),
+            ("pr_ppid", ctypes.c_int32),
+            ("pr_pgrp", ctypes.c_int32),
+            ("pr_sid", ctypes.c_int32),
+            ("pr_fname", ctypes.c_char * 16),
+            ("pr_psargs", ctypes.c_char * PRARGSZ),
+        ]
+    return Prpsinfo
+
+
+def sigmask_word(mask, long_t):
+    """The first word of a sigset, as the kernel copies sig[0]."""
+    return mask & ((1 << (8 * ctypes.sizeof(long_t))) - 1)
+
+
+def pending_mask(sigs):
+    """Bit mask (signal n at bit n-1) of a list of raw siginfo records."""
+    m = 0
+    for raw in sigs:
+        signo = int.from_bytes(raw[:4], "little", signed=True)
+        if 0 < signo <= 64:
+            m |= 1 << (signo - 1)
+    return m
+
+
+def current_signal(proc):
+    """The signal a core reports as 'current': SIGSTOP for a stopped task,
+    none (0) for a running one: no signal was being delivered when CRIU
+    froze it."""
+    return SIGSTOP if proc.task_state == images.TASK_STOPPED else 0
+
+
+def state_fields(proc):
+    """(pr_state, pr_sname, pr_zomb) as fill_psinfo() derives them."""
+    if proc.task_state == images.TASK_STOPPED:
+        return 3, b"T", 0   # __TASK_STOPPED
+    if proc.task_state == images.TASK_DEAD:
+        return 4, b"Z", 1   # EXIT_ZOMBIE
+    return 0, b"R", 0       # a task writing its own core is running
+
+
+def fill_prpsinfo(Prpsinfo, proc, plan):
+    main = proc.threads[0] if proc.threads else None
+    ps = Prpsinfo()
+    ps.pr_state, ps.pr_sname, ps.pr_zomb = state_fields(proc)
+    ps.pr_nice = main.sched_nice if main else 0
+    ps.pr_flag = proc.flags
+    uid_max = (1 << (8 * type(ps).pr_uid.size)) - 1
+    ps.pr_uid = (main.uid if main else 0) & uid_max
+    ps.pr_gid = (main.gid if main else 0) & uid_max
+    ps.pr_pid, ps.pr_ppid, ps.pr_pgrp, ps.pr_sid = (proc.pid, proc.ppid,
+                                                    proc.pgid, proc.sid)
+    ps.pr_fname = proc.comm.encode(errors="replace")[:16]
+    ps.pr_psargs = psargs(proc, plan)
+    return bytes(ps)
+
+
+def psargs(proc, plan):
+    """The command line from the process's own memory, as the kernel reads
+    it: at most 79 bytes from arg_start, NULs turned into spaces."""
+    mm = proc.mm
+    if mm is None or plan is None or mm.arg_end <= mm.arg_start:
+        return b""
+    n = min(mm.arg_end - mm.arg_start, PRARGSZ - 1)
+    try:
+        raw = plan.read(mm.arg_start, n)
+    except OSError:
+        return b""
+    return raw.replace(b"\0", b" ")
+
+
+def siginfo_bytes(signo, size=128):
+    """NT_SIGINFO contents: si_signo, si_errno, si_code (SI_USER) then zeros."""
+    info = signo.to_bytes(4, "little") + bytes(size - 4)
+    return info
+
+
+def auxv_bytes(auxv, long_t):
+    """NT_AUXV: the saved vector up to and including AT_NULL, in target longs."""
+    words = list(auxv)
+    out = []
+    for i in range(0, len(words) - 1, 2):
+        if words[i] == 0:
+            break
+        out += [words[i], words[i + 1]]
+    out += [0, 0]
+    arr = (long_t * len(out))(*[w & ((1 << (8 * ctypes.sizeof(long_t))) - 1)
+                               for w in out])
+    return bytes(arr)
+
+
+def file_note_entries(proc, files):
+    """(start, end, page offset, name) of every file-backed VMA, as the
+    kernel lists vmas with a vm_file, named as /proc/PID/maps names them."""
+    out = []
+    if proc.mm is None:
+        return out
+    for v in proc.mm.vmas:
+        name = None
+        if v.is_file or v.has(images.VMA_AREA_MEMFD):
+            f = files.get(v.shmid)
+            if f is not None:
+                name = f.kernel_name
+        elif v.has(images.VMA_ANON_SHARED):
+            name = "/dev/zero (deleted)"
+        elif v.has(images.VMA_AREA_SYSVIPC):
+            name = "/SYSV%08x (deleted)" % 0
+        if name:
+            out.append((v.start, v.end, v.pgoff // images.PAGE_SIZE, name))
+    return out
+
+
+def file_note_bytes(entries, long_t):
+    """NT_FILE: count, page size, (start, end, pgoff) triples, then names."""
+    words = [len(entries), images.PAGE_SIZE]
+    for s, e, off, _ in entries:
+        words += [s, e, off]
+    arr = (long_t * len(words))(*words)
+    names = b"".join(n.encode("utf-8", "surrogateescape") + b"\0"
+                     for *_, n in entries)
+    return bytes(arr) + names
+
+
+def build_notes(proc, plan, files, arch):
+    """All notes of one process, in the kernel's order, as (name, type, desc)."""
+    notes = []
+    cursig = current_signal(proc)
+    threads = proc.threads
+    for i, th in enumerate(threads):
+        notes.append(("CORE", elf.NT_PRSTATUS, arch.prstatus(proc, th, cursig)))
+        if i == 0:
+            notes.append(("CORE", elf.NT_PRPSINFO,
+                          fill_prpsinfo(arch.Prpsinfo, proc, plan)))
+            notes.append(("CORE", elf.NT_SIGINFO, arch.siginfo(cursig)))
+            if proc.mm is not None:
+                notes.append(("CORE", elf.NT_AUXV,
+                              auxv_bytes(proc.mm.auxv, arch.long_t)))
+                notes.append(("CORE", elf.NT_FILE, file_note_bytes(
+                    file_note_entries(proc, files), arch.long_t)))
+        notes.extend(arch.thread_notes(proc, th))
+    if threads:
+        notes.extend(arch.process_notes(proc, threads))
+    return notes
+

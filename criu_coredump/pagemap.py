@@ -1,0 +1,198 @@
+"""Pagemap decoding and the page index built once per pagemap.
+
+A pagemap image says, run by run, where each dumped page of a process (or of
+a shared-memory object) is: in this directory's pages image (PE_PRESENT), in
+the parent checkpoint (PE_PARENT / in_parent, pre-dump chains), or nowhere
+(lazy pages not transferred).  Pages of PE_PRESENT runs are stored one after
+the other in `pages-<pages_id>.img`, in pagemap order.
+
+The index keeps the runs in compact arrays (8 bytes a field, not Python
+objects) sorted by address, so a lookup is a bisect and memory stays small
+for pagemaps of millions of entries.
+"""
+import os
+from array import array
+from bisect import bisect_right
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from .errors import BadImage
+from . import images
+
+PE_PARENT = 1 << 0
+PE_LAZY = 1 << 1
+PE_PRESENT = 1 << 2
+
+# Where a run's pages are.
+HERE, PARENT, LAZY = 0, 1, 2
+
+_MAX_PAGES = 1 << 52  # 2^64 bytes of address space
+
+
+def _entry_class():
+    """pagemap_entry with both page-count fields (CRIU 3.x field 2 and 4.2+
+    field 5), all optional so that either encoding parses."""
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="criu_coredump_pagemap.proto", package="criu_coredump")
+    msg = fdp.message_type.add(name="pagemap_entry")
+    F = descriptor_pb2.FieldDescriptorProto
+    for name, num, typ in (("vaddr", 1, F.TYPE_UINT64),
+                           ("compat_nr_pages", 2, F.TYPE_UINT32),
+                           ("in_parent", 3, F.TYPE_BOOL),
+                           ("flags", 4, F.TYPE_UINT32),
+                           ("nr_pages", 5, F.TYPE_UINT64)):
+        msg.field.add(name=name, number=num, type=typ, label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    desc = pool.FindMessageTypeByName("criu_coredump.pagemap_entry")
+    if hasattr(message_factory, "GetMessageClass"):
+        return message_factory.GetMessageClass(desc)
+    return message_factory.MessageFactory(pool).GetPrototype(desc)
+
+
+PagemapEntry = _entry_class()
+
+
+class PageIndex:
+    """Runs of one pagemap image, sorted, with their offsets in the pages image."""
+
+    def __init__(self, images_dir, pagemap_name):
+        self.images_dir = images_dir
+        self.path = os.path.join(images_dir, pagemap_name)
+        self.name = pagemap_name
+        self.starts = array("Q")
+        self.npages = array("Q")
+        self.offsets = array("Q")  # page offset in the pages image
+        self.where = array("B")
+        self._parent = None
+        self.pages_path = None
+        self.lazy_pages = 0
+        self._load()
+
+    def _load(self):
+        gen = images.read_entries(self.path, "PAGEMAP")
+        head = None
+        for buf in gen:
+            head = images.parse(self.path, images._pb.pagemap_head, buf)
+            break
+        if head is None:
+            raise BadImage(self.path, "no pagemap header")
+        self.pages_path = os.path.join(self.images_dir,
+                                       "pages-%d.img" % head.pages_id)
+        e = PagemapEntry()
+        offset = 0
+        last_end = 0
+        starts, npages, offsets, where = (self.starts, self.npages,
+                                          self.offsets, self.where)
+        for buf in gen:
+            try:
+                e.ParseFromString(buf)
+            except Exception as exc:
+                raise BadImage(self.path, "cannot decode pagemap entry: %s"
+                               % exc) from None
+            n = e.nr_pages or e.compat_nr_pages
+            if e.HasField("flags"):
+                flags = e.flags
+            else:
+                flags = PE_PARENT if e.in_parent else PE_PRESENT
+            va = e.vaddr
+            if va % images.PAGE_SIZE:
+                raise BadImage(self.path, "entry at 0x%x is not page aligned" % va)
+            if n == 0:
+                continue
+            if n > _MAX_PAGES or va + n * images.PAGE_SIZE > 1 << 64:
+                raise BadImage(self.path, "entry at 0x%x claims %d pages, "
+                               "beyond the address space" % (va, n))
+            if va < last_end:
+                raise BadImage(self.path, "entry at 0x%x overlaps or is out of "
+                               "order with the one before it" % va)
+            last_end = va + n * images.PAGE_SIZE
+            if flags & PE_PARENT or e.in_parent:
+                w = PARENT
+            elif flags & PE_PRESENT:
+                w = HERE
+            else:
+                w = LAZY
+                self.lazy_pages += n
+            # merge with the previous run when contiguous in both spaces
+            if (starts and where[-1] == w
+                    and starts[-1] + npages[-1] * images.PAGE_SIZE == va
+                    and (w != HERE or offsets[-1] + npages[-1] == offset)):
+                npages[-1] += n
+            else:
+                starts.append(va)
+                npages.append(n)
+                offsets.append(offset if w == HERE else 0)
+                where.append(w)
+            if w == HERE:
+                offset += n
+        self.present_pages = offset
+        if offset:
+            try:
+                size = os.stat(self.pages_path).st_size
+            except OSError:
+                raise BadImage(self.pages_path, "missing (the pagemap %s names "
+                               "%d pages in it)" % (self.name, offset)) from None
+            if size < offset * images.PAGE_SIZE:
+                raise BadImage(self.pages_path, "pages image has %d bytes, its "
+                               "pagemap %s says %d pages (%d bytes)"
+                               % (size, self.name, offset,
+                                  offset * images.PAGE_SIZE))
+
+    @property
+    def parent(self):
+        """The same pagemap in the parent checkpoint (pre-dump chain)."""
+        if self._parent is None:
+            pdir = os.path.join(self.images_dir, "parent")
+            if not os.path.isdir(pdir):
+                raise BadImage(self.path, "entries are in the parent "
+                               "checkpoint but there is no 'parent' directory")
+            self._parent = PageIndex(os.path.realpath(pdir), self.name)
+        return self._parent
+
+    def __len__(self):
+        return len(self.starts)
+
+    def runs(self, start, end):
+        """Yield (addr, length, kind, path, file_offset) for the parts of
+        [start, end) that the pagemap (or its parents) covers, in address
+        order.  kind is HERE (read path at file_offset) or LAZY (no data)."""
+        P = images.PAGE_SIZE
+        i = bisect_right(self.starts, start) - 1
+        if i < 0:
+            i = 0
+        n = len(self.starts)
+        while i < n:
+            rs = self.starts[i]
+            if rs >= end:
+                break
+            re = rs + self.npages[i] * P
+            if re > start:
+                a, b = max(rs, start), min(re, end)
+                w = self.where[i]
+                if w == HERE:
+                    yield (a, b - a, HERE, self.pages_path,
+                           (self.offsets[i] * P) + (a - rs))
+                elif w == PARENT:
+                    yield from self._parent_runs(a, b)
+                else:
+                    yield (a, b - a, LAZY, None, 0)
+            i += 1
+
+    def _parent_runs(self, a, b):
+        """Parent data for [a, b); what the parent lacks is lazy (missing)."""
+        pos = a
+        for r in self.parent.runs(a, b):
+            if r[0] > pos:
+                yield (pos, r[0] - pos, LAZY, None, 0)
+            yield r
+            pos = r[0] + r[1]
+        if pos < b:
+            yield (pos, b - pos, LAZY, None, 0)
+
+    def covers_any(self, start, end):
+        """True when some run of this pagemap intersects [start, end)."""
+        i = bisect_right(self.starts, start) - 1
+        if i >= 0 and self.starts[i] + self.npages[i] * images.PAGE_SIZE > start:
+            return True
+        return i + 1 < len(self.starts) and self.starts[i + 1] < end

@@ -1,0 +1,128 @@
+"""Open the files a process had mapped, optionally confined below a root.
+
+With a root (a container's filesystem), paths are resolved as if the root
+were `/`: absolute symlinks and `..` cannot leave it.  The kernel does this
+for us with openat2(RESOLVE_IN_ROOT) where it has it (Linux 5.6+); elsewhere
+a component-by-component walk with O_NOFOLLOW does the same, so nothing
+outside the root is ever opened whatever the images or the root's links say.
+"""
+import ctypes
+import errno
+import os
+import stat
+
+_SYS_openat2 = {"x86_64": 437, "aarch64": 437, "armv7l": 437, "i686": 437}
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+_MAX_LINKS = 40
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_libc = None
+
+
+def _openat2(dirfd, path, flags, resolve):
+    global _libc
+    nr = _SYS_openat2.get(os.uname().machine)
+    if nr is None:
+        raise OSError(errno.ENOSYS, "openat2")
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    how = _OpenHow(flags, 0, resolve)
+    fd = _libc.syscall(nr, dirfd, os.fsencode(path), ctypes.byref(how),
+                       ctypes.sizeof(how))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+    return fd
+
+
+class RootFS:
+    """Opens mapped files by their path in the checkpointed process's view."""
+
+    def __init__(self, root=None):
+        self.root = root
+        self._rootfd = None
+        self._have_openat2 = True
+        if root is not None:
+            self._rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self):
+        if self._rootfd is not None:
+            os.close(self._rootfd)
+            self._rootfd = None
+
+    def display(self, path):
+        """How to name the file in messages: the host path we tried."""
+        if self.root is None:
+            return path
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def open(self, path):
+        """A read-only fd of a regular file, or OSError."""
+        flags = os.O_RDONLY | os.O_CLOEXEC
+        if self._rootfd is None:
+            fd = os.open(path, flags)
+        else:
+            fd = None
+            if self._have_openat2:
+                try:
+                    fd = _openat2(self._rootfd, path.lstrip("/") or ".", flags,
+                                  RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+                except OSError as e:
+                    if e.errno not in (errno.ENOSYS, errno.EPERM):
+                        raise
+                    self._have_openat2 = False
+            if fd is None:
+                fd = self._walk(path, flags)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _walk(self, path, flags):
+        """Resolve path below the root one component at a time (no openat2)."""
+        todo = [c for c in path.split("/") if c not in ("", ".")]
+        todo.reverse()
+        dirs = [os.dup(self._rootfd)]  # dirs[-1] is the current directory
+        links = 0
+        try:
+            while todo:
+                comp = todo.pop()
+                if comp == "..":
+                    if len(dirs) > 1:
+                        os.close(dirs.pop())
+                    continue
+                cur = dirs[-1]
+                try:
+                    target = os.readlink(comp, dir_fd=cur)
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        raise
+                    target = None
+                if target is not None:
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise OSError(errno.ELOOP, "too many symlinks", path)
+                    if target.startswith("/"):
+                        while len(dirs) > 1:
+                            os.close(dirs.pop())
+                    todo.extend(reversed([c for c in target.split("/")
+                                          if c not in ("", ".")]))
+                    continue
+                if todo:
+                    dirs.append(os.open(comp, os.O_RDONLY | os.O_DIRECTORY |
+                                        os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur))
+                else:
+                    return os.open(comp, flags | os.O_NOFOLLOW, dir_fd=cur)
+            raise OSError(errno.EISDIR, "is the root directory", path)
+        finally:
+            for d in dirs:
+                os.close(d)

@@ -1,0 +1,209 @@
+"""Lay out and stream one ELF core file.
+
+Every offset is computed first (headers, notes, then the dumped part of each
+segment, page-aligned); then the file is written front to back: headers and
+notes from memory, page data copied straight from its source file with
+os.copy_file_range (sendfile or a bounded buffered copy where that is not
+possible), and holes left as holes, so the core is sparse and memory use does
+not grow with the size of the process.
+
+The core is written to a temporary file in the output directory, fsynced and
+renamed into place, so a `core.<pid>` is either complete or absent.
+"""
+import ctypes
+import errno
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+
+from . import elf
+from .errors import OutputError
+
+PAGE = 4096
+COPY_CHUNK = 1 << 20
+
+
+def page_up(n):
+    return (n + PAGE - 1) & ~(PAGE - 1)
+
+
+@dataclass
+class Layout:
+    phnum: int
+    notes_offset: int
+    notes_size: int
+    data_offset: int
+    seg_offsets: list
+    file_size: int
+    shoff: int
+
+
+def compute_layout(cls, notes_blob, segments):
+    nseg = len(segments) + 1  # PT_NOTE first
+    ehsize = ctypes.sizeof(cls.Ehdr)
+    notes_offset = ehsize + nseg * ctypes.sizeof(cls.Phdr)
+    data = page_up(notes_offset + len(notes_blob))
+    offs = []
+    pos = data
+    for seg in segments:
+        offs.append(pos)
+        pos += seg.dump_size
+    shoff = 0
+    end = pos
+    if nseg >= elf.PN_XNUM:
+        shoff = pos
+        end = pos + ctypes.sizeof(cls.Shdr)
+    return Layout(nseg, notes_offset, len(notes_blob), data, offs, end, shoff)
+
+
+def headers(cls, arch, layout, segments):
+    """File header, program headers and (PN_XNUM) the extra section header."""
+    eh = elf.make_ehdr(cls, arch.MACHINE, layout.phnum, arch.OSABI, arch.EFLAGS)
+    shdr = b""
+    if layout.shoff:
+        eh.e_shoff = layout.shoff
+        eh.e_shentsize = ctypes.sizeof(cls.Shdr)
+        eh.e_shnum = 1
+        sh = cls.Shdr()
+        sh.sh_info = layout.phnum
+        shdr = bytes(sh)
+    ph = cls.Phdr()
+    ph.p_type = elf.PT_NOTE
+    ph.p_offset = layout.notes_offset
+    ph.p_filesz = layout.notes_size
+    ph.p_align = 4
+    out = [bytes(eh), bytes(ph)]
+    for seg, off in zip(segments, layout.seg_offsets):
+        ph = cls.Phdr()
+        ph.p_type = elf.PT_LOAD
+        ph.p_flags = seg.flags
+        ph.p_offset = off
+        ph.p_vaddr = seg.vaddr
+        ph.p_filesz = seg.dump_size
+        ph.p_memsz = seg.memsz
+        ph.p_align = PAGE
+        out.append(bytes(ph))
+    return b"".join(out), shdr
+
+
+def _copy(src_fd, dst_fd, length, src_off, dst_off):
+    """Copy length bytes; returns bytes copied (less at the source's EOF)."""
+    done = 0
+    use_cfr = hasattr(os, "copy_file_range")
+    while done < length:
+        n = length - done
+        got = None
+        if use_cfr:
+            try:
+                got = os.copy_file_range(src_fd, dst_fd, min(n, 1 << 30),
+                                         src_off + done, dst_off + done)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+                                   errno.EOPNOTSUPP, errno.EBADF):
+                    raise
+                use_cfr = False
+        if got is None:
+            buf = os.pread(src_fd, min(n, COPY_CHUNK), src_off + done)
+            got = len(buf)
+            if got:
+                os.pwrite(dst_fd, buf, dst_off + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+class CoreWriter:
+    """Writes one core at `path` through a temporary file beside it."""
+
+    def __init__(self, path, progress=None):
+        self.path = path
+        self.progress = progress
+        self.tmp = None
+        self.fd = None
+
+    def __enter__(self):
+        d = os.path.dirname(os.path.abspath(self.path))
+        try:
+            self.fd, self.tmp = tempfile.mkstemp(
+                prefix=".%s." % os.path.basename(self.path), suffix=".tmp", dir=d)
+        except OSError as e:
+            raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
+        _register_tmp(self.tmp)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if exc_type is not None and self.tmp:
+            _discard(self.tmp)
+        return False
+
+    def write(self, cls, arch, notes_blob, segments, fds):
+        """Stream the whole core, then fsync and rename it into place."""
+        layout = compute_layout(cls, notes_blob, segments)
+        head, shdr = headers(cls, arch, layout, segments)
+        fd = self.fd
+        try:
+            os.pwrite(fd, head, 0)
+            os.pwrite(fd, notes_blob, layout.notes_offset)
+            written = 0
+            for seg, off in zip(segments, layout.seg_offsets):
+                for (addr, length, src, src_off) in seg.chunks():
+                    _copy(fds.fd(src), fd, length, src_off,
+                          off + (addr - seg.vaddr))
+                    written += length
+                    if self.progress:
+                        self.progress(length)
+            if shdr:
+                os.pwrite(fd, shdr, layout.shoff)
+            os.ftruncate(fd, layout.file_size)
+            os.fsync(fd)
+        except OSError as e:
+            if e.filename and e.filename != self.tmp:
+                raise
+            raise OutputError(self.path, "cannot write: %s" % e.strerror) from None
+        os.close(fd)
+        self.fd = None
+        os.replace(self.tmp, self.path)
+        _unregister_tmp(self.tmp)
+        self.tmp = None
+        return layout
+
+
+# -- temporary files removed on SIGINT/SIGTERM --------------------------------
+
+_pending = set()
+
+
+def _register_tmp(path):
+    _pending.add(path)
+
+
+def _unregister_tmp(path):
+    _pending.discard(path)
+
+
+def _discard(path):
+    _pending.discard(path)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_pending():
+    for p in list(_pending):
+        _discard(p)
+
+
+def install_signal_cleanup():
+    """SIGINT/SIGTERM: remove unfinished cores, then die of the signal."""
+    def handler(signum, frame):
+        remove_pending()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)
