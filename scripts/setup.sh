@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian/Ubuntu: system packages, then a venv in .venv.
+#
+# pycriu is not on PyPI: it ships in the distribution's `criu` package, for the
+# distribution's python3.  The venv is therefore made from /usr/bin/python3
+# with --system-site-packages, so it sees pycriu (and protobuf) from Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS="criu gdb elfutils binutils lldb python3 python3-venv python3-protobuf gcc libc6-dev"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "setup: installing system packages:$missing" >&2
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >&2
+fi
+
+PY=/usr/bin/python3
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pycriu' 2>/dev/null; then
+  rm -rf .venv
+  "$PY" -m venv --system-site-packages .venv
+fi
+stamp=.venv/.installed-$(cat setup.cfg requirements-dev.txt | sha1sum | cut -c1-12)
+if [ ! -e "$stamp" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e . -r requirements-dev.txt >&2
+  rm -f .venv/.installed-*; touch "$stamp"
+fi

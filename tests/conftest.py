@@ -1,0 +1,109 @@
+"""Shared test helpers: where the real fixtures are, running the CLI, tools.
+
+The fixtures live in ../shared/fixtures (beside the repository, as CI lays
+them out); CCD_FIXTURES overrides that.  Copies of shared/ may have turned
+the root filesystems' symlinks (lib -> usr/lib) into small regular files that
+hold the link target; `fixture()` makes a private copy with those links
+restored, so gdb's sysroot resolves as it did on the machine that made them.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.environ.get("CCD_FIXTURES",
+                          os.path.join(os.path.dirname(REPO), "shared", "fixtures"))
+GDBCHECK = os.path.join(os.path.dirname(FIXTURES), "tools", "gdbcheck.py")
+COREDUMP = os.path.join(REPO, "bin", "coredump")
+
+FIRST_PID = {"threads": 13466, "stopped_static": 13508, "tree": 13544,
+             "shmem": 13585}
+
+
+def need(tool):
+    """Fail loudly (never skip) when a tool the test needs is missing."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail("%s is not installed: run scripts/setup.sh" % tool)
+    return path
+
+
+def _restore_links(root):
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.islink(p) or os.path.getsize(p) > 255:
+                continue
+            with open(p, "rb") as fh:
+                target = fh.read()
+            if b"\0" in target or b"\n" in target or not target:
+                continue
+            t = target.decode(errors="replace")
+            if t.startswith("/") or not os.path.exists(os.path.join(d, t)):
+                continue
+            os.unlink(p)
+            os.symlink(t, p)
+
+
+_cache = {}
+
+
+def fixture_copy(name, base):
+    """A private, writable copy of a fixture with its symlinks restored."""
+    if name not in _cache:
+        src = os.path.join(FIXTURES, name)
+        if not os.path.isdir(src):
+            pytest.fail("fixture %s not found in %s" % (name, FIXTURES))
+        dst = os.path.join(base, name)
+        shutil.copytree(src, dst, symlinks=True)
+        for d, dirs, files in os.walk(dst):
+            os.chmod(d, 0o755)
+            for f in files:
+                p = os.path.join(d, f)
+                if not os.path.islink(p):
+                    os.chmod(p, 0o644 if not os.access(p, os.X_OK) else 0o755)
+        _restore_links(os.path.join(dst, "root"))
+        _cache[name] = dst
+    return _cache[name]
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("fixtures"))
+    return lambda name: fixture_copy(name, base)
+
+
+def run_coredump(*args, check=None, **kw):
+    """Run bin/coredump as a user would; returns CompletedProcess (text)."""
+    p = subprocess.run([sys.executable, COREDUMP] + [str(a) for a in args],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=600, **kw)
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+@pytest.fixture(scope="session")
+def cores(fixtures_dir, tmp_path_factory):
+    """Cores made once per session from each fixture (name -> out dir)."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            fx = fixtures_dir(name)
+            out = str(tmp_path_factory.mktemp("out-" + name))
+            run_coredump("-i", os.path.join(fx, "images"), "-o", out,
+                         "--root", os.path.join(fx, "root"), check=0)
+            made[name] = out
+        return made[name]
+    return get
+
+
+def gdbcheck(fixture, core):
+    need("gdb")
+    return subprocess.run([sys.executable, GDBCHECK, fixture, core, "--show"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=600)
