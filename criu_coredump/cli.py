@@ -30,6 +30,16 @@ examples:
 """
 
 
+def _jobs(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return v
+
+
 def _filter(text):
     try:
         v = int(text, 0)
@@ -66,6 +76,9 @@ def build_parser():
     p.add_argument("--filter", type=_filter, default=DEFAULT_FILTER, metavar="MASK",
                    help="coredump_filter bits deciding which mappings are dumped "
                    "(default 0x%x: the kernel's 0x33 plus shared files)" % DEFAULT_FILTER)
+    p.add_argument("-j", "--jobs", type=_jobs, metavar="N",
+                   help="convert up to N processes at once, each in its own "
+                   "worker (default: the number of CPUs)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only errors")
     p.add_argument("--version", action="version", version="%s %s" % (PROG, __version__))
@@ -84,8 +97,10 @@ def run(args):
     if args.root is not None and not os.path.isdir(args.root):
         raise CoredumpError(args.root, "--root is not a directory")
     warn = (lambda path, what: _say("warning", "%s: %s" % (path, what)))
+    from .parallel import default_jobs
     results = generate(args.images_dir, args.out_dir, pids=args.pid,
-                       root=args.root, dump_filter=args.filter, warn=warn)
+                       root=args.root, dump_filter=args.filter, warn=warn,
+                       jobs=args.jobs or default_jobs())
     code = EXIT_OK
     for r in results:
         if r.error is not None:

@@ -4,16 +4,17 @@
 build cores without a subprocess.  Each process is independent: a failure in
 one is recorded in its result and the others are still written.
 """
+import glob
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import arch as arches
-from . import elf, images, notes
-from .errors import CoredumpError
+from . import elf, images, notes, parallel
+from .errors import CoredumpError, OutputError
 from .memory import DEFAULT_FILTER, MemoryPlan
 from .rootfs import RootFS
-from .writer import CoreWriter
+from .writer import TMP_SUFFIX, CoreWriter, tmp_prefix
 
 
 @dataclass
@@ -69,11 +70,10 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         if progress:
             progress.start(proc, sum(s.dump_size for s in plan.segments))
         with CoreWriter(path, progress=progress.advance if progress else None) as w:
-            w.write(arch.ELF, arch, blob, plan.segments, plan.fds)
+            data = w.write(arch.ELF, arch, blob, plan.segments, plan.fds)
         res.path = path
         res.segments = len(plan.segments)
         res.dumped = sum(s.dump_size for s in plan.segments)
-        data = sum(length for s in plan.segments for (_, length, _, _) in s.chunks())
         res.holes = res.dumped - data
         res.lazy_pages = plan.stats.lazy_pages
     finally:
@@ -83,27 +83,60 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
     return res
 
 
+def _convert_entry(ckpt, entry, out_dir, rootfs, dump_filter, shmem_cache,
+                   progress, warn):
+    """Load and convert one pstree entry; its own errors go in its result."""
+    try:
+        proc = images.load_process(ckpt.dir, entry)
+        return convert_process(ckpt, proc, out_dir, rootfs, dump_filter,
+                               shmem_cache, progress, warn)
+    except CoredumpError as err:
+        return CoreResult(pid=entry.pid, comm="", error=err)
+
+
+def _lost(out_dir, entry, signum):
+    """The result of a child of --jobs that died without answering (killed
+    by a signal, such as the OOM killer's): its temporary core is removed."""
+    path = os.path.join(out_dir, core_name(entry.pid))
+    for tmp in glob.glob(os.path.join(glob.escape(out_dir),
+                                      glob.escape(tmp_prefix(path)) + "*"
+                                      + TMP_SUFFIX)):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    how = ("killed by %s" % parallel.child_signal_name(signum) if signum
+           else "ended without a result")
+    return CoreResult(pid=entry.pid, comm="", error=OutputError(
+        path, "the conversion was %s; no core was written" % how))
+
+
 def generate(images_dir, out_dir, pids=None, root=None,
-             dump_filter=DEFAULT_FILTER, progress=None, warn=None):
+             dump_filter=DEFAULT_FILTER, progress=None, warn=None, jobs=1):
     """Convert every process (or those in `pids`) of a checkpoint.
 
-    Returns a list of CoreResult.  Errors that concern the whole checkpoint
-    (pstree, files) raise; errors of one process are kept in its result.
+    Returns a list of CoreResult, in pstree order.  Errors that concern the
+    whole checkpoint (pstree, files) raise; errors of one process are kept in
+    its result.  With jobs > 1, up to `jobs` processes are converted at once,
+    each in a child process (parallel.py); warnings still come in pstree
+    order, and `progress.start`/`finish` get an object with the process's
+    `pid` and `comm` only.
     """
     ckpt = images.open_checkpoint(images_dir)
     wanted = images.select(ckpt, pids)
-    results = []
     rootfs = RootFS(root)
     shmem_cache = {}
     try:
-        for e in wanted:
-            try:
-                proc = images.load_process(images_dir, e)
-                results.append(convert_process(ckpt, proc, out_dir, rootfs,
-                                               dump_filter, shmem_cache,
-                                               progress, warn))
-            except CoredumpError as err:
-                results.append(CoreResult(pid=e.pid, comm="", error=err))
+        if jobs > 1 and len(wanted) > 1:
+            def work(i, child_warn, child_progress):
+                return _convert_entry(ckpt, wanted[i], out_dir, rootfs,
+                                      dump_filter, shmem_cache, child_progress,
+                                      child_warn)
+            return parallel.run_ordered(
+                len(wanted), work, min(jobs, len(wanted)), warn=warn,
+                progress=progress,
+                lost=lambda i, signum: _lost(out_dir, wanted[i], signum))
+        return [_convert_entry(ckpt, e, out_dir, rootfs, dump_filter,
+                               shmem_cache, progress, warn) for e in wanted]
     finally:
         rootfs.close()
-    return results

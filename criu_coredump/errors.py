@@ -20,6 +20,11 @@ class CoredumpError(Exception):
         self.path = str(path)
         self.what = what
 
+    def __reduce__(self):
+        # pickled with its two arguments: results come back from the
+        # children of --jobs through a pipe
+        return (type(self), (self.path, self.what))
+
 
 class BadImage(CoredumpError):
     """An image file is missing, truncated, of the wrong kind or inconsistent."""

@@ -161,22 +161,16 @@ def _path(d, name):
     return os.path.join(d, name)
 
 
-def read_entries(path, expect):
-    """Yield the raw protobuf payloads of an image, after checking its magic.
-
-    Returns a generator; the file stays open only while it is consumed.
-    """
+def open_image(path, expect):
+    """An image file opened for reading, positioned after its magic(s),
+    which are checked to be `expect`'s.  The caller closes it."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         raise BadImage(path, "missing") from None
     except OSError as e:
         raise BadImage(path, "cannot open: %s" % e.strerror) from None
-    return _iter_entries(f, path, expect)
-
-
-def _iter_entries(f, path, expect):
-    with f:
+    try:
         head = f.read(4)
         if len(head) < 4:
             raise BadImage(path, "empty or truncated image (no magic)")
@@ -190,6 +184,19 @@ def _iter_entries(f, path, expect):
         if name != expect:
             raise BadImage(path, "wrong magic 0x%08x (%s), expected a %s image"
                            % (m, name or "unknown", expect))
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def read_entries(path, expect):
+    """Yield the raw protobuf payloads of an image, after checking its magic.
+
+    Returns a generator; the file is opened when it is first consumed and
+    stays open only while it is consumed.
+    """
+    with open_image(path, expect) as f:
         while True:
             hdr = f.read(4)
             if not hdr:

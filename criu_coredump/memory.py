@@ -17,7 +17,7 @@ from typing import List, Optional
 from . import images
 from .elf import PF_R, PF_W, PF_X
 from .errors import BadImage
-from .pagemap import HERE, LAZY, PageIndex
+from .pagemap import HERE, PageIndex
 
 # coredump_filter bits (Documentation/filesystems/proc.rst)
 MMF_ANON_PRIVATE = 1 << 0
@@ -121,6 +121,7 @@ class MemoryPlan:
         self._warn = warn or (lambda path, what: None)
         self._shmem = shmem_cache if shmem_cache is not None else {}
         self._file_ok = {}
+        self._page_srcs = {}
         self.fds = FdCache(rootfs)
         self.segments = []
         self.index = None
@@ -141,21 +142,21 @@ class MemoryPlan:
     # -- page sources ------------------------------------------------------
 
     def _check_inside_vmas(self, vmas):
-        """Every pagemap run must lie inside some VMA."""
-        from bisect import bisect_right
-        starts = [v.start for v in vmas]
+        """Every pagemap run must lie inside the VMAs (one walk over both
+        sorted lists)."""
         idx = self.index
-        for i in range(len(idx.starts)):
-            a = idx.starts[i]
-            b = a + idx.npages[i] * P
-            pos = a
-            j = bisect_right(starts, pos) - 1
+        starts, npages = idx.starts, idx.npages
+        j, nv = 0, len(vmas)
+        for i in range(len(starts)):
+            pos = starts[i]
+            b = pos + npages[i] * P
             while pos < b:
-                if j < 0 or j >= len(vmas) or not (vmas[j].start <= pos < vmas[j].end):
+                while j < nv and vmas[j].end <= pos:
+                    j += 1
+                if j == nv or vmas[j].start > pos:
                     raise BadImage(idx.path, "pages at 0x%x lie outside every "
                                    "VMA of the process" % pos)
                 pos = vmas[j].end
-                j += 1
 
     def _shmem_index(self, shmid):
         if shmid not in self._shmem:
@@ -197,26 +198,31 @@ class MemoryPlan:
             self._file_ok[f.id] = ok
         return ok or None
 
+    def _pages_source(self, path):
+        """One Source per pages image, shared by all its runs."""
+        src = self._page_srcs.get(path)
+        if src is None:
+            src = self._page_srcs[path] = Source(path, "pages")
+        return src
+
+    def _index_source(self, idx, base=0):
+        """Runs (start, end) -> (addr, length, Source or None, offset) of a
+        page index whose offset 0 is at address `base`; None is a known hole
+        (lazy page)."""
+        def runs(a, b):
+            for (ra, rl, kind, path, off) in idx.runs(a - base, b - base):
+                yield (ra + base, rl,
+                       self._pages_source(path) if kind == HERE else None, off)
+        return runs
+
     def _sources(self, vma):
         """Functions (start, end) -> runs, in the order pages are looked for."""
-        srcs = []
-        idx = self.index
-
-        def from_pagemap(a, b, idx=idx):
-            for (ra, rl, kind, path, off) in idx.runs(a, b):
-                yield (ra, rl, Source(path, "pages") if kind == HERE else None, off)
-        srcs.append(from_pagemap)
+        srcs = [self._index_source(self.index)]
         sid = self._shmem_id(vma)
         if sid is not None:
             sidx = self._shmem_index(sid)
             if sidx is not None:
-                base = vma.start - vma.pgoff
-
-                def from_shmem(a, b, sidx=sidx, base=base):
-                    for (ra, rl, kind, path, off) in sidx.runs(a - base, b - base):
-                        yield (ra + base, rl,
-                               Source(path, "pages") if kind == HERE else None, off)
-                srcs.append(from_shmem)
+                srcs.append(self._index_source(sidx, vma.start - vma.pgoff))
         f = self._mapped_file(vma)
         fsrc = self._file_source(f) if sid is None else None
         if fsrc is not None:
@@ -240,13 +246,19 @@ class MemoryPlan:
         if not srcs:
             return
         first, rest = srcs[0], srcs[1:]
+        if not rest:
+            for run in first(a, b):
+                if run[2] is not None:
+                    yield run
+            return
         pos = a
-        for (ra, rl, src, off) in first(a, b):
+        for run in first(a, b):
+            ra = run[0]
             if ra > pos:
                 yield from MemoryPlan._layered(rest, pos, ra)
-            if src is not None:
-                yield (ra, rl, src, off)
-            pos = ra + rl
+            if run[2] is not None:
+                yield run
+            pos = ra + run[1]
         if pos < b:
             yield from MemoryPlan._layered(rest, pos, b)
 

@@ -11,6 +11,7 @@ objects) sorted by address, so a lookup is a bisect and memory stays small
 for pagemaps of millions of entries.
 """
 import os
+import struct
 from array import array
 from bisect import bisect_right
 
@@ -53,60 +54,110 @@ def _entry_class():
 PagemapEntry = _entry_class()
 
 
+_BLOCK = 1 << 18          # bytes of pagemap read at a time
+_RUN_MAX = (1 << 32) - 1  # pages in one run (npages is a 32-bit array)
+
+
 class PageIndex:
-    """Runs of one pagemap image, sorted, with their offsets in the pages image."""
+    """Runs of one pagemap image, sorted, with their offsets in the pages image.
+
+    Adjacent entries are merged into one run when they continue each other
+    (in the address space and, for present pages, in the pages image), so a
+    pagemap of a million entries written page by page costs a million runs at
+    most, 21 bytes each.
+    """
 
     def __init__(self, images_dir, pagemap_name):
         self.images_dir = images_dir
         self.path = os.path.join(images_dir, pagemap_name)
         self.name = pagemap_name
         self.starts = array("Q")
-        self.npages = array("Q")
+        self.npages = array("I")
         self.offsets = array("Q")  # page offset in the pages image
         self.where = array("B")
         self._parent = None
         self.pages_path = None
         self.lazy_pages = 0
+        self.present_pages = 0
         self._load()
 
+    def _entries(self, f):
+        """Yield the payload of each entry after the header, reading the
+        image in blocks (one read call per entry costs more than decoding)."""
+        buf = b""
+        pos = 0
+        unpack = struct.unpack_from
+        while True:
+            if len(buf) - pos < 4:
+                more = f.read(_BLOCK)
+                if not more:
+                    if pos < len(buf):
+                        raise BadImage(self.path, "truncated entry header")
+                    return
+                buf = buf[pos:] + more
+                pos = 0
+                continue
+            size, = unpack("<I", buf, pos)
+            end = pos + 4 + size
+            if end > len(buf):
+                if size > images.MAX_ENTRY:
+                    raise BadImage(self.path, "entry of %d bytes is absurd" % size)
+                more = f.read(max(_BLOCK, end - len(buf)))
+                if not more:
+                    raise BadImage(self.path, "truncated entry (%d of %d bytes)"
+                                   % (len(buf) - pos - 4, size))
+                buf = buf[pos:] + more
+                pos = 0
+                continue
+            yield buf[pos + 4:end]
+            pos = end
+
     def _load(self):
-        gen = images.read_entries(self.path, "PAGEMAP")
-        head = None
-        for buf in gen:
-            head = images.parse(self.path, images._pb.pagemap_head, buf)
-            break
-        if head is None:
-            raise BadImage(self.path, "no pagemap header")
-        self.pages_path = os.path.join(self.images_dir,
-                                       "pages-%d.img" % head.pages_id)
+        with images.open_image(self.path, "PAGEMAP") as f:
+            entries = self._entries(f)
+            head = next(entries, None)
+            if head is None:
+                raise BadImage(self.path, "no pagemap header")
+            head = images.parse(self.path, images._pb.pagemap_head, head)
+            self.pages_path = os.path.join(self.images_dir,
+                                           "pages-%d.img" % head.pages_id)
+            self._add_runs(entries)
+        self._check_pages_image()
+
+    def _add_runs(self, entries):
+        P = images.PAGE_SIZE
         e = PagemapEntry()
-        offset = 0
+        parse, has = e.ParseFromString, e.HasField
+        offset = 0       # pages of this pagemap in the pages image so far
         last_end = 0
         starts, npages, offsets, where = (self.starts, self.npages,
                                           self.offsets, self.where)
-        for buf in gen:
+        # the last run, kept in locals and flushed when the next one starts
+        r_start = r_n = r_off = 0
+        r_w = -1
+        for buf in entries:
             try:
-                e.ParseFromString(buf)
+                parse(buf)
             except Exception as exc:
                 raise BadImage(self.path, "cannot decode pagemap entry: %s"
                                % exc) from None
             n = e.nr_pages or e.compat_nr_pages
-            if e.HasField("flags"):
-                flags = e.flags
-            else:
-                flags = PE_PARENT if e.in_parent else PE_PRESENT
             va = e.vaddr
-            if va % images.PAGE_SIZE:
+            if has("flags"):
+                flags = e.flags
+            else:  # CRIU before 3.0: no flags, in_parent or present
+                flags = PE_PARENT if e.in_parent else PE_PRESENT
+            if va % P:
                 raise BadImage(self.path, "entry at 0x%x is not page aligned" % va)
             if n == 0:
                 continue
-            if n > _MAX_PAGES or va + n * images.PAGE_SIZE > 1 << 64:
+            if n > _MAX_PAGES or va + n * P > 1 << 64:
                 raise BadImage(self.path, "entry at 0x%x claims %d pages, "
                                "beyond the address space" % (va, n))
             if va < last_end:
                 raise BadImage(self.path, "entry at 0x%x overlaps or is out of "
                                "order with the one before it" % va)
-            last_end = va + n * images.PAGE_SIZE
+            last_end = va + n * P
             if flags & PE_PARENT or e.in_parent:
                 w = PARENT
             elif flags & PE_PRESENT:
@@ -114,34 +165,45 @@ class PageIndex:
             else:
                 w = LAZY
                 self.lazy_pages += n
-            # merge with the previous run when contiguous in both spaces
-            if (starts and where[-1] == w
-                    and starts[-1] + npages[-1] * images.PAGE_SIZE == va
-                    and (w != HERE or offsets[-1] + npages[-1] == offset)):
-                npages[-1] += n
+            if (w == r_w and r_start + r_n * P == va and r_n + n <= _RUN_MAX
+                    and (w != HERE or r_off + r_n == offset)):
+                r_n += n
             else:
-                starts.append(va)
-                npages.append(n)
-                offsets.append(offset if w == HERE else 0)
-                where.append(w)
+                if r_w >= 0:
+                    starts.append(r_start)
+                    npages.append(r_n)
+                    offsets.append(r_off)
+                    where.append(r_w)
+                r_start, r_n, r_w = va, n, w
+                r_off = offset if w == HERE else 0
             if w == HERE:
                 offset += n
+        if r_w >= 0:
+            starts.append(r_start)
+            npages.append(r_n)
+            offsets.append(r_off)
+            where.append(r_w)
         self.present_pages = offset
-        if offset:
-            try:
-                size = os.stat(self.pages_path).st_size
-            except OSError:
-                raise BadImage(self.pages_path, "missing (the pagemap %s names "
-                               "%d pages in it)" % (self.name, offset)) from None
-            if size < offset * images.PAGE_SIZE:
-                raise BadImage(self.pages_path, "pages image has %d bytes, its "
-                               "pagemap %s says %d pages (%d bytes)"
-                               % (size, self.name, offset,
-                                  offset * images.PAGE_SIZE))
+
+    def _check_pages_image(self):
+        P = images.PAGE_SIZE
+        n = self.present_pages
+        if not n:
+            return
+        try:
+            size = os.stat(self.pages_path).st_size
+        except OSError:
+            raise BadImage(self.pages_path, "missing (the pagemap %s names "
+                           "%d pages in it)" % (self.name, n)) from None
+        if size < n * P:
+            raise BadImage(self.pages_path, "pages image has %d bytes, its "
+                           "pagemap %s says %d pages (%d bytes)"
+                           % (size, self.name, n, n * P))
 
     @property
     def parent(self):
-        """The same pagemap in the parent checkpoint (pre-dump chain)."""
+        """The same pagemap in the parent checkpoint (pre-dump chain), with
+        its own index; CRIU links the previous images as `parent`."""
         if self._parent is None:
             pdir = os.path.join(self.images_dir, "parent")
             if not os.path.isdir(pdir):
@@ -158,21 +220,23 @@ class PageIndex:
         [start, end) that the pagemap (or its parents) covers, in address
         order.  kind is HERE (read path at file_offset) or LAZY (no data)."""
         P = images.PAGE_SIZE
-        i = bisect_right(self.starts, start) - 1
+        starts, npages, where = self.starts, self.npages, self.where
+        i = bisect_right(starts, start) - 1
         if i < 0:
             i = 0
-        n = len(self.starts)
+        n = len(starts)
         while i < n:
-            rs = self.starts[i]
+            rs = starts[i]
             if rs >= end:
                 break
-            re = rs + self.npages[i] * P
+            re = rs + npages[i] * P
             if re > start:
-                a, b = max(rs, start), min(re, end)
-                w = self.where[i]
+                a = rs if rs > start else start
+                b = re if re < end else end
+                w = where[i]
                 if w == HERE:
                     yield (a, b - a, HERE, self.pages_path,
-                           (self.offsets[i] * P) + (a - rs))
+                           self.offsets[i] * P + (a - rs))
                 elif w == PARENT:
                     yield from self._parent_runs(a, b)
                 else:
@@ -180,15 +244,18 @@ class PageIndex:
             i += 1
 
     def _parent_runs(self, a, b):
-        """Parent data for [a, b); what the parent lacks is lazy (missing)."""
+        """Parent data for [a, b); every page of it must be in the parent
+        (as data, or as lazy pages of the parent, which stay holes)."""
+        parent = self.parent
         pos = a
-        for r in self.parent.runs(a, b):
+        for r in parent.runs(a, b):
             if r[0] > pos:
-                yield (pos, r[0] - pos, LAZY, None, 0)
+                break
             yield r
             pos = r[0] + r[1]
         if pos < b:
-            yield (pos, b - pos, LAZY, None, 0)
+            raise BadImage(parent.path, "has no pages at 0x%x, which %s says "
+                           "are in the parent checkpoint" % (pos, self.path))
 
     def covers_any(self, start, end):
         """True when some run of this pagemap intersects [start, end)."""

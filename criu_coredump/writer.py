@@ -7,8 +7,11 @@ os.copy_file_range (sendfile or a bounded buffered copy where that is not
 possible), and holes left as holes, so the core is sparse and memory use does
 not grow with the size of the process.
 
-The core is written to a temporary file in the output directory, fsynced and
-renamed into place, so a `core.<pid>` is either complete or absent.
+The core is written to a temporary file in the output directory and renamed
+into place once complete, so a `core.<pid>` is either complete or absent.  It
+is not fsynced, like a core the kernel writes: waiting for the disk would make
+the conversion several times slower than copying the pages (measured in
+bench/bench.py), for a guarantee only a machine crash would test.
 """
 import ctypes
 import errno
@@ -87,31 +90,63 @@ def headers(cls, arch, layout, segments):
     return b"".join(out), shdr
 
 
+# errors meaning "this call cannot copy between these two files", not "I/O
+# failed": the next method is tried
+_CANNOT = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
+           errno.EBADF)
+_methods = {"copy_file_range": hasattr(os, "copy_file_range"),
+            "sendfile": hasattr(os, "sendfile")}
+
+
+def _copy_once(src_fd, dst_fd, n, src_off, dst_off):
+    """Copy up to n bytes at the given offsets; returns the count (0 at the
+    source's EOF).  os.copy_file_range keeps the data in the kernel (and may
+    share blocks); sendfile does too where copy_file_range refuses (another
+    file system on kernels before 5.3, /proc files); else a buffered copy of
+    at most COPY_CHUNK bytes."""
+    if _methods["copy_file_range"]:
+        try:
+            return os.copy_file_range(src_fd, dst_fd, min(n, 1 << 30),
+                                      src_off, dst_off)
+        except OSError as e:
+            if e.errno not in _CANNOT:
+                raise
+            if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
+                _methods["copy_file_range"] = False  # never works here
+    if _methods["sendfile"]:
+        try:
+            os.lseek(dst_fd, dst_off, os.SEEK_SET)
+            return os.sendfile(dst_fd, src_fd, src_off, min(n, 1 << 30))
+        except OSError as e:
+            if e.errno not in _CANNOT:
+                raise
+            if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
+                _methods["sendfile"] = False
+    buf = os.pread(src_fd, min(n, COPY_CHUNK), src_off)
+    if buf:
+        os.pwrite(dst_fd, buf, dst_off)
+    return len(buf)
+
+
 def _copy(src_fd, dst_fd, length, src_off, dst_off):
-    """Copy length bytes; returns bytes copied (less at the source's EOF)."""
+    """Copy length bytes; returns bytes copied (less at the source's EOF,
+    the rest staying a hole)."""
     done = 0
-    use_cfr = hasattr(os, "copy_file_range")
     while done < length:
-        n = length - done
-        got = None
-        if use_cfr:
-            try:
-                got = os.copy_file_range(src_fd, dst_fd, min(n, 1 << 30),
-                                         src_off + done, dst_off + done)
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS,
-                                   errno.EOPNOTSUPP, errno.EBADF):
-                    raise
-                use_cfr = False
-        if got is None:
-            buf = os.pread(src_fd, min(n, COPY_CHUNK), src_off + done)
-            got = len(buf)
-            if got:
-                os.pwrite(dst_fd, buf, dst_off + done)
+        got = _copy_once(src_fd, dst_fd, length - done, src_off + done,
+                         dst_off + done)
         if got == 0:
             break
         done += got
     return done
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def tmp_prefix(path):
+    """Temporary cores for `path` are named <dir>/.<name>.XXXXXXXX.tmp."""
+    return ".%s." % os.path.basename(path)
 
 
 class CoreWriter:
@@ -127,7 +162,7 @@ class CoreWriter:
         d = os.path.dirname(os.path.abspath(self.path))
         try:
             self.fd, self.tmp = tempfile.mkstemp(
-                prefix=".%s." % os.path.basename(self.path), suffix=".tmp", dir=d)
+                prefix=tmp_prefix(self.path), suffix=TMP_SUFFIX, dir=d)
         except OSError as e:
             raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
         _register_tmp(self.tmp)
@@ -142,25 +177,29 @@ class CoreWriter:
         return False
 
     def write(self, cls, arch, notes_blob, segments, fds):
-        """Stream the whole core, then fsync and rename it into place."""
+        """Stream the whole core, then rename it into place; returns the
+        bytes of memory copied (the rest of the dumped ranges are holes)."""
         layout = compute_layout(cls, notes_blob, segments)
         head, shdr = headers(cls, arch, layout, segments)
         fd = self.fd
+        written = 0
         try:
             os.pwrite(fd, head, 0)
             os.pwrite(fd, notes_blob, layout.notes_offset)
-            written = 0
+            progress = self.progress
+            last_src = src_fd = None
             for seg, off in zip(segments, layout.seg_offsets):
+                base = off - seg.vaddr
                 for (addr, length, src, src_off) in seg.chunks():
-                    _copy(fds.fd(src), fd, length, src_off,
-                          off + (addr - seg.vaddr))
+                    if src is not last_src:
+                        last_src, src_fd = src, fds.fd(src)
+                    _copy(src_fd, fd, length, src_off, base + addr)
                     written += length
-                    if self.progress:
-                        self.progress(length)
+                    if progress:
+                        progress(length)
             if shdr:
                 os.pwrite(fd, shdr, layout.shoff)
             os.ftruncate(fd, layout.file_size)
-            os.fsync(fd)
         except OSError as e:
             if e.filename and e.filename != self.tmp:
                 raise
@@ -170,7 +209,8 @@ class CoreWriter:
         os.replace(self.tmp, self.path)
         _unregister_tmp(self.tmp)
         self.tmp = None
-        return layout
+        self.layout = layout
+        return written
 
 
 # -- temporary files removed on SIGINT/SIGTERM --------------------------------

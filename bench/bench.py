@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Benchmark: coredump on synthetic checkpoints of 64 MiB, 1 GiB and 4 GiB of
+dumped pages, and on a pagemap of 1,000,000 one-page entries.
+
+For each case, in the same run, it prints: coredump's wall time, the wall
+time of `cp` of the same pages image (the baseline: converting cannot beat
+copying the pages once) and their ratio, coredump's peak RSS, and the core's
+apparent and allocated sizes.  For the large pagemap it also prints how long
+decoding the pagemap takes with pycriu's dict conversion (`crit`'s way) and
+with our page index, and the peak RSS of each.
+
+Targets (issue 4): on 1 GiB, wall time <= 1.5x cp; peak RSS < 64 MiB at every
+size; 4 GiB within 4.5x of 1 GiB.  The script prints PASS/FAIL for each and
+exits 1 if one fails.
+
+    .venv/bin/python bench/bench.py                # everything (~12 GiB of disk)
+    .venv/bin/python bench/bench.py --sizes 64M     # one quick case
+
+The images are built below --workdir (default: a temporary directory on the
+file system of the current directory) and removed as each case ends.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+from tests import synth  # noqa: E402
+
+COREDUMP = os.path.join(REPO, "bin", "coredump")
+TIME = "/usr/bin/time"  # GNU time (Debian package `time`)
+MiB = 1 << 20
+GiB = 1 << 30
+PAGE = synth.PAGE
+VMA_SIZE = 64 * MiB          # the big cases: mappings of 64 MiB
+RUN_PAGES = 255              # present pages, then a one-page hole
+
+
+def parse_size(text):
+    units = {"K": 1 << 10, "M": MiB, "G": GiB}
+    t = text.strip().upper().rstrip("B").rstrip("I")
+    if t[-1:] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def human(n):
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1 << 10)):
+        if n >= size:
+            return "%.2f %s" % (n / size, unit)
+    return "%d B" % n
+
+
+def build_sized(path, size, fmt):
+    """One process whose dumped pages total `size` bytes: anonymous mappings
+    of up to 64 MiB, each with runs of 255 present pages and one hole."""
+    ck = synth.Checkpoint(path, fmt=fmt)
+    p = ck.process(4242, comm="bench")
+    pages_left = size // PAGE
+    vma_pages = VMA_SIZE // PAGE
+    addr = 0x7f0000000000
+    while pages_left > 0:
+        want = min(pages_left, vma_pages - vma_pages // (RUN_PAGES + 1))
+        # enough address space for `want` pages in runs with holes
+        span = want + (want + RUN_PAGES - 1) // RUN_PAGES
+        p.vma(addr, addr + span * PAGE)
+        a, left = addr, want
+        while left:
+            n = min(RUN_PAGES, left)
+            p.pages(a, nr_pages=n)
+            a += (n + 1) * PAGE
+            left -= n
+        pages_left -= want
+        addr += span * PAGE + 16 * MiB
+    ck.write()
+    return ck
+
+
+def build_many_entries(path, count, fmt):
+    """One process with `count` one-page pagemap entries, each followed by a
+    one-page hole, in one mapping."""
+    ck = synth.Checkpoint(path, fmt=fmt)
+    p = ck.process(4243, comm="bench-many")
+    base = 0x7f0000000000
+    p.vma(base, base + 2 * count * PAGE)
+    for i in range(count):
+        p.pages(base + 2 * i * PAGE, nr_pages=1)
+    ck.write()
+    return ck
+
+
+def run_measured(argv):
+    """Run a command under /usr/bin/time; (wall seconds, peak RSS bytes,
+    exit status, stderr).  GNU time forks the command from its own small
+    process: a child forked straight from this one (which may hold the
+    images it built) would count this process's memory in its peak RSS."""
+    t0 = time.perf_counter()
+    p = subprocess.run([TIME, "-f", "TIME-RSS-KB %M"] + argv,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True)
+    wall = time.perf_counter() - t0
+    lines = p.stderr.splitlines()
+    rss = int(lines[-1].split()[-1]) * 1024
+    return wall, rss, p.returncode, "\n".join(lines[:-1])
+
+
+def sync_dir(path):
+    subprocess.run(["sync", "-f", path], check=False)
+
+
+def time_cp(src, dst):
+    sync_dir(os.path.dirname(dst))
+    t0 = time.perf_counter()
+    subprocess.run(["cp", src, dst], check=True)
+    wall = time.perf_counter() - t0
+    os.unlink(dst)
+    return wall
+
+
+def convert(images, out):
+    os.makedirs(out, exist_ok=True)
+    sync_dir(out)
+    wall, rss, code, err = run_measured([sys.executable, COREDUMP, "-i", images,
+                                         "-o", out, "-q", "--jobs", "1"])
+    if code != 0:
+        sys.exit("coredump failed (%d): %s" % (code, err.strip()))
+    cores = [os.path.join(out, f) for f in os.listdir(out) if f.startswith("core.")]
+    st = os.stat(cores[0])
+    return wall, rss, st.st_size, st.st_blocks * 512
+
+
+DECODE_PYCRIU = """
+import sys, time
+from pycriu import images
+t = time.perf_counter()
+with open(sys.argv[1], "rb") as f:
+    img = images.load(f)
+print(time.perf_counter() - t, len(img["entries"]) - 1)
+"""
+
+DECODE_OURS = """
+import os, sys, time
+sys.path.insert(0, sys.argv[2])
+from criu_coredump.pagemap import PageIndex
+t = time.perf_counter()
+idx = PageIndex(os.path.dirname(sys.argv[1]), os.path.basename(sys.argv[1]))
+print(time.perf_counter() - t, len(idx))
+"""
+
+
+def decode_compare(pagemap):
+    out = {}
+    for name, code in (("pycriu dict", DECODE_PYCRIU), ("our index", DECODE_OURS)):
+        p = subprocess.run([sys.executable, "-c", code, pagemap, REPO],
+                           stdout=subprocess.PIPE, text=True, check=True)
+        secs = float(p.stdout.split()[0])
+        _, rss, _, _ = run_measured([sys.executable, "-c", code, pagemap, REPO])
+        out[name] = (secs, rss)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="64M,1G,4G",
+                    help="sizes of dumped pages (default 64M,1G,4G)")
+    ap.add_argument("--entries", type=int, default=1000000,
+                    help="entries of the large-pagemap case (0: skip)")
+    ap.add_argument("--format", choices=("3.x", "4.2"), default="4.2",
+                    help="pagemap encoding (default 4.2)")
+    ap.add_argument("--workdir", help="where to build images (default: a "
+                    "temporary directory in the current directory)")
+    args = ap.parse_args()
+
+    if not os.access(TIME, os.X_OK):
+        sys.exit("bench: %s is missing: apt-get install time" % TIME)
+    base = tempfile.mkdtemp(prefix="ccd-bench-", dir=args.workdir or os.getcwd())
+    results = {}
+    print("%-12s %9s %9s %7s %10s %12s %12s" % (
+        "case", "coredump", "cp", "ratio", "peak RSS", "core size",
+        "allocated"))
+    try:
+        cases = [(s, parse_size(s)) for s in args.sizes.split(",") if s]
+        if args.entries:
+            cases.append(("%d entries" % args.entries, None))
+        for label, size in cases:
+            d = os.path.join(base, "img")
+            if size is None:
+                ck = build_many_entries(d, args.entries, args.format)
+            else:
+                ck = build_sized(d, size, args.format)
+            pages = os.path.join(d, "pages-%d.img" % ck.procs[0].pages_id)
+            cp_wall = time_cp(pages, os.path.join(base, "pages.copy"))
+            wall, rss, apparent, alloc = convert(d, os.path.join(base, "out"))
+            results[label] = (wall, cp_wall, rss)
+            print("%-12s %8.2fs %8.2fs %6.2fx %10s %12s %12s" % (
+                label, wall, cp_wall, wall / cp_wall, human(rss),
+                human(apparent), human(alloc)), flush=True)
+            if size is None:
+                pm = os.path.join(d, "pagemap-%d.img" % ck.procs[0].pid)
+                for name, (secs, mrss) in decode_compare(pm).items():
+                    print("  decode %d-entry pagemap, %-11s %7.2fs, peak RSS %s"
+                          % (args.entries, name + ":", secs, human(mrss)),
+                          flush=True)
+            shutil.rmtree(d)
+            shutil.rmtree(os.path.join(base, "out"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    failed = False
+
+    def check(ok, text):
+        nonlocal failed
+        failed |= not ok
+        print("%s  %s" % ("PASS" if ok else "FAIL", text))
+
+    print()
+    for label, (wall, cp_wall, rss) in results.items():
+        check(rss < 64 * MiB, "%s: peak RSS %s < 64 MiB" % (label, human(rss)))
+    if "1G" in results:
+        wall, cp_wall, _ = results["1G"]
+        check(wall <= 1.5 * cp_wall, "1G: coredump %.2fs <= 1.5 x cp %.2fs"
+              % (wall, cp_wall))
+        if "4G" in results:
+            w4 = results["4G"][0]
+            check(w4 <= 4.5 * wall, "4G: %.2fs <= 4.5 x 1G's %.2fs (%.2fx)"
+                  % (w4, wall, w4 / wall))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
