@@ -44,6 +44,7 @@ VMA_AREA_MEMFD = 1 << 14
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_ANON = 1, 2, 0x20
+MAP_HUGETLB = 0x40000  # CRIU sets it from smaps' "ht" VmFlag
 MADV_DONTDUMP = 16
 
 # task_state (criu/include/pstree.h + images/core.proto)
@@ -75,6 +76,10 @@ class Vma:
     @property
     def is_shared(self):
         return bool(self.flags & MAP_SHARED)
+
+    @property
+    def is_hugetlb(self):
+        return bool(self.flags & MAP_HUGETLB)
 
     @property
     def is_file(self):

@@ -282,6 +282,11 @@ class MemoryPlan:
             return 0
         if st & images.VMA_AREA_SOCKET:
             return 0
+        # DAX (bits 7, 8) cannot be told from the images: CRIU does not
+        # record it, so those bits change nothing.
+        if vma.is_hugetlb:
+            bit = MMF_HUGETLB_SHARED if vma.is_shared else MMF_HUGETLB_PRIVATE
+            return vma.size if flt & bit else 0
         f = self._mapped_file(vma)
         if vma.is_shared:
             anon_like = (not vma.is_file or st & (images.VMA_AREA_MEMFD

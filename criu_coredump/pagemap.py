@@ -219,6 +219,8 @@ class PageIndex:
         """Yield (addr, length, kind, path, file_offset) for the parts of
         [start, end) that the pagemap (or its parents) covers, in address
         order.  kind is HERE (read path at file_offset) or LAZY (no data)."""
+        if end <= start:
+            return
         P = images.PAGE_SIZE
         starts, npages, where = self.starts, self.npages, self.where
         i = bisect_right(starts, start) - 1
@@ -259,6 +261,8 @@ class PageIndex:
 
     def covers_any(self, start, end):
         """True when some run of this pagemap intersects [start, end)."""
+        if end <= start:
+            return False
         i = bisect_right(self.starts, start) - 1
         if i >= 0 and self.starts[i] + self.npages[i] * images.PAGE_SIZE > start:
             return True

@@ -150,6 +150,7 @@ class Process:
         self.entries = []    # (vaddr, nr_pages, flags, data or None, in_parent)
         self.regs = {}
         self.arg = None      # (start, end) of the command line in memory
+        self.sort = True     # False: entries written in the order given
         self.auxv = [6, PAGE, 0, 0]  # AT_PAGESZ, AT_NULL
 
     def vma(self, start, end, prot=RW, kind="anon", shmid=0, pgoff=0,
@@ -221,13 +222,15 @@ class Process:
               "mm_saved_auxv": list(self.auxv), "vmas": self.vmas}
         write_image(os.path.join(d, "mm-%d.img" % self.pid), "MM", [mm])
         write_pagemap(d, "pagemap-%d.img" % self.pid, self.pages_id,
-                      self.entries, self.ck.fmt)
+                      self.entries, self.ck.fmt, sort=self.sort)
 
 
-def write_pagemap(d, name, pages_id, entries, fmt):
-    """pagemap-*.img (pycriu's header, then the entries) and the pages image
-    with the data of PE_PRESENT entries, in pagemap order."""
-    entries = sorted(entries, key=lambda e: e[0])
+def write_pagemap(d, name, pages_id, entries, fmt, sort=True):
+    """pagemap-*.img (pycriu's header, then the entries, sorted unless told
+    otherwise) and the pages image with the data of PE_PRESENT entries, in
+    pagemap order."""
+    if sort:
+        entries = sorted(entries, key=lambda e: e[0])
     buf = io.BytesIO()
     pimages.dump({"magic": "PAGEMAP", "entries": [{"pages_id": pages_id}]}, buf)
     with open(os.path.join(d, name), "wb") as pm, \
