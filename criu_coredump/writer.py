@@ -68,7 +68,11 @@ def headers(cls, arch, layout, segments):
         eh.e_shoff = layout.shoff
         eh.e_shentsize = ctypes.sizeof(cls.Shdr)
         eh.e_shnum = 1
+        # fill_extnum_info(): SHT_NULL, sh_size = e_shnum (1), sh_link =
+        # e_shstrndx (0), sh_info = the real number of program headers
         sh = cls.Shdr()
+        sh.sh_type = elf.SHT_NULL
+        sh.sh_size = 1
         sh.sh_info = layout.phnum
         shdr = bytes(sh)
     ph = cls.Phdr()
