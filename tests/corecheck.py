@@ -11,11 +11,11 @@ LOAD_RE = re.compile(r"^\s*LOAD\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+0x[0-9a-f]+\s+
                      r"(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(.{3})\s+0x[0-9a-f]+$")
 
 
-def convert(images_dir, out_dir, *args, check=0):
+def convert(images_dir, out_dir, *args, check=0, **kw):
     """Run the CLI on a synthetic checkpoint; (CompletedProcess, core paths
     by pid)."""
     os.makedirs(str(out_dir), exist_ok=True)
-    p = run_coredump("-i", images_dir, "-o", out_dir, *args, check=check)
+    p = run_coredump("-i", images_dir, "-o", out_dir, *args, check=check, **kw)
     cores = {int(f.split(".")[1]): os.path.join(str(out_dir), f)
              for f in os.listdir(str(out_dir)) if re.match(r"core\.\d+$", f)}
     return p, cores

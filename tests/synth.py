@@ -249,8 +249,9 @@ def write_pagemap(d, name, pages_id, entries, fmt, sort=True):
 
 class Checkpoint:
     """An image directory: inventory, pstree, files and each process's core,
-    mm, pagemap and pages images.  `parent` (another Checkpoint) is written
-    as the `parent` link CRIU makes for --prev-images-dir."""
+    mm, pagemap and pages images.  `parent` (another Checkpoint, written
+    first) is linked as `parent`, relatively, as CRIU links the directory
+    given with --prev-images-dir."""
 
     def __init__(self, path, fmt="4.2", parent=None):
         assert fmt in ("3.x", "4.2")
@@ -287,10 +288,8 @@ class Checkpoint:
         d = self.dir
         os.makedirs(d, exist_ok=True)
         if self.parent is not None:
-            self.parent.dir = os.path.join(os.path.dirname(os.path.abspath(d)),
-                                           os.path.basename(d) + ".parent")
             self.parent.write()
-            os.symlink("../%s.parent" % os.path.basename(d),
+            os.symlink(os.path.relpath(self.parent.dir, d),
                        os.path.join(d, "parent"))
         write_image(os.path.join(d, "inventory.img"), "INVENTORY", [{
             "img_version": 2, "fdinfo_per_id": True, "ns_per_id": True,
