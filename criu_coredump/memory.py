@@ -10,6 +10,7 @@ Nothing here reads page contents except `read()` (for the few bytes the
 notes need, such as the command line); the writer streams the chunks.
 """
 import os
+from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -128,6 +129,7 @@ class MemoryPlan:
         mm = proc.mm
         if mm is None:
             return
+        self._vma_starts = [v.start for v in mm.vmas]
         pm = "pagemap-%d.img" % proc.pid
         self.index = PageIndex(ckpt.dir, pm)
         self.stats.lazy_pages = self.index.lazy_pages
@@ -323,9 +325,12 @@ class MemoryPlan:
     # -- reading -----------------------------------------------------------
 
     def vma_at(self, addr):
-        for v in self.proc.mm.vmas if self.proc.mm else ():
-            if v.start <= addr < v.end:
-                return v
+        if self.proc.mm is None:
+            return None
+        vmas = self.proc.mm.vmas
+        i = bisect_right(self._vma_starts, addr) - 1
+        if i >= 0 and addr < vmas[i].end:
+            return vmas[i]
         return None
 
     def read(self, addr, size):

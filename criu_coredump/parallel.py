@@ -14,13 +14,11 @@ process, at most `jobs` at a time, and report back through a pipe:
 
 A child killed by a signal (the OOM killer) gives `lost(i, signum)`'s result.
 """
-import multiprocessing
 import os
 import signal
 import sys
 import time
 import types
-from multiprocessing.connection import wait
 
 from . import writer
 
@@ -94,6 +92,10 @@ class _Job:
 def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
     """Results of work(i, warn, progress) for i in range(count), in order,
     computed in at most `jobs` forked children at a time."""
+    # imported here: one job, the common case, does not pay for it
+    import multiprocessing
+    from multiprocessing.connection import wait
+
     ctx = multiprocessing.get_context("fork")
     results = [None] * count
     jobs_by_index = {}    # started, and their warnings not all reported yet
