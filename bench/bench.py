@@ -11,7 +11,10 @@ with our page index, and the peak RSS of each.
 
 Targets (issue 4): on 1 GiB, wall time <= 1.5x cp; peak RSS < 64 MiB at every
 size; 4 GiB within 4.5x of 1 GiB.  The script prints PASS/FAIL for each and
-exits 1 if one fails.
+exits 1 if one fails.  cp's own 4G/1G ratio is printed beside ours: on a disk
+file system, writes past the kernel's dirty_background limit (10% of memory)
+go at the disk's speed, for cp as for us; --workdir on a tmpfs measures
+without the disk.
 
     .venv/bin/python bench/bench.py                # everything (~12 GiB of disk)
     .venv/bin/python bench/bench.py --sizes 64M     # one quick case
@@ -249,12 +252,9 @@ def main():
         check(wall <= 1.5 * cp_wall, "1G: coredump %.2fs <= 1.5 x cp %.2fs"
               % (wall, cp_wall))
         if "4G" in results:
-            w4, cp4, _, cpu4, _ = results["4G"]
-            check(cpu4 <= 4.5 * cpu, "4G: CPU %.2fs <= 4.5 x 1G's %.2fs (%.2fx)"
-                  % (cpu4, cpu, cpu4 / cpu))
-            print("      wall time 4G/1G: coredump %.2fx, cp %.2fx (past the "
-                  "kernel's dirty-page limits both wait for the disk)"
-                  % (w4 / wall, cp4 / cp_wall))
+            w4, cp4, _, _, _ = results["4G"]
+            check(w4 <= 4.5 * wall, "4G: coredump %.2fs <= 4.5 x 1G's %.2fs "
+                  "(%.2fx; cp: %.2fx)" % (w4, wall, w4 / wall, cp4 / cp_wall))
     return 1 if failed else 0
 
 
