@@ -9,7 +9,8 @@ import sys
 
 from . import __version__
 from .errors import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK,
-                     EXIT_USAGE, CoredumpError)
+                     EXIT_USAGE, CoredumpError, one_line)
+from .writer import install_signal_cleanup
 
 PROG = "coredump"
 
@@ -22,6 +23,8 @@ exit codes:
   3  cores written but incomplete: a process failed while others were
      written, lazy pages missing from the images, or mapped files missing
      (their pages are holes)
+  on SIGINT/SIGTERM the unfinished core is removed and the program dies of
+  the signal (a shell shows 128+signal, e.g. 130)
 
 examples:
   coredump -i /var/lib/ckpt/1234 -o /tmp/cores
@@ -73,14 +76,12 @@ def build_parser():
 
 
 def _say(kind, text):
-    sys.stderr.write("%s: %s: %s\n" % (PROG, kind, text))
+    sys.stderr.write("%s: %s: %s\n" % (PROG, kind, one_line(text)))
 
 
 def run(args):
     from .convert import generate
 
-    if not os.path.isdir(args.out_dir):
-        raise CoredumpError(args.out_dir, "output directory does not exist")
     if args.root is not None and not os.path.isdir(args.root):
         raise CoredumpError(args.root, "--root is not a directory")
     warn = (lambda path, what: _say("warning", "%s: %s" % (path, what)))
@@ -90,7 +91,7 @@ def run(args):
     for r in results:
         if r.error is not None:
             _say("error", str(r.error))
-            code = EXIT_INCOMPLETE if len(results) > 1 else r.error.exit_code
+            code = EXIT_INCOMPLETE
         elif r.skipped:
             if not args.quiet:
                 _say("note", "process %d (%s) skipped: %s" % (r.pid, r.comm, r.skipped))
@@ -102,13 +103,14 @@ def run(args):
                       "memory (%d in holes)%s" % (
                           r.path, r.pid, r.comm, r.threads, r.segments, r.dumped,
                           r.holes, ", %d warnings" % len(r.warnings) if r.warnings else ""))
-    if results and all(r.error is not None for r in results):
-        code = max(r.error.exit_code for r in results)
+    if not any(r.path for r in results) and any(r.error for r in results):
+        code = max(r.error.exit_code for r in results if r.error)
     return code
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    install_signal_cleanup()
     try:
         return run(args)
     except CoredumpError as e:

@@ -10,10 +10,10 @@ from typing import List, Optional
 
 from . import arch as arches
 from . import elf, images, notes
-from .errors import CoredumpError
+from .errors import BadImage, CoredumpError
 from .memory import DEFAULT_FILTER, MemoryPlan
 from .rootfs import RootFS
-from .writer import CoreWriter
+from .writer import CoreWriter, check_out_dir
 
 
 @dataclass
@@ -92,8 +92,13 @@ def generate(images_dir, out_dir, pids=None, root=None,
     """
     ckpt = images.open_checkpoint(images_dir)
     wanted = images.select(ckpt, pids)
+    check_out_dir(out_dir)
     results = []
-    rootfs = RootFS(root)
+    try:
+        rootfs = RootFS(root)
+    except OSError as e:
+        raise CoredumpError(root, "cannot open the root directory: %s"
+                            % e.strerror) from None
     shmem_cache = {}
     try:
         for e in wanted:
@@ -104,6 +109,9 @@ def generate(images_dir, out_dir, pids=None, root=None,
                                                progress, warn))
             except CoredumpError as err:
                 results.append(CoreResult(pid=e.pid, comm="", error=err))
+            except OSError as err:  # anything the modules did not name
+                results.append(CoreResult(pid=e.pid, comm="", error=BadImage(
+                    err.filename or images_dir, err.strerror or str(err))))
     finally:
         rootfs.close()
     return results

@@ -11,7 +11,11 @@ and pycriu versions:
 * `files.img` (CRIU 3.x+) versus the older `reg-files.img`.
 """
 import os
+import stat
 import struct
+import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -21,6 +25,7 @@ try:
     import pycriu  # noqa: F401  (the distribution's package, see README)
     from pycriu.images import magic as _magic
     from pycriu.images import pb as _pb
+    from google.protobuf.internal import api_implementation as _api_implementation
 except ImportError as exc:  # pragma: no cover - exercised by the CLI test
     raise ImportError(
         "pycriu is not importable: install the distribution package that "
@@ -55,6 +60,13 @@ TASK_THREAD = 5
 
 PAGE_SIZE = 4096
 MAX_ENTRY = 64 << 20  # no real image entry comes near this
+
+# The largest user address space of each arch (x86_64 with 5-level paging,
+# aarch64 with 52-bit VAs, 32-bit tasks): a VMA ending above it cannot come
+# from a real process, and must not make us write a core of 2^60 bytes.
+# x86_64's vsyscall page lies above it and is the one exception.
+USER_VA_END = {"x86_64": 1 << 56, "aarch64": 1 << 52, "ia32": 1 << 32,
+               "arm": 1 << 32}
 
 
 @dataclass
@@ -164,60 +176,122 @@ def _path(d, name):
 def read_entries(path, expect):
     """Yield the raw protobuf payloads of an image, after checking its magic.
 
-    Returns a generator; the file stays open only while it is consumed.
+    A generator: the file is opened when it is first consumed and closed
+    when it is exhausted, fails or is dropped.
     """
     try:
-        f = open(path, "rb")
+        # non-blocking: a FIFO planted in an image directory must not hang us
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise BadImage(path, "missing") from None
     except OSError as e:
         raise BadImage(path, "cannot open: %s" % e.strerror) from None
-    return _iter_entries(f, path, expect)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BadImage(path, "not a regular file")
+        try:
+            yield from _frames(f, path, expect)
+        except OSError as e:
+            raise BadImage(path, "cannot read: %s" % (e.strerror or e)) from None
 
 
-def _iter_entries(f, path, expect):
-    with f:
+def _frames(f, path, expect):
+    """The payloads of an image's entries, after its magic."""
+    head = f.read(4)
+    if len(head) < 4:
+        raise BadImage(path, "truncated image (no magic)" if head else "empty image")
+    m, = struct.unpack("<I", head)
+    if m in (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"]):
         head = f.read(4)
         if len(head) < 4:
-            raise BadImage(path, "empty or truncated image (no magic)")
+            raise BadImage(path, "truncated image (no second magic)")
         m, = struct.unpack("<I", head)
-        if m in (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"]):
-            head = f.read(4)
-            if len(head) < 4:
-                raise BadImage(path, "truncated image (no second magic)")
-            m, = struct.unpack("<I", head)
-        name = _magic.by_val.get(m)
-        if name != expect:
-            raise BadImage(path, "wrong magic 0x%08x (%s), expected a %s image"
-                           % (m, name or "unknown", expect))
-        while True:
-            hdr = f.read(4)
-            if not hdr:
-                return
-            if len(hdr) < 4:
-                raise BadImage(path, "truncated entry header")
-            size, = struct.unpack("<I", hdr)
-            if size > MAX_ENTRY:
-                raise BadImage(path, "entry of %d bytes is absurd" % size)
-            buf = f.read(size)
-            if len(buf) != size:
-                raise BadImage(path, "truncated entry (%d of %d bytes)"
-                               % (len(buf), size))
-            yield buf
+    name = _magic.by_val.get(m)
+    if name != expect:
+        raise BadImage(path, "wrong magic 0x%08x (%s), expected a %s image"
+                       % (m, name or "unknown", expect))
+    while True:
+        hdr = f.read(4)
+        if not hdr:
+            return
+        if len(hdr) < 4:
+            raise BadImage(path, "truncated entry header")
+        size, = struct.unpack("<I", hdr)
+        if size > MAX_ENTRY:
+            raise BadImage(path, "entry of %d bytes is absurd" % size)
+        buf = f.read(size)
+        if len(buf) != size:
+            raise BadImage(path, "truncated entry (%d of %d bytes)"
+                           % (len(buf), size))
+        yield buf
+
+
+class strict_decoding:
+    """Protobuf warnings are decoding errors.  Some protobuf versions only
+    warn ("Unexpected end-group tag: Not all data was converted") on a
+    corrupt message and return what they could parse; turning the warning
+    into an exception is not safe with the C++ implementation (it leaves
+    the exception pending), so warnings are recorded and check() raises."""
+
+    def __enter__(self):
+        self._cw = warnings.catch_warnings(record=True)
+        self.log = self._cw.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        return self._cw.__exit__(*exc)
+
+    def check(self, path, what):
+        if self.log:
+            msg = self.log[0].message
+            del self.log[:]
+            raise BadImage(path, "cannot decode %s: %s" % (what, msg))
 
 
 def parse(path, cls, buf):
     msg = cls()
-    try:
-        msg.ParseFromString(buf)
-    except Exception as e:  # protobuf raises DecodeError or RuntimeError
-        raise BadImage(path, "cannot decode %s entry: %s"
-                       % (cls.DESCRIPTOR.name, e)) from None
+    with strict_decoding() as strict:
+        try:
+            msg.ParseFromString(buf)
+        except Exception as e:  # DecodeError or RuntimeError
+            raise BadImage(path, "cannot decode %s entry: %s"
+                           % (cls.DESCRIPTOR.name, e)) from None
+        strict.check(path, "%s entry" % cls.DESCRIPTOR.name)
     return msg
 
 
 def load_messages(path, expect, cls):
-    return [parse(path, cls, b) for b in read_entries(path, expect)]
+    with _quiet_protobuf_log():
+        return [parse(path, cls, b) for b in read_entries(path, expect)]
+
+
+def _text(value):
+    """A string field as str.  CRIU stores file names and comms as they are
+    (any bytes); protobuf's C++ implementation hands a field that is not
+    UTF-8 back as bytes, decoded here the way os functions take them back."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+@contextmanager
+def _quiet_protobuf_log():
+    """Keep protobuf's C++ implementation from writing its own log lines
+    ("[libprotobuf ERROR ...] String field ... contains invalid UTF-8") to
+    file descriptor 2 while images are decoded: our stderr carries our
+    messages only.  Nothing else writes to fd 2 meanwhile."""
+    if _api_implementation.Type() != "cpp":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        os.dup2(null, 2)
+        os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def load_one(path, expect, cls):
@@ -257,10 +331,13 @@ def _load_thread(images_dir, tid, main=False):
     path = _path(images_dir, "core-%d.img" % tid)
     core = load_one(path, "CORE", _pb.core_entry)
     arch, regs = _arch_of(path, core)
+    if regs is None and not (main and core.HasField("tc")
+                             and core.tc.task_state == TASK_DEAD):
+        raise BadImage(path, "no registers (thread_info) for thread %d" % tid)
     th = Thread(tid=tid, arch=arch, regs=regs)
     if core.HasField("thread_core"):
         tc = core.thread_core
-        th.comm = tc.comm
+        th.comm = _text(tc.comm)
         th.blk_sigset = tc.blk_sigset
         th.sched_nice = tc.sched_nice
         if tc.HasField("signals_p"):
@@ -270,16 +347,22 @@ def _load_thread(images_dir, tid, main=False):
     return core, th
 
 
-def _load_mm(images_dir, pid):
+def _load_mm(images_dir, pid, arch):
     path = _path(images_dir, "mm-%d.img" % pid)
-    if not os.path.exists(path):
-        return None
     mm = load_one(path, "MM", _pb.mm_entry)
+    limit = USER_VA_END.get(arch, 1 << 64)
     vmas = []
     for v in mm.vmas:
         if v.end <= v.start or v.start % PAGE_SIZE or v.end % PAGE_SIZE:
             raise BadImage(path, "VMA 0x%x-0x%x is not a page-aligned range"
                            % (v.start, v.end))
+        if v.end > limit and not v.status & VMA_AREA_VSYSCALL:
+            raise BadImage(path, "VMA 0x%x-0x%x (%d bytes) lies beyond the "
+                           "%s address space (0x%x)"
+                           % (v.start, v.end, v.end - v.start, arch, limit))
+        if v.pgoff % PAGE_SIZE:
+            raise BadImage(path, "VMA 0x%x-0x%x has a file offset 0x%x that "
+                           "is not page aligned" % (v.start, v.end, v.pgoff))
         vmas.append(Vma(v.start, v.end, v.pgoff, v.shmid, v.prot, v.flags,
                         v.status, v.madv))
     vmas.sort(key=lambda x: x.start)
@@ -296,18 +379,21 @@ def load_process(images_dir, entry):
     """One pstree entry with its threads' core images and its mm."""
     pid = entry.pid
     tids = list(entry.threads) or [pid]
-    core, main = _load_thread(images_dir, pid)
+    core, main = _load_thread(images_dir, pid, main=True)
     if not core.HasField("tc"):
         raise BadImage(_path(images_dir, "core-%d.img" % pid),
                        "main thread has no task core (tc)")
     tc = core.tc
+    if tc.task_state not in (TASK_ALIVE, TASK_DEAD, TASK_STOPPED):
+        raise BadImage(_path(images_dir, "core-%d.img" % pid),
+                       "task state %d is not one of a process" % tc.task_state)
     proc = Process(pid=pid, ppid=entry.ppid, pgid=entry.pgid, sid=entry.sid,
-                   arch=main.arch, comm=tc.comm, task_state=tc.task_state,
+                   arch=main.arch, comm=_text(tc.comm), task_state=tc.task_state,
                    exit_code=tc.exit_code, flags=tc.flags)
     if tc.HasField("signals_s"):
         proc.shared_pending = _signals(tc.signals_s)
     if not main.comm:
-        main.comm = tc.comm
+        main.comm = _text(tc.comm)
     if not main.blk_sigset:
         main.blk_sigset = tc.blk_sigset
     if proc.is_zombie:
@@ -323,7 +409,7 @@ def load_process(images_dir, entry):
                            "thread architecture %s differs from the main "
                            "thread's %s" % (th.arch, main.arch))
         proc.threads.append(th)
-    proc.mm = _load_mm(images_dir, pid)
+    proc.mm = _load_mm(images_dir, pid, proc.arch)
     return proc
 
 
@@ -340,7 +426,7 @@ def _load_files(images_dir):
         if os.path.exists(old):
             regs = load_messages(old, "REG_FILES", _pb.reg_file_entry)
     for r in regs:
-        files[r.id] = MappedFile(id=r.id, path=r.name,
+        files[r.id] = MappedFile(id=r.id, path=_text(r.name),
                                  size=r.size if r.HasField("size") else None,
                                  mode=r.mode)
     if memfds:
@@ -352,7 +438,7 @@ def _load_files(images_dir):
         for m in memfds:
             ino = inodes.get(m.inode_id)
             files[m.id] = MappedFile(
-                id=m.id, path=ino.name if ino else "memfd-%d" % m.inode_id,
+                id=m.id, path=_text(ino.name) if ino else "memfd-%d" % m.inode_id,
                 kind="memfd", size=ino.size if ino else None,
                 shmem_id=ino.shmid if ino else None)
     rpath = _path(images_dir, "remap-fpath.img")
@@ -371,11 +457,36 @@ def open_checkpoint(images_dir):
         raise BadImage(images_dir, "not a directory" if os.path.exists(images_dir)
                        else "no such image directory")
     tree_path = _path(images_dir, "pstree.img")
+    if not os.path.lexists(tree_path):
+        try:
+            empty = not os.listdir(images_dir)
+        except OSError as e:
+            raise BadImage(images_dir, "cannot list: %s" % e.strerror) from None
+        raise BadImage(images_dir, "empty image directory" if empty else
+                       "no pstree.img: not a CRIU image directory")
     entries = load_messages(tree_path, "PSTREE", _pb.pstree_entry)
     if not entries:
         raise BadImage(tree_path, "no process in the tree")
+    _check_tree(tree_path, entries)
     return Checkpoint(dir=images_dir, entries=entries,
                       files=_load_files(images_dir))
+
+
+def _check_tree(path, entries):
+    """Every pid and tid is named once: each names image files and a core,
+    and a thread must not be dumped twice.  (A zombie's threads are [0].)"""
+    seen = set()
+    for e in entries:
+        if e.pid == 0:
+            raise BadImage(path, "process id 0 is not valid")
+        tids = [t for t in e.threads if t] or [e.pid]
+        if e.pid not in tids:
+            raise BadImage(path, "process %d is not among its own threads %s"
+                           % (e.pid, tids))
+        for t in tids:
+            if t in seen:
+                raise BadImage(path, "id %d appears twice in the process tree" % t)
+            seen.add(t)
 
 
 def select(ckpt, pids):

@@ -12,6 +12,7 @@ for pagemaps of millions of entries.
 """
 import os
 from array import array
+from contextlib import closing
 from bisect import bisect_right
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -27,6 +28,7 @@ PE_PRESENT = 1 << 2
 HERE, PARENT, LAZY = 0, 1, 2
 
 _MAX_PAGES = 1 << 52  # 2^64 bytes of address space
+MAX_PARENTS = 64      # pre-dump chains are a handful of directories deep
 
 
 def _entry_class():
@@ -56,8 +58,11 @@ PagemapEntry = _entry_class()
 class PageIndex:
     """Runs of one pagemap image, sorted, with their offsets in the pages image."""
 
-    def __init__(self, images_dir, pagemap_name):
+    def __init__(self, images_dir, pagemap_name, children=()):
         self.images_dir = images_dir
+        # real paths of the checkpoints whose parent this is: a 'parent'
+        # link that loops back must be an error, not endless recursion
+        self._children = children
         self.path = os.path.join(images_dir, pagemap_name)
         self.name = pagemap_name
         self.starts = array("Q")
@@ -70,15 +75,19 @@ class PageIndex:
         self._load()
 
     def _load(self):
-        gen = images.read_entries(self.path, "PAGEMAP")
-        head = None
-        for buf in gen:
-            head = images.parse(self.path, images._pb.pagemap_head, buf)
-            break
-        if head is None:
-            raise BadImage(self.path, "no pagemap header")
-        self.pages_path = os.path.join(self.images_dir,
-                                       "pages-%d.img" % head.pages_id)
+        with closing(images.read_entries(self.path, "PAGEMAP")) as gen:
+            head = None
+            for buf in gen:
+                head = images.parse(self.path, images._pb.pagemap_head, buf)
+                break
+            if head is None:
+                raise BadImage(self.path, "no pagemap header")
+            self.pages_path = os.path.join(self.images_dir,
+                                           "pages-%d.img" % head.pages_id)
+            with images.strict_decoding() as strict:
+                self._load_entries(gen, strict)
+
+    def _load_entries(self, gen, strict):
         e = PagemapEntry()
         offset = 0
         last_end = 0
@@ -90,6 +99,7 @@ class PageIndex:
             except Exception as exc:
                 raise BadImage(self.path, "cannot decode pagemap entry: %s"
                                % exc) from None
+            strict.check(self.path, "pagemap entry")
             n = e.nr_pages or e.compat_nr_pages
             if e.HasField("flags"):
                 flags = e.flags
@@ -147,7 +157,14 @@ class PageIndex:
             if not os.path.isdir(pdir):
                 raise BadImage(self.path, "entries are in the parent "
                                "checkpoint but there is no 'parent' directory")
-            self._parent = PageIndex(os.path.realpath(pdir), self.name)
+            chain = self._children + (os.path.realpath(self.images_dir),)
+            real = os.path.realpath(pdir)
+            if real in chain:
+                raise BadImage(pdir, "the chain of parent checkpoints loops")
+            if len(chain) > MAX_PARENTS:
+                raise BadImage(pdir, "more than %d parent checkpoints"
+                               % MAX_PARENTS)
+            self._parent = PageIndex(real, self.name, chain)
         return self._parent
 
     def __len__(self):

@@ -18,10 +18,11 @@ import tempfile
 from dataclasses import dataclass
 
 from . import elf
-from .errors import OutputError
+from .errors import BadImage, OutputError
 
 PAGE = 4096
 COPY_CHUNK = 1 << 20
+CFR_CHUNK = 64 << 20  # per copy_file_range call: signals are handled between
 
 
 def page_up(n):
@@ -87,8 +88,15 @@ def headers(cls, arch, layout, segments):
     return b"".join(out), shdr
 
 
-def _copy(src_fd, dst_fd, length, src_off, dst_off):
-    """Copy length bytes; returns bytes copied (less at the source's EOF)."""
+# errnos of a copy that are the destination's fault (the source is only read)
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _copy(src_fd, dst_fd, length, src_off, dst_off, src_name, dst_name):
+    """Copy length bytes; returns bytes copied (less at the source's EOF).
+
+    An error reading the source is BadImage naming it, one writing the
+    core is OutputError naming the core."""
     done = 0
     use_cfr = hasattr(os, "copy_file_range")
     while done < length:
@@ -96,18 +104,26 @@ def _copy(src_fd, dst_fd, length, src_off, dst_off):
         got = None
         if use_cfr:
             try:
-                got = os.copy_file_range(src_fd, dst_fd, min(n, 1 << 30),
+                got = os.copy_file_range(src_fd, dst_fd, min(n, CFR_CHUNK),
                                          src_off + done, dst_off + done)
             except OSError as e:
+                if e.errno in _OUTPUT_ERRNOS:
+                    raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
                 if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS,
                                    errno.EOPNOTSUPP, errno.EBADF):
-                    raise
+                    raise BadImage(src_name, "cannot read: %s" % e.strerror) from None
                 use_cfr = False
         if got is None:
-            buf = os.pread(src_fd, min(n, COPY_CHUNK), src_off + done)
+            try:
+                buf = os.pread(src_fd, min(n, COPY_CHUNK), src_off + done)
+            except OSError as e:
+                raise BadImage(src_name, "cannot read: %s" % e.strerror) from None
             got = len(buf)
             if got:
-                os.pwrite(dst_fd, buf, dst_off + done)
+                try:
+                    os.pwrite(dst_fd, buf, dst_off + done)
+                except OSError as e:
+                    raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
         if got == 0:
             break
         done += got
@@ -115,7 +131,12 @@ def _copy(src_fd, dst_fd, length, src_off, dst_off):
 
 
 class CoreWriter:
-    """Writes one core at `path` through a temporary file beside it."""
+    """Writes one core at `path` through a temporary file beside it.
+
+    The temporary name is made by mkstemp (O_EXCL: nothing planted there is
+    followed); the finished file replaces `path` by rename, which replaces
+    a symlink planted at `path` rather than writing through it, and leaves
+    an older core untouched until the new one is complete."""
 
     def __init__(self, path, progress=None):
         self.path = path
@@ -125,12 +146,13 @@ class CoreWriter:
 
     def __enter__(self):
         d = os.path.dirname(os.path.abspath(self.path))
-        try:
-            self.fd, self.tmp = tempfile.mkstemp(
-                prefix=".%s." % os.path.basename(self.path), suffix=".tmp", dir=d)
-        except OSError as e:
-            raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
-        _register_tmp(self.tmp)
+        with _signals_held():
+            try:
+                self.fd, self.tmp = tempfile.mkstemp(
+                    prefix=".%s." % os.path.basename(self.path), suffix=".tmp", dir=d)
+            except OSError as e:
+                raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
+            _register_tmp(self.tmp)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -139,6 +161,7 @@ class CoreWriter:
             self.fd = None
         if exc_type is not None and self.tmp:
             _discard(self.tmp)
+            self.tmp = None
         return False
 
     def write(self, cls, arch, notes_blob, segments, fds):
@@ -149,12 +172,14 @@ class CoreWriter:
         try:
             os.pwrite(fd, head, 0)
             os.pwrite(fd, notes_blob, layout.notes_offset)
-            written = 0
             for seg, off in zip(segments, layout.seg_offsets):
                 for (addr, length, src, src_off) in seg.chunks():
-                    _copy(fds.fd(src), fd, length, src_off,
-                          off + (addr - seg.vaddr))
-                    written += length
+                    try:
+                        sfd = fds.fd(src)
+                    except OSError as e:
+                        raise BadImage(src.path, "cannot open: %s" % e.strerror) from None
+                    _copy(sfd, fd, length, src_off, off + (addr - seg.vaddr),
+                          src.path, self.path)
                     if self.progress:
                         self.progress(length)
             if shdr:
@@ -162,20 +187,67 @@ class CoreWriter:
             os.ftruncate(fd, layout.file_size)
             os.fsync(fd)
         except OSError as e:
-            if e.filename and e.filename != self.tmp:
-                raise
             raise OutputError(self.path, "cannot write: %s" % e.strerror) from None
         os.close(fd)
         self.fd = None
-        os.replace(self.tmp, self.path)
-        _unregister_tmp(self.tmp)
-        self.tmp = None
+        with _signals_held():
+            try:
+                os.replace(self.tmp, self.path)
+            except OSError as e:
+                raise OutputError(self.path, "cannot replace it: %s" % e.strerror) from None
+            _unregister_tmp(self.tmp)
+            self.tmp = None
+        _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         return layout
+
+
+def _fsync_dir(d):
+    """Make the rename durable (best effort: some filesystems refuse)."""
+    try:
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def check_out_dir(d):
+    """OutputError unless cores can be created in directory d: checked once,
+    before any work, so that an unusable OUTDIR is one clear error rather
+    than one per process."""
+    if not os.path.exists(d):
+        raise OutputError(d, "output directory does not exist")
+    if not os.path.isdir(d):
+        raise OutputError(d, "output directory is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".coredump-probe.", dir=d)
+    except OSError as e:
+        raise OutputError(d, "cannot create a file in the output directory: %s"
+                          % e.strerror) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 # -- temporary files removed on SIGINT/SIGTERM --------------------------------
 
+CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _pending = set()
+
+
+class _signals_held:
+    """Hold SIGINT/SIGTERM while a temporary file is created and registered
+    (or renamed and unregistered), so the handler never misses one."""
+
+    def __enter__(self):
+        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, CLEANUP_SIGNALS)
+
+    def __exit__(self, *exc):
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+        return False
 
 
 def _register_tmp(path):
@@ -200,10 +272,13 @@ def remove_pending():
 
 
 def install_signal_cleanup():
-    """SIGINT/SIGTERM: remove unfinished cores, then die of the signal."""
+    """SIGINT/SIGTERM: remove unfinished cores, then die of the signal (so
+    the caller sees the signal in the exit status).  A signal the process
+    was started with ignored stays ignored."""
     def handler(signum, frame):
         remove_pending()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, handler)
+    for s in CLEANUP_SIGNALS:
+        if signal.getsignal(s) != signal.SIG_IGN:
+            signal.signal(s, handler)

@@ -62,8 +62,11 @@ def prstatus(proc, th, cursig):
 def fxsave(fp):
     """The 512-byte legacy area (user_i387_struct), padding zeroed as the
     kernel's NT_FPREGSET has it."""
-    head = struct.pack("<HHHHQQII", fp.cwd, fp.swd, fp.twd, fp.fop, fp.rip,
-                       fp.rdp, fp.mxcsr, fp.mxcsr_mask)
+    # the image's fields are wider than the registers (uint32 for 16-bit
+    # ones): keep the register's width, as restoring them would
+    head = struct.pack("<HHHHQQII", fp.cwd & 0xFFFF, fp.swd & 0xFFFF,
+                       fp.twd & 0xFFFF, fp.fop & 0xFFFF, fp.rip, fp.rdp,
+                       fp.mxcsr, fp.mxcsr_mask)
     st = _words("I", fp.st_space, 32)
     xmm = _words("I", fp.xmm_space, 64)
     return head + st + xmm + bytes(FX_SIZE - len(head) - len(st) - len(xmm))
