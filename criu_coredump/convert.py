@@ -90,9 +90,9 @@ def generate(images_dir, out_dir, pids=None, root=None,
     Returns a list of CoreResult.  Errors that concern the whole checkpoint
     (pstree, files) raise; errors of one process are kept in its result.
     """
+    check_out_dir(out_dir)
     ckpt = images.open_checkpoint(images_dir)
     wanted = images.select(ckpt, pids)
-    check_out_dir(out_dir)
     results = []
     try:
         rootfs = RootFS(root)

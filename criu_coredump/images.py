@@ -306,6 +306,8 @@ _MTYPES = {1: "x86_64", 2: "arm", 3: "aarch64", 4: "ppc64", 5: "s390",
 
 
 def _arch_of(path, core):
+    if not core.HasField("mtype"):  # absent, or a value pycriu does not know
+        raise BadImage(path, "machine type missing or unknown")
     name = _MTYPES.get(core.mtype)
     if name is None:
         raise BadImage(path, "unknown machine type %d" % core.mtype)
@@ -353,8 +355,11 @@ def _load_mm(images_dir, pid, arch):
     limit = USER_VA_END.get(arch, 1 << 64)
     vmas = []
     for v in mm.vmas:
-        if v.end <= v.start or v.start % PAGE_SIZE or v.end % PAGE_SIZE:
-            raise BadImage(path, "VMA 0x%x-0x%x is not a page-aligned range"
+        if v.end <= v.start:
+            raise BadImage(path, "VMA 0x%x-0x%x is empty or reversed"
+                           % (v.start, v.end))
+        if v.start % PAGE_SIZE or v.end % PAGE_SIZE:
+            raise BadImage(path, "VMA 0x%x-0x%x is not page aligned"
                            % (v.start, v.end))
         if v.end > limit and not v.status & VMA_AREA_VSYSCALL:
             raise BadImage(path, "VMA 0x%x-0x%x (%d bytes) lies beyond the "

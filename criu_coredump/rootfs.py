@@ -17,6 +17,8 @@ import os
 import posixpath
 import stat
 
+from .errors import UsageError
+
 _SYS_openat2 = {"x86_64": 437, "aarch64": 437, "armv7l": 437, "i686": 437}
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
@@ -56,7 +58,11 @@ class RootFS:
         """resolver: "auto" (openat2 where the kernel has it, else the walk),
         "openat2" (only it) or "walk" (only the walk); default from the
         environment variable CRIU_COREDUMP_RESOLVE, else "auto"."""
-        resolver = resolver or os.environ.get(RESOLVE_ENV) or "auto"
+        if resolver is None:
+            resolver = os.environ.get(RESOLVE_ENV) or "auto"
+            if resolver not in RESOLVERS:
+                raise UsageError(RESOLVE_ENV, "must be one of %s, not %r"
+                                 % (", ".join(RESOLVERS), resolver))
         if resolver not in RESOLVERS:
             raise ValueError("resolver must be one of %s, not %r"
                              % (", ".join(RESOLVERS), resolver))

@@ -80,7 +80,7 @@ def run_coredump(*args, check=None, **kw):
     """Run bin/coredump as a user would; returns CompletedProcess (text)."""
     p = subprocess.run([sys.executable, COREDUMP] + [str(a) for a in args],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=600, **kw)
+                       **dict({"timeout": 600}, **kw))
     if check is not None:
         assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
     return p

@@ -17,12 +17,9 @@ Bounded by time: CCD_FUZZ_SECONDS (default 60) for CI; run longer locally,
 e.g. `CCD_FUZZ_SECONDS=600 .venv/bin/python -m pytest -s tests/test_fuzz_images.py`.
 The number of inputs and the time are printed.
 """
-import contextlib
-import io
 import os
 import re
 import shutil
-import signal
 import struct
 import tempfile
 import time
@@ -31,11 +28,11 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from criu_coredump import cli
 from criu_coredump.images import strict_decoding
 from pycriu.images import pb
 
 from .helpers import imagefuzz as fz
+from .helpers.inprocess import run_main
 from .helpers import imgedit as ie
 from .helpers.corefile import NT_PRSTATUS, PT_LOAD, PT_NOTE, read_core
 
@@ -51,39 +48,6 @@ HOSTILE_PATHS = ("/escape-abs", "/escape-rel", "/opt/escape-deep",
 # images the tool reads (the others are mutated too, less often)
 READ = ("pstree", "files", "memfd", "core-", "mm-", "pagemap-", "pages-")
 LINE = re.compile(r"coredump: (error|warning|note): (.+)")
-
-
-@contextlib.contextmanager
-def _fd_captured(fd):
-    """What is written to file descriptor fd (by Python or by C code such as
-    protobuf's C++ library) meanwhile; yields a list filled at exit."""
-    got = []
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield got
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            got.append(tmp.read().decode("utf-8", "backslashreplace"))
-
-
-def _run(argv):
-    """cli.main in-process: (exit code, stdout, stderr), the streams caught
-    at the file descriptors.  Handlers main installs for SIGINT/SIGTERM are
-    put back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with _fd_captured(2) as raw_err, _fd_captured(1) as raw_out:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                rc = cli.main(argv)
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
-    return rc, out.getvalue() + raw_out[0], err.getvalue() + raw_err[0]
 
 
 class World:
@@ -113,7 +77,7 @@ class World:
                     files[fn] = f.read()
             ref = os.path.join(d, "ref")
             os.mkdir(ref)
-            rc, _, err = _run(["-q", "-i", imgs, "-o", ref, "--root", root])
+            rc, _, err = run_main(["-q", "-i", imgs, "-o", ref, "--root", root])
             assert rc == 0, err
             cores = {}
             for fn in os.listdir(ref):
@@ -328,7 +292,7 @@ def test_mutated_images_give_clean_error_or_correct_core(fixtures_dir, tmp_path)
                         f.write(changed[fn])
                 else:
                     os.symlink(os.path.join(fx["images"], fn), os.path.join(imgdir, fn))
-            rc, _, err = _run(["-q", "-i", imgdir, "-o", outdir, "--root", fx["root"]])
+            rc, _, err = run_main(["-q", "-i", imgdir, "-o", outdir, "--root", fx["root"]])
             stats["rc%d" % rc] += 1
             for ln in err.splitlines():
                 what = re.sub(r"0x[0-9a-f]+|\d+", "N", ln.replace(d, "D"))
