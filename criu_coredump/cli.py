@@ -122,5 +122,5 @@ def main(argv=None):
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except OSError as e:
-        _say("error", "%s: %s" % (e.filename or "?", e.strerror or e))
+        _say("error", "%s: %s" % (e.filename or args.images_dir, e.strerror or e))
         return EXIT_BAD_INPUT

@@ -65,6 +65,7 @@ MAX_ENTRY = 64 << 20  # no real image entry comes near this
 # aarch64 with 52-bit VAs, 32-bit tasks): a VMA ending above it cannot come
 # from a real process, and must not make us write a core of 2^60 bytes.
 # x86_64's vsyscall page lies above it and is the one exception.
+MAX_FILE_OFFSET = (1 << 63) - 1  # off_t
 USER_VA_END = {"x86_64": 1 << 56, "aarch64": 1 << 52, "ia32": 1 << 32,
                "arm": 1 << 32}
 
@@ -262,7 +263,7 @@ def parse(path, cls, buf):
 
 
 def load_messages(path, expect, cls):
-    with _quiet_protobuf_log():
+    with quiet_protobuf_log():
         return [parse(path, cls, b) for b in read_entries(path, expect)]
 
 
@@ -274,7 +275,7 @@ def _text(value):
 
 
 @contextmanager
-def _quiet_protobuf_log():
+def quiet_protobuf_log():
     """Keep protobuf's C++ implementation from writing its own log lines
     ("[libprotobuf ERROR ...] String field ... contains invalid UTF-8") to
     file descriptor 2 while images are decoded: our stderr carries our
@@ -365,9 +366,10 @@ def _load_mm(images_dir, pid, arch):
             raise BadImage(path, "VMA 0x%x-0x%x (%d bytes) lies beyond the "
                            "%s address space (0x%x)"
                            % (v.start, v.end, v.end - v.start, arch, limit))
-        if v.pgoff % PAGE_SIZE:
-            raise BadImage(path, "VMA 0x%x-0x%x has a file offset 0x%x that "
-                           "is not page aligned" % (v.start, v.end, v.pgoff))
+        if v.pgoff % PAGE_SIZE or v.pgoff + (v.end - v.start) > MAX_FILE_OFFSET:
+            raise BadImage(path, "VMA 0x%x-0x%x has a file offset 0x%x that is "
+                           "not page aligned or beyond any file"
+                           % (v.start, v.end, v.pgoff))
         vmas.append(Vma(v.start, v.end, v.pgoff, v.shmid, v.prot, v.flags,
                         v.status, v.madv))
     vmas.sort(key=lambda x: x.start)

@@ -324,6 +324,15 @@ def test_unaligned_vma(imgs, tmp_path):
     assert_error(p, out, _mm(d), "VMA 0x4a8000-0x4ac800 is not page aligned")
 
 
+@pytest.mark.parametrize("pgoff", [0x800, 1 << 63])
+def test_vma_file_offset_unaligned_or_beyond_any_file(imgs, tmp_path, pgoff):
+    d = imgs()
+    _edit_vma(d, 1, pgoff=pgoff)
+    p, out = convert(d, tmp_path)
+    assert_error(p, out, _mm(d), "VMA 0x401000-0x479000 has a file offset 0x%x that is "
+                 "not page aligned or beyond any file" % pgoff)
+
+
 def test_overlapping_vmas(imgs, tmp_path):
     d = imgs()
     _edit_vma(d, 5, end=0x3F65C000)  # into the heap at 0x3f65b000
@@ -409,3 +418,22 @@ def test_pid_zero_in_pstree(imgs, tmp_path):
     p, out = convert(d, tmp_path)
     assert_error(p, out, img(d, "pstree.img"), "process id 0 is not valid")
 
+
+
+# -- the command line ------------------------------------------------------------------
+
+def test_usage_error_is_exit_1(tmp_path):
+    p = run_coredump("-o", tmp_path)
+    assert p.returncode == 1
+    assert p.stderr.splitlines()[-1] == ("coredump: error: the following arguments are "
+                                         "required: -i/--images-dir")
+
+
+def test_help_documents_the_exit_codes():
+    p = run_coredump("--help", check=0)
+    for line in ("0  every requested core was written completely",
+                 "1  usage error",
+                 "2  bad input",
+                 "3  cores written but incomplete",
+                 "on SIGINT/SIGTERM the unfinished core is removed"):
+        assert line in p.stdout

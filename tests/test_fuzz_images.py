@@ -28,7 +28,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from criu_coredump.images import strict_decoding
+from criu_coredump.images import quiet_protobuf_log, strict_decoding
 from pycriu.images import pb
 
 from .helpers import imagefuzz as fz
@@ -146,7 +146,8 @@ def _mutate(data, name, draw):
         if cls is None:
             return data, ("none",)
         try:
-            msg = cls.FromString(entries[i])
+            with strict_decoding(), quiet_protobuf_log():
+                msg = cls.FromString(entries[i])
         except Exception:
             return data, ("undecodable",)
         slots = fz.slots(msg, kind)
@@ -177,7 +178,7 @@ def _same_meaning(name, a, b):
         return False
     try:
         m = ie.magic_name(fa[0])
-        with strict_decoding() as strict:
+        with strict_decoding() as strict, quiet_protobuf_log():
             da = [ie.message_class(m, i).FromString(e) for i, e in enumerate(fa[1])]
             db = [ie.message_class(m, i).FromString(e) for i, e in enumerate(fb[1])]
             if strict.log:

@@ -179,3 +179,25 @@ def test_escape_from_root_never_reaches_the_core(fixtures_dir, tmp_path, resolve
         core = f.read()
     assert OUTSIDE not in core
     assert core.count(INSIDE) > 10000  # the mapped file's pages came from the shadow
+
+
+def test_auto_falls_back_to_the_walk_without_openat2(tree, monkeypatch):
+    """A kernel (or seccomp filter) without openat2: "auto" walks, with the
+    same confinement; "openat2" refuses rather than walk silently."""
+    import criu_coredump.rootfs as rootfs_mod
+
+    def no_openat2(*a):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    monkeypatch.setattr(rootfs_mod, "_openat2", no_openat2)
+    _, root = tree
+    fs = RootFS(root, resolver="auto")
+    fd = fs.open("/rel")
+    assert os.read(fd, 100) == INSIDE
+    os.close(fd)
+    assert fs._have_openat2 is False
+    fs.close()
+    fs = RootFS(root, resolver="openat2")
+    with pytest.raises(OSError) as e:
+        fs.open("/rel")
+    assert e.value.errno == errno.ENOSYS
+    fs.close()
