@@ -292,6 +292,13 @@ def _load_mm(images_dir, pid):
               exe_file_id=mm.exe_file_id)
 
 
+def _need_regs(images_dir, th):
+    """A live thread's core image must hold its registers."""
+    if th.regs is None:
+        raise BadImage(_path(images_dir, "core-%d.img" % th.tid),
+                       "no %s thread info (registers)" % th.arch)
+
+
 def load_process(images_dir, entry):
     """One pstree entry with its threads' core images and its mm."""
     pid = entry.pid
@@ -313,6 +320,7 @@ def load_process(images_dir, entry):
     if proc.is_zombie:
         # A zombie has one core image and no threads, mm or registers.
         return proc
+    _need_regs(images_dir, main)
     proc.threads.append(main)
     for tid in tids:
         if tid == pid:
@@ -322,6 +330,7 @@ def load_process(images_dir, entry):
             raise BadImage(_path(images_dir, "core-%d.img" % tid),
                            "thread architecture %s differs from the main "
                            "thread's %s" % (th.arch, main.arch))
+        _need_regs(images_dir, th)
         proc.threads.append(th)
     proc.mm = _load_mm(images_dir, pid)
     return proc

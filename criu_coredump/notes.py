@@ -66,6 +66,21 @@ def prpsinfo_type(long_t, uid_t):
     return Prpsinfo
 
 
+def prstatus_head(Prstatus, proc, th, cursig, long_t):
+    """A thread's elf_prstatus with everything but pr_reg and pr_fpvalid
+    filled, as fill_prstatus() does; the arch module adds the registers."""
+    st = Prstatus()
+    st.pr_info.si_signo = cursig
+    st.pr_cursig = cursig
+    st.pr_sigpend = sigmask_word(pending_mask(th.pending), long_t)
+    st.pr_sighold = sigmask_word(th.blk_sigset, long_t)
+    st.pr_pid = th.tid
+    st.pr_ppid = proc.ppid
+    st.pr_pgrp = proc.pgid
+    st.pr_sid = proc.sid
+    return st
+
+
 def sigmask_word(mask, long_t):
     """The first word of a sigset, as the kernel copies sig[0]."""
     return mask & ((1 << (8 * ctypes.sizeof(long_t))) - 1)
@@ -191,8 +206,9 @@ def build_notes(proc, plan, files, arch):
                           fill_prpsinfo(arch.Prpsinfo, proc, plan)))
             notes.append(("CORE", elf.NT_SIGINFO, arch.siginfo(cursig)))
             if proc.mm is not None:
-                notes.append(("CORE", elf.NT_AUXV,
-                              auxv_bytes(proc.mm.auxv, arch.long_t)))
+                auxv_words = getattr(arch, "auxv_words", list)
+                notes.append(("CORE", elf.NT_AUXV, auxv_bytes(
+                    auxv_words(proc.mm.auxv), arch.long_t)))
                 notes.append(("CORE", elf.NT_FILE, file_note_bytes(
                     file_note_entries(proc, files), arch.long_t)))
         notes.extend(arch.thread_notes(proc, th))

@@ -43,15 +43,7 @@ FX_SIZE = 512
 
 
 def prstatus(proc, th, cursig):
-    st = Prstatus()
-    st.pr_info.si_signo = cursig
-    st.pr_cursig = cursig
-    st.pr_sigpend = notes.sigmask_word(notes.pending_mask(th.pending), long_t)
-    st.pr_sighold = notes.sigmask_word(th.blk_sigset, long_t)
-    st.pr_pid = th.tid
-    st.pr_ppid = proc.ppid
-    st.pr_pgrp = proc.pgid
-    st.pr_sid = proc.sid
+    st = notes.prstatus_head(Prstatus, proc, th, cursig, long_t)
     g = th.regs.gpregs
     for i, name in enumerate(GREGS):
         st.pr_reg[i] = getattr(g, name)

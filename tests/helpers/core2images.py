@@ -61,6 +61,7 @@ EM_386, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 40, 62, 183
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2
+NT_PRXFPREG = 0x46E62B7F
 NT_PRPSINFO = 3
 NT_AUXV = 6
 NT_386_TLS = 0x200
@@ -428,6 +429,7 @@ class MachineSpec:
     uid_t: type               # type of pr_uid/pr_gid in elf_prpsinfo
     thread_info: Callable     # (ThreadNotes, ProcessNotes) -> dict
     vsyscall: Optional[int] = None   # fixed address of [vsyscall]/[vectors]
+    saved_auxv: Callable = list      # NT_AUXV words -> mm_saved_auxv
 
 
 # ---- x86_64 ----------------------------------------------------------------
@@ -551,9 +553,10 @@ def x86_xsave(desc, layout):
     return entry
 
 
-def x86_fpregs(thread, proc):
-    """user_x86_fpregs_entry from NT_FPREGSET (+ NT_X86_XSTATE if present)."""
-    fx = decode(Fxsave, thread.notes[NT_FPREGSET])
+def x86_fpregs(thread, proc, note=NT_FPREGSET):
+    """user_x86_fpregs_entry from the FXSAVE note (NT_FPREGSET of a 64-bit
+    task, NT_PRXFPREG of an ia32 one) + NT_X86_XSTATE if present."""
+    fx = decode(Fxsave, thread.notes[note])
     fpregs = {name: getattr(fx, name) for name in
               ("cwd", "swd", "twd", "fop", "rip", "rdp", "mxcsr", "mxcsr_mask")}
     for name in ("st_space", "xmm_space", "padding"):
@@ -591,6 +594,30 @@ def x86_64_thread_info(thread, proc):
     if NT_FPREGSET in thread.notes:
         ti["fpregs"] = x86_fpregs(thread, proc)
     return ti
+
+
+# ---- ia32 (x86 compat task on x86_64) --------------------------------------
+
+I386_GREGS = "bx cx dx si di bp ax ds es fs gs orig_ax ip cs flags sp ss".split()
+
+
+def ia32_thread_info(thread, proc):
+    """thread_info_x86 as CRIU writes it for a 32-bit task: the 17 registers
+    of user_regs_struct32 in the 64-bit fields of the same names, the others
+    0, mode COMPAT; fpregs from the FXSAVE area in NT_PRXFPREG."""
+    gpregs = dict.fromkeys(X86_64_GREGS, 0)
+    gpregs.update(zip(I386_GREGS, thread.regs))
+    gpregs["mode"] = "COMPAT"
+    ti = {"clear_tid_addr": 0, "gpregs": gpregs, "tls": x86_tls(thread)}
+    if NT_PRXFPREG in thread.notes:
+        ti["fpregs"] = x86_fpregs(thread, proc, NT_PRXFPREG)
+    return ti
+
+
+def pack_auxv32(words):
+    """CRIU reads /proc/PID/auxv into 64-bit words (auxv_t on x86_64), so a
+    32-bit task's (type, value) pairs land one pair per word, type low."""
+    return [words[i] | words[i + 1] << 32 for i in range(0, len(words) - 1, 2)]
 
 
 # ---- aarch64 ---------------------------------------------------------------
@@ -647,8 +674,8 @@ MACHINES = {
                             aarch64_thread_info),
     EM_ARM: MachineSpec("arm", "ARM", "ti_arm", 18, ctypes.c_uint16,
                         arm_thread_info, vsyscall=0xFFFF0000),
-    # EM_386: would be mtype X86_64 with gpregs mode COMPAT (17 regs, 16-bit
-    # uid_t) and fpregs from NT_PRXFPREG; not written yet.
+    EM_386: MachineSpec("ia32", "X86_64", "thread_info", 17, ctypes.c_uint16,
+                        ia32_thread_info, saved_auxv=pack_auxv32),
 }
 
 
@@ -969,7 +996,7 @@ def mm_entry(core, proc, spec, fids, exe):
     mm.update(find_initial_stack(core, proc) or find_args_by_psargs(core, proc) or {})
     mm["exe_file_id"] = fids.get(exe, 0)
     if proc.auxv:
-        mm["mm_saved_auxv"] = proc.auxv
+        mm["mm_saved_auxv"] = spec.saved_auxv(proc.auxv)
     special = special_kind(core, proc, spec)
     mm["vmas"] = [vma_entry(seg, proc, fids, special) for seg in core.segments]
     mm["dumpable"] = 1
