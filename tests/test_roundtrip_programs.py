@@ -5,6 +5,7 @@ same backtraces, shared libraries and auxv on our core as on the kernel's
 (only the fatal-signal lines differ: a checkpoint has no fatal signal)."""
 import glob
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -59,8 +60,15 @@ def _gdb(exe, core):
                           "-ex", "info sharedlibrary", "-ex", "info auxv",
                           exe, core], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    # gdb 13 cannot size the kernel's XSAVE note on CPUs whose component
+    # offsets are not Intel's (AMD here): it warns, mid-line.  Our note uses
+    # the standard layout gdb expects, so the warning must never be ours.
+    out = XSTATE_WARNING.sub("", out)
     drop = ("[New LWP", "warning:", "Program terminated with signal")
     return [l for l in out.splitlines() if l.strip() and not l.startswith(drop)]
+
+
+XSTATE_WARNING = re.compile(r"warning: Section `\.reg-xstate/\d+' in core file too small\.\n?")
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
@@ -73,6 +81,7 @@ def test_gdb_reads_our_core_like_the_kernels(name, tmp_path, plain_core_pattern)
     core_to_images(kcore, str(img), exe=exe)
     run_coredump("-i", img, "-o", out, "-q", check=0)
     ours = _gdb(exe, str(out / ("core.%d" % pid)))
+    assert not any(".reg-xstate" in l for l in ours)
     theirs = _gdb(exe, kcore)
     assert ours == theirs
     assert any(l.startswith("#1 ") for l in ours)
