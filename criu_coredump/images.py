@@ -9,11 +9,15 @@ and pycriu versions:
   leaves the old 32-bit field 2 at 0; Debian's pycriu 3.17 does not know
   field 5.  Pagemaps are decoded with our own message class (pagemap.py).
 * `files.img` (CRIU 3.x+) versus the older `reg-files.img`.
+* aarch64 pointer-authentication keys (thread_info_aarch64 field 5, CRIU
+  3.19+), unknown to pycriu 3.17: read with our own message class.
 """
 import os
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from .errors import BadImage
 
@@ -116,6 +120,16 @@ class Thread:
     sched_nice: int = 0
     uid: int = 0
     gid: int = 0
+    pac: Optional["PacKeys"] = None   # aarch64 only, when the images have them
+
+
+@dataclass
+class PacKeys:
+    """aarch64 pointer-authentication state CRIU saved (images/
+    core-aarch64.proto pac_keys): 128-bit keys as (lo, hi) word pairs."""
+    address: Optional[tuple] = None   # apia, apib, apda, apdb: 8 words
+    enabled: int = 0                  # PR_PAC_AP*KEY bits of enabled keys
+    generic: Optional[tuple] = None   # apga: 2 words
 
 
 @dataclass
@@ -249,6 +263,61 @@ def _arch_of(path, core):
     return name, (getattr(core, field_name) if core.HasField(field_name) else None)
 
 
+_PAC_ADDRESS = ("apiakey_lo", "apiakey_hi", "apibkey_lo", "apibkey_hi",
+                "apdakey_lo", "apdakey_hi", "apdbkey_lo", "apdbkey_hi")
+
+
+def _pac_message_class():
+    """thread_info_aarch64 reduced to its field 5 (pac_keys), as CRIU's
+    images/core-aarch64.proto declares it; the other fields stay unknown."""
+    fdp = descriptor_pb2.FileDescriptorProto(name="criu_coredump_pac.proto",
+                                             package="criu_coredump")
+    F = descriptor_pb2.FieldDescriptorProto
+
+    def message(name, fields):
+        m = fdp.message_type.add(name=name)
+        for fname, num, typ in fields:
+            f = m.field.add(name=fname, number=num, label=F.LABEL_OPTIONAL)
+            if isinstance(typ, str):
+                f.type, f.type_name = F.TYPE_MESSAGE, ".criu_coredump." + typ
+            else:
+                f.type = typ
+
+    u64 = F.TYPE_UINT64
+    message("pac_address_keys", [(n, i, u64) for i, n in enumerate(
+        _PAC_ADDRESS + ("pac_enabled_key",), 1)])
+    message("pac_generic_keys", [("apgakey_lo", 1, u64), ("apgakey_hi", 2, u64)])
+    message("pac_keys", [("pac_address_keys", 6, "pac_address_keys"),
+                         ("pac_generic_keys", 7, "pac_generic_keys")])
+    message("thread_info_aarch64_pac", [("pac_keys", 5, "pac_keys")])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    desc = pool.FindMessageTypeByName("criu_coredump.thread_info_aarch64_pac")
+    if hasattr(message_factory, "GetMessageClass"):
+        return message_factory.GetMessageClass(desc)
+    return message_factory.MessageFactory(pool).GetPrototype(desc)
+
+
+PacThreadInfo = _pac_message_class()
+
+
+def _pac_keys(path, ti):
+    """The PAC keys of an aarch64 thread_info, or None (no PAC hardware, or
+    a CRIU older than 3.19)."""
+    msg = parse(path, PacThreadInfo, ti.SerializePartialToString())
+    if not msg.HasField("pac_keys"):
+        return None
+    keys, pac = msg.pac_keys, PacKeys()
+    if keys.HasField("pac_address_keys"):
+        a = keys.pac_address_keys
+        pac.address = tuple(getattr(a, n) for n in _PAC_ADDRESS)
+        pac.enabled = a.pac_enabled_key
+    if keys.HasField("pac_generic_keys"):
+        g = keys.pac_generic_keys
+        pac.generic = (g.apgakey_lo, g.apgakey_hi)
+    return pac
+
+
 def _signals(queue):
     return [bytes(s.siginfo) for s in queue.signals]
 
@@ -258,6 +327,8 @@ def _load_thread(images_dir, tid, main=False):
     core = load_one(path, "CORE", _pb.core_entry)
     arch, regs = _arch_of(path, core)
     th = Thread(tid=tid, arch=arch, regs=regs)
+    if arch == "aarch64" and regs is not None:
+        th.pac = _pac_keys(path, regs)
     if core.HasField("thread_core"):
         tc = core.thread_core
         th.comm = tc.comm

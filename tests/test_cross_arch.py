@@ -18,12 +18,16 @@ import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 from dataclasses import dataclass
 from typing import Tuple
 
 import pycriu
 import pytest
+from pycriu.images import pb, pb2dict
+
+from criu_coredump import images as ccd_images
 
 from .conftest import REPO, need, run_coredump
 from .helpers import core2images
@@ -81,11 +85,11 @@ def _core_prefix():
     return pattern.split("%", 1)[0], pattern
 
 
-def build(target, work):
+def build(target, work, *flags):
     need(target.cc)
     exe = os.path.join(work, "prog-" + target.name)
-    subprocess.run([target.cc, "-g", "-O0", "-static", "-pthread", "-o", exe, PROG],
-                   check=True, timeout=120)
+    subprocess.run([target.cc, "-g", "-O0", "-static", "-pthread", *flags, "-o", exe,
+                    PROG], check=True, timeout=120)
     return exe
 
 
@@ -409,3 +413,79 @@ def test_aarch64_thread_without_registers_is_a_clear_error(roundtrip, tmp_path):
     assert p.stderr.strip() == ("coredump: error: %s: no aarch64 thread info "
                                 "(registers)" % path)
     assert os.listdir(out) == []
+
+
+# ---- aarch64 pointer authentication -----------------------------------------
+
+def add_pac_keys(path, address, enabled):
+    """Give a core image the pac_keys CRIU 3.19+ saves on PAC hardware.
+
+    pycriu 3.17 cannot encode thread_info_aarch64 field 5, so the field is
+    encoded by protobuf from the same declaration (images.PacThreadInfo)
+    and merged into ti_aarch64; the image is pycriu's encoding with that
+    entry's payload replaced."""
+    with open(path, "rb") as f:
+        img = pycriu.images.load(f)
+    core = pb.core_entry()
+    pb2dict.dict2pb(img["entries"][0], core)
+    old = core.SerializeToString()
+    pac = ccd_images.PacThreadInfo()
+    keys = pac.pac_keys.pac_address_keys
+    for name, value in zip(ccd_images._PAC_ADDRESS, address):
+        setattr(keys, name, value)
+    keys.pac_enabled_key = enabled
+    core.ti_aarch64.MergeFromString(pac.SerializeToString())
+    new = core.SerializeToString()
+    raw = pycriu.images.dumps(img)
+    assert raw.count(old) == 1
+    with open(path, "wb") as f:
+        f.write(raw.replace(struct.pack("<i", len(old)) + old,
+                            struct.pack("<i", len(new)) + new))
+
+
+def highest_vma_end(images, pid):
+    with open(os.path.join(images, "mm-%d.img" % pid), "rb") as f:
+        mm = pycriu.images.load(f)["entries"][0]
+    return max(int(str(v["end"]), 0) for v in mm["vmas"])
+
+
+def test_aarch64_pac_mask_lets_gdb_unwind_signed_return_addresses(tmp_path):
+    """Built with -mbranch-protection=pac-ret, the program's return
+    addresses carry PAC bits (qemu emulates pointer authentication).
+    qemu's core has no NT_ARM_PAC_MASK and gdb cannot unwind past them;
+    ours, from images with PAC keys, has the mask and the full stacks."""
+    target = TARGETS["aarch64"]
+    work = str(tmp_path)
+    exe = build(target, work, "-mbranch-protection=pac-ret")
+    ref = reference_core(target, exe, work)
+    images = os.path.join(work, "images")
+    summary = core2images.core_to_images(ref, images)
+    address = [0x1111 * (i + 1) for i in range(8)]
+    for tid in summary["tids"]:
+        add_pac_keys(os.path.join(images, "core-%d.img" % tid), address, 0xF)
+    core = convert(images, work)
+
+    def frames(path):
+        out = gdb(target, exe, path, "thread apply all bt",
+                  "info registers pauth_dmask pauth_cmask")
+        bts = per_thread(out.splitlines())
+        return {lwp: [l for l in lines if re.match(r"^#\d+ ", l)]
+                for lwp, lines in bts.items()}, registers(out.splitlines())
+
+    theirs, _ = frames(ref)
+    ours, regs = frames(core)
+    workers = [lwp for lwp, f in ours.items() if any(" worker (" in l for l in f)]
+    assert len(workers) == 3, ours
+    for lwp in workers:
+        assert len(theirs[lwp]) < 3, theirs[lwp]     # qemu's core: stuck at PAC
+        assert sum("[PAC] in recurse (" in l for l in ours[lwp]) >= 3, ours[lwp]
+    bits = (highest_vma_end(images, summary["pid"]) - 1).bit_length()
+    mask = "%#x" % (((1 << 55) - 1) & ~((1 << bits) - 1))
+    assert (regs["pauth_dmask"], regs["pauth_cmask"]) == (mask, mask)
+    notes = subprocess.run([need("readelf"), "-n", core], stdout=subprocess.PIPE,
+                           text=True, check=True).stdout
+    paca = re.findall(r"NT_ARM_PACA_KEYS.*\n\s+description data: (.*)", notes)
+    assert [p.strip() for p in paca] == [
+        " ".join("%02x" % b for b in struct.pack("<8Q", *address))] * 4
+    enabled = re.findall(r"NT_ARM_PAC_ENABLED_KEYS.*\n\s+description data: (.*)", notes)
+    assert [e.strip() for e in enabled] == ["0f 00 00 00 00 00 00 00"] * 4

@@ -8,8 +8,17 @@ core gets, in this order: NT_PRFPREG named "CORE", then NT_ARM_TLS named
 `long` is 64 bits and __kernel_uid_t 32 bits (asm-generic/posix_types.h).
 
 CRIU's images (images/core-aarch64.proto) carry the general registers,
-FPSIMD and tpidr_el0; the kernel also writes hardware-debug, system-call
-and PAC/SVE notes, which the images do not describe and we leave out.
+FPSIMD, tpidr_el0 and, since CRIU 3.19 on CPUs with pointer authentication,
+the PAC keys.  With address keys the kernel's core has (in regset order,
+named "LINUX") NT_ARM_PAC_MASK, NT_ARM_PAC_ENABLED_KEYS and NT_ARM_PACA_KEYS,
+with the generic key NT_ARM_PACG_KEYS; gdb needs the mask to strip signed
+return addresses.  The mask is GENMASK(54, vabits_actual)
+(arch/arm64/include/asm/compiler.h); vabits_actual is not in the images, so
+it is taken as the width of the highest mapped address (the stack sits just
+below TASK_SIZE): 48 or 39 on the usual kernels, and 48 too on a 52-bit
+kernel, whose processes map below 2^48 unless they ask otherwise.  The
+hardware-debug, system-call, SVE and SME notes of the kernel's core are
+not described by the images and are left out.
 """
 import ctypes
 import struct
@@ -59,10 +68,36 @@ def tls(ti):
     return struct.pack("<%dQ" % TLS_WORDS, ti.tls, *[0] * (TLS_WORDS - 1))
 
 
+def va_bits(proc):
+    """Width of the user address space, from the highest mapped address."""
+    top = max((v.end for v in proc.mm.vmas), default=1 << 48) if proc.mm else 1 << 48
+    return (top - 1).bit_length()
+
+
+def pac_mask(proc):
+    """ptrauth_user_pac_mask(): bits 54 down to vabits_actual."""
+    low = va_bits(proc)
+    return ((1 << 55) - 1) & ~((1 << low) - 1)
+
+
+def pac_notes(proc, pac):
+    if pac is None:
+        return []
+    out = []
+    if pac.address is not None:
+        mask = pac_mask(proc)
+        out += [("LINUX", elf.NT_ARM_PAC_MASK, struct.pack("<QQ", mask, mask)),
+                ("LINUX", elf.NT_ARM_PAC_ENABLED_KEYS, struct.pack("<Q", pac.enabled)),
+                ("LINUX", elf.NT_ARM_PACA_KEYS, struct.pack("<8Q", *pac.address))]
+    if pac.generic is not None:
+        out.append(("LINUX", elf.NT_ARM_PACG_KEYS, struct.pack("<2Q", *pac.generic)))
+    return out
+
+
 def thread_notes(proc, th):
     ti = th.regs
     return [("CORE", elf.NT_PRFPREG, fpsimd(ti.fpsimd)),
-            ("LINUX", elf.NT_ARM_TLS, tls(ti))]
+            ("LINUX", elf.NT_ARM_TLS, tls(ti))] + pac_notes(proc, th.pac)
 
 
 def process_notes(proc, threads):
