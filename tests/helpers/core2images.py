@@ -9,8 +9,21 @@ can convert them back and the two cores can be compared note by note and page
 by page.
 
 Only what a core file contains can be reproduced; everything else is filled
-with the neutral value a real dump would most likely have (see the report in
-``core_to_images``' docstring and the per-field comments).
+with the neutral value a real dump would most likely have.  What a core
+cannot tell, and so is NOT like a real CRIU dump:
+
+- one VMA per PT_LOAD, all MAP_PRIVATE (a core does not record MAP_SHARED);
+  memfd and "(deleted)" mappings (including shared anonymous memory, which
+  the kernel names "/dev/zero (deleted)") become private anonymous VMAs;
+- no VMA_AREA_HEAP and mm_start_brk/mm_brk 0 (the brk area is unknown);
+- [vvar] and [vvar_vclock] stay two VMAs (CRIU 4.2 writes one), and every
+  PT_LOAD with contents goes to the pagemap, vvar and vsyscall included;
+- clear_tid_addr, futex_rla, rseq, sigactions, rlimits, timers, sas,
+  capabilities and per-thread comm are not in a core: 0, absent or the
+  process name; tc.flags is pr_flag (it has PF_DUMPCORE|PF_SIGNALED);
+- pending signals are per thread only (pr_sigpend), each as a bare SI_USER
+  siginfo; the shared queue (signals_s) is left empty;
+- fs-<pid>.img points cwd and root at "/", which is added to files.img.
 
 Usage::
 
@@ -874,7 +887,21 @@ def _args_end(dumped, start, psargs):
     return None
 
 
-def code_and_data(core, proc):
+def _load_bias(core, proc, phdrs, exe):
+    """Where the executable was loaded: from PT_PHDR, or (static binaries
+    have none) from AT_ENTRY and the ELF header dumped at the exe's start."""
+    for p in phdrs:
+        if p.p_type == PT_PHDR:
+            return proc.auxv_get(AT_PHDR) - p.p_vaddr
+    start = next((fm.start for fm in proc.files if fm.path == exe and fm.page_ofs == 0), None)
+    ehdr_t = core.ehdr.__class__
+    raw = core.read(start, ctypes.sizeof(ehdr_t)) if start is not None else None
+    if raw is None or raw[:4] != ELFMAG or proc.auxv_get(AT_ENTRY) is None:
+        return None
+    return proc.auxv_get(AT_ENTRY) - decode(ehdr_t, raw).e_entry
+
+
+def code_and_data(core, proc, exe):
     """mm_{start,end}_{code,data} as binfmt_elf computes them, from the
     executable's program headers (AT_PHDR, usually dumped with the ELF
     header page).  Zeros when they are not in the core."""
@@ -885,10 +912,9 @@ def code_and_data(core, proc):
     if raw is None:
         return zero
     phdrs = [decode(phdr_t, raw, i * ctypes.sizeof(phdr_t)) for i in range(phnum)]
-    pt_phdr = [p for p in phdrs if p.p_type == PT_PHDR]
-    if not pt_phdr:
+    bias = _load_bias(core, proc, phdrs, exe)
+    if bias is None:
         return zero
-    bias = at_phdr - pt_phdr[0].p_vaddr
     start_code, end_code, start_data, end_data = None, 0, 0, 0
     for p in phdrs:
         if p.p_type != PT_LOAD:
@@ -965,7 +991,7 @@ def mm_entry(core, proc, spec, fids, exe):
     """mm-<pid>.img: auxv, argument/environment bounds, one VMA per PT_LOAD."""
     mm = {"mm_start_stack": 0, "mm_start_brk": 0, "mm_brk": 0,
           "mm_arg_start": 0, "mm_arg_end": 0, "mm_env_start": 0, "mm_env_end": 0}
-    mm.update(code_and_data(core, proc))
+    mm.update(code_and_data(core, proc, exe))
     mm.update(find_initial_stack(core, proc) or find_args_by_psargs(core, proc) or {})
     mm["exe_file_id"] = fids.get(exe, 0)
     if proc.auxv:
