@@ -17,14 +17,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
 from .errors import BadImage
 
 try:
     import pycriu  # noqa: F401  (the distribution's package, see README)
     from pycriu.images import magic as _magic
     from pycriu.images import pb as _pb
+    # protobuf comes with pycriu (the distribution's python3-protobuf)
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 except ImportError as exc:  # pragma: no cover - exercised by the CLI test
     raise ImportError(
         "pycriu is not importable: install the distribution package that "
@@ -263,6 +263,18 @@ def _arch_of(path, core):
     return name, (getattr(core, field_name) if core.HasField(field_name) else None)
 
 
+def message_class(fdp, name):
+    """The class of message `name` of a FileDescriptorProto (package
+    criu_coredump): our own declarations of CRIU messages or fields that the
+    installed pycriu may not know."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    desc = pool.FindMessageTypeByName("criu_coredump." + name)
+    if hasattr(message_factory, "GetMessageClass"):
+        return message_factory.GetMessageClass(desc)
+    return message_factory.MessageFactory(pool).GetPrototype(desc)
+
+
 _PAC_ADDRESS = ("apiakey_lo", "apiakey_hi", "apibkey_lo", "apibkey_hi",
                 "apdakey_lo", "apdakey_hi", "apdbkey_lo", "apdbkey_hi")
 
@@ -290,12 +302,7 @@ def _pac_message_class():
     message("pac_keys", [("pac_address_keys", 6, "pac_address_keys"),
                          ("pac_generic_keys", 7, "pac_generic_keys")])
     message("thread_info_aarch64_pac", [("pac_keys", 5, "pac_keys")])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    desc = pool.FindMessageTypeByName("criu_coredump.thread_info_aarch64_pac")
-    if hasattr(message_factory, "GetMessageClass"):
-        return message_factory.GetMessageClass(desc)
-    return message_factory.MessageFactory(pool).GetPrototype(desc)
+    return message_class(fdp, "thread_info_aarch64_pac")
 
 
 PacThreadInfo = _pac_message_class()

@@ -10,7 +10,9 @@ both: every thread's registers, the backtraces, a global in memory.
 qemu 7.2 writes only NT_PRSTATUS, NT_PRPSINFO and NT_AUXV, so the FPSIMD,
 VFP and TLS notes are proven separately: values planted in the images with
 pycriu's encoder must come back through gdb (and readelf).  The kernel's
-ia32 core has every note, so ours must carry the same bytes.
+ia32 core has every note, so ours must carry the same bytes.  qemu emulates
+pointer authentication: a program built with -mbranch-protection=pac-ret
+unwinds in gdb on our core (images with PAC keys) and not on qemu's.
 """
 import glob
 import os
