@@ -20,6 +20,7 @@ from .writer import CoreWriter
 class CoreResult:
     pid: int
     comm: str
+    arch: str = ""         # from the images: x86_64, ia32, aarch64, arm
     path: Optional[str] = None
     threads: int = 0
     segments: int = 0
@@ -47,7 +48,8 @@ def notes_blob(proc, plan, files, arch):
 def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
                     shmem_cache=None, progress=None, warn=None):
     """Write one process's core; returns its CoreResult."""
-    res = CoreResult(pid=proc.pid, comm=proc.comm, threads=len(proc.threads))
+    res = CoreResult(pid=proc.pid, comm=proc.comm, arch=proc.arch,
+                     threads=len(proc.threads))
 
     def _warn(path, what):
         res.warnings.append("%s: %s" % (path, what))

@@ -15,6 +15,7 @@ The exit code is gdb's own.  While gdb runs, Ctrl-C belongs to gdb (it
 interrupts the command being run); coredump ignores it.
 """
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,24 @@ from .errors import CoredumpError
 from .rootfs import RootFS
 
 EXIT_NO_GDB = 127  # as a shell says for a command it cannot find
+
+# Core architectures the distribution's plain `gdb` reads on each host;
+# gdb-multiarch (Debian, Ubuntu) reads them all: an aarch64 checkpoint is
+# debugged on an x86_64 laptop with it.
+HOST_GDB_READS = {"x86_64": ("x86_64", "ia32"), "i686": ("ia32",),
+                  "aarch64": ("aarch64", "arm"), "armv7l": ("arm",)}
+
+
+def find_gdb(arch=None):
+    """The debugger for a core of `arch`: the host's gdb when it reads that
+    architecture, else gdb-multiarch; whichever is installed otherwise."""
+    native = arch is None or arch in HOST_GDB_READS.get(platform.machine(), ())
+    names = ("gdb", "gdb-multiarch") if native else ("gdb-multiarch", "gdb")
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
 
 
 def executable_of(images_dir, pid, root=None, warn=None):
@@ -93,8 +112,7 @@ def debug(args, gdb_args, convert, say):
     """Convert process args.gdb (with `convert(out_dir) -> CoreResult`), start
     gdb on its core, and return gdb's exit code (or the conversion's error
     code when no core could be written)."""
-    gdb = shutil.which("gdb")
-    if gdb is None:
+    if find_gdb() is None:
         say("error", "gdb: not found in PATH; install gdb to use --gdb")
         return EXIT_NO_GDB
     tmp = None
@@ -111,7 +129,7 @@ def debug(args, gdb_args, convert, say):
                                 % (r.pid, r.comm, r.skipped))
         exe = executable_of(args.images_dir, args.gdb, args.root,
                             lambda path, what: say("warning", "%s: %s" % (path, what)))
-        cmd = gdb_command(gdb, r.path, exe, args.root, gdb_args)
+        cmd = gdb_command(find_gdb(r.arch), r.path, exe, args.root, gdb_args)
         code = run_gdb(cmd)
         return code if code >= 0 else 128 - code
     finally:

@@ -491,3 +491,14 @@ def test_aarch64_pac_mask_lets_gdb_unwind_signed_return_addresses(tmp_path):
         " ".join("%02x" % b for b in struct.pack("<8Q", *address))] * 4
     enabled = re.findall(r"NT_ARM_PAC_ENABLED_KEYS.*\n\s+description data: (.*)", notes)
     assert [e.strip() for e in enabled] == ["0f 00 00 00 00 00 00 00"] * 4
+
+
+def test_aarch64_gdb_option_picks_a_debugger_that_reads_aarch64(roundtrip):
+    """`coredump --gdb` on an x86_64 machine: the distribution's gdb reads no
+    aarch64 core, gdb-multiarch does and is the one started."""
+    rt = roundtrip("aarch64")
+    want = registers(gdb(rt.target, rt.exe, rt.ref, "info registers pc").splitlines())
+    pid = int(os.path.basename(rt.ours).split(".")[1])
+    p = run_coredump("-i", rt.images, "--gdb", pid, "--", "-batch", "-ex",
+                     "info registers pc", check=0)
+    assert registers(p.stdout.splitlines())["pc"] == want["pc"]
