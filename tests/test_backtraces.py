@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from .conftest import need
+from .helpers.debuggers import GDB_THREAD, fixture_exe, gdb_on_fixture, per_thread
 
 CORES = [("threads", 13466), ("stopped_static", 13508), ("tree", 13544),
          ("tree", 13547), ("shmem", 13585)]
@@ -27,28 +28,17 @@ def _run(args):
                           text=True, timeout=300).stdout
 
 
-def _exe(fixture):
-    root = os.path.join(fixture, "root")
-    return next(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f == "prog")
+def _frame(m):
+    return int(m.group(1), 16), m.group(2)
 
 
 def gdb_frames(fixture, core, *extra):
     """{tid: [(pc, function)]} from gdb's `thread apply all bt`."""
     need("gdb")
-    out = _run(["gdb", "-batch", "-nx", "-ex", "set sysroot " + os.path.join(fixture, "root"),
-                "-ex", "set debuginfod enabled off", "-ex", "set backtrace past-main on",
-                "-ex", "set print frame-info location-and-address",
-                "-ex", "thread apply all bt"] + [a for c in extra for a in ("-ex", c)]
-               + [_exe(fixture), core])
-    frames, cur = {}, None
-    for line in out.splitlines():
-        m = re.match(r"^Thread \d+ .*\(LWP (\d+)\)\)?:$", line)
-        if m:
-            cur = frames.setdefault(int(m.group(1)), [])
-        m = re.match(r"^#\d+\s+(0x[0-9a-f]+) in (\S+) \(", line)
-        if m and cur is not None:
-            cur.append((int(m.group(1), 16), m.group(2)))
-    return frames, out
+    out = gdb_on_fixture(fixture, core, "set backtrace past-main on",
+                         "set print frame-info location-and-address",
+                         "thread apply all bt", *extra)
+    return per_thread(out, GDB_THREAD, r"^#\d+\s+(0x[0-9a-f]+) in (\S+) \(", _frame), out
 
 
 def lldb_frames(fixture, core):
@@ -56,37 +46,20 @@ def lldb_frames(fixture, core):
     need("lldb")
     out = _run(["lldb", "--batch",
                 "-o", "platform select remote-linux --sysroot " + os.path.join(fixture, "root"),
-                "-o", "target create --core %s %s" % (core, _exe(fixture)),
+                "-o", "target create --core %s %s" % (core, fixture_exe(fixture)),
                 "-o", "image list", "-o", "thread list", "-o", "thread backtrace all"])
     out = "\n".join(line for line in out.splitlines() if not LLDB_NOISE.match(line))
-    tids, frames, cur = {}, {}, None
-    for line in out.splitlines():
-        m = re.match(r"^[* ] thread #(\d+): tid = (\d+),", line)
-        if m:
-            tids[m.group(1)] = int(m.group(2))
-            continue
-        m = re.match(r"^[* ] thread #(\d+),", line)
-        if m:
-            cur = frames.setdefault(tids[m.group(1)], [])
-        m = re.match(r"^\s+[* ] frame #\d+: (0x[0-9a-f]+) \S+?`([^\s(]+)", line)
-        if m and cur is not None:
-            cur.append((int(m.group(1), 16), m.group(2)))
-    return frames, out
+    tids = dict(re.findall(r"^[* ] thread #(\d+): tid = (\d+),", out, re.M))
+    frames = per_thread(out, r"^[* ] thread #(\d+),",
+                        r"^\s+[* ] frame #\d+: (0x[0-9a-f]+) \S+?`([^\s(]+)", _frame)
+    return {int(tids[str(i)]): f for i, f in frames.items()}, out
 
 
 def eu_stack_frames(fixture, core):
     """{tid: [(pc, function)]} from `eu-stack -d` (DWARF names, as gdb's)."""
     need("eu-stack")
-    out = _run(["eu-stack", "-d", "--core", core, "-e", _exe(fixture)])
-    frames, cur = {}, None
-    for line in out.splitlines():
-        m = re.match(r"^TID (\d+):", line)
-        if m:
-            cur = frames.setdefault(int(m.group(1)), [])
-        m = re.match(r"^#\d+\s+(0x[0-9a-f]+) (\S+)", line)
-        if m and cur is not None:
-            cur.append((int(m.group(1), 16), m.group(2)))
-    return frames, out
+    out = _run(["eu-stack", "-d", "--core", core, "-e", fixture_exe(fixture)])
+    return per_thread(out, r"^TID (\d+):", r"^#\d+\s+(0x[0-9a-f]+) (\S+)", _frame), out
 
 
 def aliases_agree(fixture, core, pairs):

@@ -11,6 +11,7 @@ import pytest
 from pycriu import images as pyimages
 
 from .conftest import FIRST_PID, need, run_coredump
+from .helpers.debuggers import GDB_THREAD, gdb_on_fixture, per_thread
 from .test_core2images import EU_GREGS, eu_readelf_notes, load_image, sigset, to_u64
 
 CORES = [("threads", 13466), ("stopped_static", 13508), ("tree", 13544),
@@ -135,27 +136,12 @@ def test_thread_private_pending_signal_is_in_pr_sigpend(fixtures_dir, tmp_path):
 
 def gdb(fixture, core, *commands):
     need("gdb")
-    root = os.path.join(fixture, "root")
-    exe = next(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f == "prog")
-    args = ["gdb", "-batch", "-nx", "-ex", "set sysroot " + root,
-            "-ex", "set debuginfod enabled off"]
-    for c in commands:
-        args += ["-ex", c]
-    return subprocess.run(args + [exe, core], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    return gdb_on_fixture(fixture, core, *commands)
 
 
 def per_thread_values(out):
     """{tid: [value of each `$N = value` line]} from `thread apply all`."""
-    values, cur = {}, None
-    for line in out.splitlines():
-        m = re.match(r"^Thread \d+ .*\(LWP (\d+)\)\)?:$", line)
-        if m:
-            cur = values.setdefault(int(m.group(1)), [])
-        m = re.match(r"^\$\d+ = (.*)$", line)
-        if m and cur is not None:
-            cur.append(m.group(1))
-    return values
+    return per_thread(out, GDB_THREAD, r"^\$\d+ = (.*)$")
 
 
 @pytest.mark.parametrize("name,pid", [("threads", 13466), ("stopped_static", 13508)])
