@@ -66,14 +66,15 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
                   "not in the images; they are holes" % plan.stats.lazy_pages)
         blob = notes_blob(proc, plan, ckpt.files, arch)
         path = os.path.join(out_dir, core_name(proc.pid))
+        # the bytes that are copied (holes cost nothing): what progress counts
+        data = sum(length for s in plan.segments for (_, length, _, _) in s.chunks())
         if progress:
-            progress.start(proc, sum(s.dump_size for s in plan.segments))
+            progress.start(proc, data)
         with CoreWriter(path, progress=progress.advance if progress else None) as w:
             w.write(arch.ELF, arch, blob, plan.segments, plan.fds)
         res.path = path
         res.segments = len(plan.segments)
         res.dumped = sum(s.dump_size for s in plan.segments)
-        data = sum(length for s in plan.segments for (_, length, _, _) in s.chunks())
         res.holes = res.dumped - data
         res.lazy_pages = plan.stats.lazy_pages
     finally:
