@@ -13,6 +13,7 @@ and pycriu versions:
   3.19+), unknown to pycriu 3.17: read with our own message class.
 """
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -88,6 +89,11 @@ class Vma:
         return bool(self.status & bit)
 
 
+# Names the kernel gives the files of its internal shmem mount that are not
+# memfds (mm/shmem.c shmem_zero_setup, ipc/shm.c newseg).
+_SHMEM_INTERNAL = re.compile(r"^/(dev/zero|SYSV[0-9a-f]{8})$")
+
+
 @dataclass
 class MappedFile:
     """What a VMA's shmid names in files.img (regular file or memfd)."""
@@ -101,8 +107,17 @@ class MappedFile:
 
     @property
     def kernel_name(self):
-        """The name the kernel shows in /proc/PID/maps and NT_FILE."""
+        """The name the kernel shows in /proc/PID/maps and NT_FILE.
+
+        CRIU dumps every file of the kernel's internal shmem mount as a
+        memfd, naming it by its link with "/memfd:" and " (deleted)"
+        stripped: a memfd_create() file becomes its bare name, but shared
+        anonymous memory (a shmem file the kernel calls "dev/zero") and
+        SysV segments ("SYSV<key>") keep their leading "/".
+        """
         if self.kind == "memfd":
+            if _SHMEM_INTERNAL.match(self.path):
+                return self.path + " (deleted)"
             return "/memfd:%s (deleted)" % self.path
         if self.deleted:
             return self.path + " (deleted)"
