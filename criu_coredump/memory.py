@@ -19,7 +19,7 @@ from .elf import PF_R, PF_W, PF_X
 from .dump_filter import (DEFAULT_FILTER, MMF_ANON_PRIVATE, MMF_ANON_SHARED,
                           MMF_ELF_HEADERS, MMF_MAPPED_PRIVATE, MMF_MAPPED_SHARED)
 from .errors import BadImage
-from .pagemap import HERE, LAZY, PageIndex
+from .pagemap import HERE, PageIndex
 
 P = images.PAGE_SIZE
 

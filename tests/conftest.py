@@ -106,6 +106,14 @@ def cores(fixtures_dir, tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session")
+def plain_core_pattern():
+    """The kernel writes cores as 'core' in the crashing process's cwd."""
+    from .helpers.kernelcore import plain_core_pattern as plain
+    with plain():
+        yield
+
+
 def gdbcheck(fixture, core):
     need("gdb")
     return subprocess.run([sys.executable, GDBCHECK, fixture, core, "--show"],

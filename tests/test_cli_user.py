@@ -5,7 +5,6 @@ subprocess and looks only at what it prints, its exit code and its files."""
 import fcntl
 import json
 import os
-import pty
 import re
 import shutil
 import struct

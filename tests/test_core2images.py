@@ -11,12 +11,10 @@ import base64
 import ctypes
 import os
 import re
-import resource
 import signal
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -24,6 +22,7 @@ from pycriu import images
 
 from tests.helpers import core2images
 from tests.helpers.core2images import core_to_images
+from tests.helpers.kernelcore import allow_core, find_core, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,21 +106,6 @@ def cpu_has(flag):
 
 
 @pytest.fixture(scope="module")
-def plain_core_pattern():
-    """Make the kernel write 'core' into the crashing process's cwd."""
-    path = "/proc/sys/kernel/core_pattern"
-    with open(path) as f:
-        old = f.read().strip()
-    if old != "core":                # a pipe, a path or %-names: needs root
-        with open(path, "w") as f:
-            f.write("core")
-    yield
-    if old != "core":
-        with open(path, "w") as f:
-            f.write(old)
-
-
-@pytest.fixture(scope="module")
 def kernel_core(tmp_path_factory, plain_core_pattern):
     """Build, run and crash the test program; return what was seen live."""
     work = tmp_path_factory.mktemp("kcore")
@@ -130,10 +114,6 @@ def kernel_core(tmp_path_factory, plain_core_pattern):
     flags = ["-DWITH_AVX", "-mavx"] if cpu_has("avx") else []
     subprocess.run(["gcc", "-g", "-O0", "-pthread", *flags, "-o", str(exe), str(src)],
                    check=True)
-
-    def allow_core():
-        resource.setrlimit(resource.RLIMIT_CORE,
-                           (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
     proc = subprocess.Popen([str(exe)], cwd=str(work), stdout=subprocess.PIPE,
                             preexec_fn=allow_core)
@@ -155,16 +135,8 @@ def kernel_core(tmp_path_factory, plain_core_pattern):
 
 def wait_all_parked(pid, nr_threads=4, sys_pause=34):
     """Wait until every thread sleeps in pause(), so registers are settled."""
-    for _ in range(200):
-        tids = os.listdir("/proc/%d/task" % pid)
-        calls = []
-        for tid in tids:
-            with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
-                calls.append(f.read().split()[0])
-        if len(tids) == nr_threads and calls == [str(sys_pause)] * nr_threads:
-            return
-        time.sleep(0.05)
-    raise AssertionError("threads did not all reach pause(): %r" % calls)
+    wait_until(pid, lambda calls: calls == [str(sys_pause)] * nr_threads,
+               what="every thread to reach pause()")
 
 
 def read_live(pid):
@@ -185,17 +157,6 @@ def read_live(pid):
                "mm_arg_end": field_no(49), "mm_env_start": field_no(50),
                "mm_env_end": field_no(51)},
     }
-
-
-def find_core(work, pid):
-    for _ in range(100):
-        for name in ("core", "core.%d" % pid):
-            if (work / name).exists():
-                time.sleep(0.1)   # the kernel has finished once the waiter returned
-                return work / name
-        time.sleep(0.1)
-    raise AssertionError("the kernel wrote no core in %s (core_pattern %r)"
-                         % (work, open("/proc/sys/kernel/core_pattern").read()))
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,6 @@ unwinds in gdb on our core (images with PAC keys) and not on qemu's.
 import glob
 import os
 import re
-import resource
 import shutil
 import signal
 import struct
@@ -33,6 +32,7 @@ from criu_coredump import images as ccd_images
 
 from .conftest import REPO, need, run_coredump
 from .helpers import core2images
+from .helpers.kernelcore import allow_core
 
 PROG = os.path.join(REPO, "tests", "progs", "parked_threads.c")
 MARKER = "criu-coredump cross-arch marker"
@@ -71,11 +71,6 @@ class RoundTrip:
     tids: list
 
 
-def _unlimited_core():
-    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
-    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
-
-
 def _core_prefix():
     """(prefix of the kernel's core file names, core_pattern): the tests can
     find a core only when the pattern is a plain name in the working
@@ -104,7 +99,7 @@ def reference_core(target, exe, work):
         pytest.fail("kernel.core_pattern is %r: the ia32 test needs the kernel "
                     "to write its core file into the working directory" % pattern)
     p = subprocess.run(list(target.runner) + [exe], cwd=work, timeout=60,
-                       preexec_fn=_unlimited_core, stdout=subprocess.PIPE,
+                       preexec_fn=allow_core, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT)
     assert p.returncode == -signal.SIGABRT, p.stdout
     kernel_cores = [os.path.join(work, f) for f in os.listdir(work)
@@ -121,7 +116,7 @@ def reference_core(target, exe, work):
 
 
 @pytest.fixture(scope="module")
-def roundtrip(tmp_path_factory):
+def roundtrip(tmp_path_factory, plain_core_pattern):
     made = {}
 
     def get(name):

@@ -19,11 +19,9 @@ must then be the kernel's, note for note:
 """
 import ctypes
 import os
-import resource
 import signal
 import struct
 import subprocess
-import time
 
 import pytest
 
@@ -31,7 +29,8 @@ from .conftest import need, run_coredump
 from .helpers.core2images import (CoreFile, core_to_images, prstatus_type,
                                   x86_xsave_layout_from_cpuid,
                                   x86_xsave_layout_from_note)
-from .test_core2images import cpu_has, find_core, plain_core_pattern  # noqa: F401
+from .helpers.kernelcore import allow_core, find_core, wait_until
+from .test_core2images import cpu_has
 from .test_notes_readers import per_thread_values
 from .test_roundtrip_programs import XSTATE_WARNING
 
@@ -66,24 +65,10 @@ def ymm_value(reg):
     return int.from_bytes(raw, "little")
 
 
-def _allow_core():
-    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
-
-
-def _wait_settled(pid, timeout=20):
+def _wait_settled(pid):
     """Until main, the signal and the parked threads sleep in pause() (the
     vector thread spins)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        tids = os.listdir("/proc/%d/task" % pid)
-        calls = []
-        for tid in tids:
-            with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
-                calls.append(f.read().split()[0])
-        if len(tids) == 4 and calls.count("34") == 3:     # 34: pause
-            return
-        time.sleep(0.05)
-    raise AssertionError("threads did not settle: %r" % calls)
+    wait_until(pid, lambda calls: len(calls) == 4 and calls.count("34") == 3)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +81,7 @@ def roundtrip(tmp_path_factory, plain_core_pattern):  # noqa: F811
     subprocess.run(["gcc", "-g", "-O0", "-pthread", "-mavx", "-o", str(exe), PROG],
                    check=True)
     proc = subprocess.Popen([str(exe)], cwd=str(work), stdout=subprocess.PIPE,
-                            preexec_fn=_allow_core)
+                            preexec_fn=allow_core)
     try:
         line = proc.stdout.readline().decode()
         assert line.startswith("ready "), line

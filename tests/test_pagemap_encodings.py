@@ -8,7 +8,7 @@ import subprocess
 
 from .conftest import need, run_coredump
 from .helpers.core2images import core_to_images
-from .test_core2images import kernel_core, plain_core_pattern  # noqa: F401 (fixtures)
+from .test_core2images import kernel_core  # noqa: F401 (fixture)
 
 
 def _gdb(exe, core):

@@ -6,7 +6,6 @@ same backtraces, shared libraries and auxv on our core as on the kernel's
 import glob
 import os
 import re
-import resource
 import signal
 import subprocess
 import time
@@ -15,7 +14,7 @@ import pytest
 
 from .conftest import need, run_coredump
 from .helpers.core2images import core_to_images
-from .test_core2images import plain_core_pattern  # noqa: F401 (fixture)
+from .helpers.kernelcore import allow_core
 
 PROGRAMS = {
     "python3": ["/usr/bin/python3", "-c",
@@ -29,9 +28,6 @@ PROGRAMS = {
 
 
 def _kernel_core(argv, work):
-    def allow_core():
-        resource.setrlimit(resource.RLIMIT_CORE,
-                           (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     p = subprocess.Popen(argv, cwd=str(work), stdout=subprocess.PIPE,
                          preexec_fn=allow_core)
     try:
@@ -72,7 +68,7 @@ XSTATE_WARNING = re.compile(r"warning: Section `\.reg-xstate/\d+' in core file t
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
-def test_gdb_reads_our_core_like_the_kernels(name, tmp_path, plain_core_pattern):  # noqa: F811
+def test_gdb_reads_our_core_like_the_kernels(name, tmp_path, plain_core_pattern):
     argv = PROGRAMS[name]
     exe = os.path.realpath(argv[0])
     kcore, pid = _kernel_core(argv, tmp_path)
