@@ -20,6 +20,7 @@ from .writer import CoreWriter, check_out_dir
 class CoreResult:
     pid: int
     comm: str
+    arch: str = ""         # from the images: x86_64, ia32, aarch64, arm
     path: Optional[str] = None
     threads: int = 0
     segments: int = 0
@@ -47,7 +48,8 @@ def notes_blob(proc, plan, files, arch):
 def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
                     shmem_cache=None, progress=None, warn=None):
     """Write one process's core; returns its CoreResult."""
-    res = CoreResult(pid=proc.pid, comm=proc.comm, threads=len(proc.threads))
+    res = CoreResult(pid=proc.pid, comm=proc.comm, arch=proc.arch,
+                     threads=len(proc.threads))
 
     def _warn(path, what):
         res.warnings.append("%s: %s" % (path, what))
@@ -66,14 +68,15 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
                   "not in the images; they are holes" % plan.stats.lazy_pages)
         blob = notes_blob(proc, plan, ckpt.files, arch)
         path = os.path.join(out_dir, core_name(proc.pid))
+        # the bytes that are copied (holes cost nothing): what progress counts
+        data = sum(length for s in plan.segments for (_, length, _, _) in s.chunks())
         if progress:
-            progress.start(proc, sum(s.dump_size for s in plan.segments))
+            progress.start(proc, data)
         with CoreWriter(path, progress=progress.advance if progress else None) as w:
             w.write(arch.ELF, arch, blob, plan.segments, plan.fds)
         res.path = path
         res.segments = len(plan.segments)
         res.dumped = sum(s.dump_size for s in plan.segments)
-        data = sum(length for s in plan.segments for (_, length, _, _) in s.chunks())
         res.holes = res.dumped - data
         res.lazy_pages = plan.stats.lazy_pages
     finally:

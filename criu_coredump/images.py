@@ -9,8 +9,11 @@ and pycriu versions:
   leaves the old 32-bit field 2 at 0; Debian's pycriu 3.17 does not know
   field 5.  Pagemaps are decoded with our own message class (pagemap.py).
 * `files.img` (CRIU 3.x+) versus the older `reg-files.img`.
+* aarch64 pointer-authentication keys (thread_info_aarch64 field 5, CRIU
+  3.19+), unknown to pycriu 3.17: read with our own message class.
 """
 import os
+import re
 import stat
 import struct
 import sys
@@ -25,6 +28,8 @@ try:
     import pycriu  # noqa: F401  (the distribution's package, see README)
     from pycriu.images import magic as _magic
     from pycriu.images import pb as _pb
+    # protobuf comes with pycriu (the distribution's python3-protobuf)
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     from google.protobuf.internal import api_implementation as _api_implementation
 except ImportError as exc:  # pragma: no cover - exercised by the CLI test
     raise ImportError(
@@ -97,6 +102,11 @@ class Vma:
         return bool(self.status & bit)
 
 
+# Names the kernel gives the files of its internal shmem mount that are not
+# memfds (mm/shmem.c shmem_zero_setup, ipc/shm.c newseg).
+_SHMEM_INTERNAL = re.compile(r"^/(dev/zero|SYSV[0-9a-f]{8})$")
+
+
 @dataclass
 class MappedFile:
     """What a VMA's shmid names in files.img (regular file or memfd)."""
@@ -110,8 +120,17 @@ class MappedFile:
 
     @property
     def kernel_name(self):
-        """The name the kernel shows in /proc/PID/maps and NT_FILE."""
+        """The name the kernel shows in /proc/PID/maps and NT_FILE.
+
+        CRIU dumps every file of the kernel's internal shmem mount as a
+        memfd, naming it by its link with "/memfd:" and " (deleted)"
+        stripped: a memfd_create() file becomes its bare name, but shared
+        anonymous memory (a shmem file the kernel calls "dev/zero") and
+        SysV segments ("SYSV<key>") keep their leading "/".
+        """
         if self.kind == "memfd":
+            if _SHMEM_INTERNAL.match(self.path):
+                return self.path + " (deleted)"
             return "/memfd:%s (deleted)" % self.path
         if self.deleted:
             return self.path + " (deleted)"
@@ -129,6 +148,16 @@ class Thread:
     sched_nice: int = 0
     uid: int = 0
     gid: int = 0
+    pac: Optional["PacKeys"] = None   # aarch64 only, when the images have them
+
+
+@dataclass
+class PacKeys:
+    """aarch64 pointer-authentication state CRIU saved (images/
+    core-aarch64.proto pac_keys): 128-bit keys as (lo, hi) word pairs."""
+    address: Optional[tuple] = None   # apia, apib, apda, apdb: 8 words
+    enabled: int = 0                  # PR_PAC_AP*KEY bits of enabled keys
+    generic: Optional[tuple] = None   # apga: 2 words
 
 
 @dataclass
@@ -326,18 +355,79 @@ def _arch_of(path, core):
     return name, (getattr(core, field_name) if core.HasField(field_name) else None)
 
 
+def message_class(fdp, name):
+    """The class of message `name` of a FileDescriptorProto (package
+    criu_coredump): our own declarations of CRIU messages or fields that the
+    installed pycriu may not know."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    desc = pool.FindMessageTypeByName("criu_coredump." + name)
+    if hasattr(message_factory, "GetMessageClass"):
+        return message_factory.GetMessageClass(desc)
+    return message_factory.MessageFactory(pool).GetPrototype(desc)
+
+
+_PAC_ADDRESS = ("apiakey_lo", "apiakey_hi", "apibkey_lo", "apibkey_hi",
+                "apdakey_lo", "apdakey_hi", "apdbkey_lo", "apdbkey_hi")
+
+
+def _pac_message_class():
+    """thread_info_aarch64 reduced to its field 5 (pac_keys), as CRIU's
+    images/core-aarch64.proto declares it; the other fields stay unknown."""
+    fdp = descriptor_pb2.FileDescriptorProto(name="criu_coredump_pac.proto",
+                                             package="criu_coredump")
+    F = descriptor_pb2.FieldDescriptorProto
+
+    def message(name, fields):
+        m = fdp.message_type.add(name=name)
+        for fname, num, typ in fields:
+            f = m.field.add(name=fname, number=num, label=F.LABEL_OPTIONAL)
+            if isinstance(typ, str):
+                f.type, f.type_name = F.TYPE_MESSAGE, ".criu_coredump." + typ
+            else:
+                f.type = typ
+
+    u64 = F.TYPE_UINT64
+    message("pac_address_keys", [(n, i, u64) for i, n in enumerate(
+        _PAC_ADDRESS + ("pac_enabled_key",), 1)])
+    message("pac_generic_keys", [("apgakey_lo", 1, u64), ("apgakey_hi", 2, u64)])
+    message("pac_keys", [("pac_address_keys", 6, "pac_address_keys"),
+                         ("pac_generic_keys", 7, "pac_generic_keys")])
+    message("thread_info_aarch64_pac", [("pac_keys", 5, "pac_keys")])
+    return message_class(fdp, "thread_info_aarch64_pac")
+
+
+PacThreadInfo = _pac_message_class()
+
+
+def _pac_keys(path, ti):
+    """The PAC keys of an aarch64 thread_info, or None (no PAC hardware, or
+    a CRIU older than 3.19)."""
+    msg = parse(path, PacThreadInfo, ti.SerializePartialToString())
+    if not msg.HasField("pac_keys"):
+        return None
+    keys, pac = msg.pac_keys, PacKeys()
+    if keys.HasField("pac_address_keys"):
+        a = keys.pac_address_keys
+        pac.address = tuple(getattr(a, n) for n in _PAC_ADDRESS)
+        pac.enabled = a.pac_enabled_key
+    if keys.HasField("pac_generic_keys"):
+        g = keys.pac_generic_keys
+        pac.generic = (g.apgakey_lo, g.apgakey_hi)
+    return pac
+
+
 def _signals(queue):
     return [bytes(s.siginfo) for s in queue.signals]
 
 
-def _load_thread(images_dir, tid, main=False):
+def _load_thread(images_dir, tid):
     path = _path(images_dir, "core-%d.img" % tid)
     core = load_one(path, "CORE", _pb.core_entry)
     arch, regs = _arch_of(path, core)
-    if regs is None and not (main and core.HasField("tc")
-                             and core.tc.task_state == TASK_DEAD):
-        raise BadImage(path, "no registers (thread_info) for thread %d" % tid)
     th = Thread(tid=tid, arch=arch, regs=regs)
+    if arch == "aarch64" and regs is not None:
+        th.pac = _pac_keys(path, regs)
     if core.HasField("thread_core"):
         tc = core.thread_core
         th.comm = _text(tc.comm)
@@ -382,11 +472,18 @@ def _load_mm(images_dir, pid, arch):
               exe_file_id=mm.exe_file_id)
 
 
+def _need_regs(images_dir, th):
+    """A live thread's core image must hold its registers."""
+    if th.regs is None:
+        raise BadImage(_path(images_dir, "core-%d.img" % th.tid),
+                       "no %s thread info (registers)" % th.arch)
+
+
 def load_process(images_dir, entry):
     """One pstree entry with its threads' core images and its mm."""
     pid = entry.pid
     tids = list(entry.threads) or [pid]
-    core, main = _load_thread(images_dir, pid, main=True)
+    core, main = _load_thread(images_dir, pid)
     if not core.HasField("tc"):
         raise BadImage(_path(images_dir, "core-%d.img" % pid),
                        "main thread has no task core (tc)")
@@ -406,6 +503,7 @@ def load_process(images_dir, entry):
     if proc.is_zombie:
         # A zombie has one core image and no threads, mm or registers.
         return proc
+    _need_regs(images_dir, main)
     proc.threads.append(main)
     for tid in tids:
         if tid == pid:
@@ -415,6 +513,7 @@ def load_process(images_dir, entry):
             raise BadImage(_path(images_dir, "core-%d.img" % tid),
                            "thread architecture %s differs from the main "
                            "thread's %s" % (th.arch, main.arch))
+        _need_regs(images_dir, th)
         proc.threads.append(th)
     proc.mm = _load_mm(images_dir, pid, proc.arch)
     return proc

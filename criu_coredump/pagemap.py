@@ -12,10 +12,10 @@ for pagemaps of millions of entries.
 """
 import os
 from array import array
-from contextlib import closing
 from bisect import bisect_right
+from contextlib import closing
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2
 
 from .errors import BadImage
 from . import images
@@ -44,12 +44,7 @@ def _entry_class():
                            ("flags", 4, F.TYPE_UINT32),
                            ("nr_pages", 5, F.TYPE_UINT64)):
         msg.field.add(name=name, number=num, type=typ, label=F.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    desc = pool.FindMessageTypeByName("criu_coredump.pagemap_entry")
-    if hasattr(message_factory, "GetMessageClass"):
-        return message_factory.GetMessageClass(desc)
-    return message_factory.MessageFactory(pool).GetPrototype(desc)
+    return images.message_class(fdp, "pagemap_entry")
 
 
 PagemapEntry = _entry_class()

@@ -6,21 +6,14 @@ from ..errors import BadImage
 def for_process(proc, path="core"):
     """The arch module for a process's images."""
     name = proc.arch
-    try:
-        if name == "x86_64":
-            from . import x86_64 as mod
-        elif name == "ia32":
-            from . import ia32 as mod
-        elif name == "aarch64":
-            from . import aarch64 as mod
-        elif name == "arm":
-            from . import arm as mod
-        else:
-            mod = None
-    except ModuleNotFoundError as e:
-        if e.name != "%s.%s" % (__name__, name):
-            raise
-        mod = None  # an arch this version has no notes for
-    if mod is None:
+    if name == "x86_64":
+        from . import x86_64 as mod
+    elif name == "ia32":
+        from . import ia32 as mod
+    elif name == "aarch64":
+        from . import aarch64 as mod
+    elif name == "arm":
+        from . import arm as mod
+    else:
         raise BadImage(path, "architecture %s is not supported" % name)
     return mod
