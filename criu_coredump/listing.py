@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import images
-from .errors import CoredumpError
+from .errors import CoredumpError, one_line
 from .pagemap import LAZY, PageIndex
 from .report import JSON_FORMAT, human_size
 
@@ -92,7 +92,7 @@ def format_table(rows):
     """The human table: one line a process, sizes readable, pages counted."""
     lines = []
     for r in rows:
-        name = "  " * r.depth + ("\\_ " if r.depth else "") + (r.comm or "?")
+        name = "  " * r.depth + ("\\_ " if r.depth else "") + one_line(r.comm or "?")
         lines.append((str(r.pid), str(r.ppid), r.state if r.error is None else "error",
                       str(r.threads),
                       "-" if r.mapped_bytes is None else human_size(r.mapped_bytes),

@@ -7,7 +7,7 @@ keys live in one place, and `--list` and `--gdb` reuse them.
 """
 import json
 
-from .errors import EXIT_INCOMPLETE, EXIT_OK
+from .errors import EXIT_INCOMPLETE, EXIT_OK, one_line
 
 JSON_FORMAT = 1  # bumped when a key changes meaning or disappears
 
@@ -27,12 +27,13 @@ def _plural(n, word):
 
 
 def summary_line(r):
-    """The line printed for one written core (a CoreResult)."""
+    """The line printed for one written core (a CoreResult); the comm comes
+    from the images, so it is escaped to stay one printable line."""
     warned = _plural(len(r.warnings), "warning") if r.warnings else "no warnings"
-    return "%s: pid %d (%s), %s, %s, %s of memory (%s in holes), %s" % (
+    return one_line("%s: pid %d (%s), %s, %s, %s of memory (%s in holes), %s" % (
         r.path, r.pid, r.comm, _plural(r.threads, "thread"),
         _plural(r.segments, "segment"), human_size(r.dumped),
-        human_size(r.holes), warned)
+        human_size(r.holes), warned))
 
 
 def status(r):

@@ -437,3 +437,21 @@ def test_help_documents_the_exit_codes():
                        ("130", "interrupted by SIGINT .Ctrl-C.: the unfinished core is removed"),
                        ("143", "terminated by SIGTERM")):
         assert re.search(r"^  %s +%s" % (code, text), p.stdout, re.M), code
+
+
+def test_command_name_that_is_not_one_printable_line(imgs, tmp_path, fixtures_dir):
+    """The comm comes from the images: a newline or a byte that is not UTF-8
+    in it is escaped in the summary and in --list, never printed raw."""
+    d = imgs()
+    path = img(d, "core-%d.img" % PID)
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:  # same length: framing intact
+        f.write(raw.replace(b"prog", b"p\n\xffg"))
+    root = os.path.join(fixtures_dir("stopped_static"), "root")
+    p, out = convert(d, tmp_path, "--root", root)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 1 and "(p\\n\\xffg)" in p.stdout, p.stdout
+    p = run_coredump("-i", d, "--list", check=0)
+    assert "Traceback" not in p.stderr
+    assert p.stdout.splitlines()[-1].endswith(" p\\n\\xffg"), p.stdout

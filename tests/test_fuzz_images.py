@@ -161,7 +161,8 @@ def _mutate(data, name, draw):
             value = draw(st.sampled_from(HOSTILE_PATHS))
         fz.set_slot(slot, value)
         try:
-            entries[i] = msg.SerializeToString()
+            with quiet_protobuf_log():
+                entries[i] = msg.SerializeToString()
         except Exception:
             return data, ("unencodable",)
     return ie.unframe(head, entries, tail), (kind,)

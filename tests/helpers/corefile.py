@@ -11,8 +11,8 @@ NT_PRSTATUS = 1
 
 
 def read_core(path):
-    """(program headers, notes) of a 64-bit LE core: phdrs as dicts, notes
-    as (name, type, desc)."""
+    """(program headers, notes, bytes) of a 64-bit LE core: phdrs as dicts,
+    notes as (name, type, desc); asserts the structure holds together."""
     with open(path, "rb") as f:
         data = f.read()
     assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not ELF64 LE"
@@ -41,11 +41,4 @@ def read_core(path):
             pos += (dsz + 3) & ~3
         assert pos == end, "notes overrun their segment"
     return phdrs, notes, data
-
-
-def segment_bytes(core):
-    """{vaddr: bytes written for that PT_LOAD} of a read_core() result."""
-    phdrs, _, data = core
-    return {p["vaddr"]: data[p["offset"]:p["offset"] + p["filesz"]]
-            for p in phdrs if p["type"] == PT_LOAD}
 
