@@ -7,26 +7,42 @@ import argparse
 import os
 import sys
 
-from . import __version__
-from .errors import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK,
-                     EXIT_USAGE, CoredumpError)
+from . import __version__, report
+from .errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USAGE, CoredumpError, one_line
+from .writer import check_out_dir, install_signal_cleanup
 
 PROG = "coredump"
 
 EPILOG = """\
+what it does:
+  by default      write OUTDIR/core.<pid> for every process of the checkpoint
+                  (or only those given with --pid) and print one line per core
+  --list          print the checkpoint's process tree; write nothing
+  --gdb PID       write that process's core (to a temporary directory unless
+                  -o is given) and start gdb on it with the process's
+                  executable and, with --root, `set sysroot`; arguments after
+                  `--` are passed to gdb
+
 exit codes:
-  0  every requested core was written completely
-  1  usage error (bad options)
-  2  bad input: an image is missing, truncated or inconsistent, or the
-     output cannot be written; no core is left half-written
-  3  cores written but incomplete: a process failed while others were
-     written, lazy pages missing from the images, or mapped files missing
-     (their pages are holes)
+  0    every requested core was written completely
+  1    usage error (bad options)
+  2    bad input: an image is missing, truncated or inconsistent, or the
+       output cannot be written; no core is left half-written
+  3    cores written but incomplete: a process failed while others were
+       written, lazy pages missing from the images, or mapped files missing
+       (their pages are holes)
+  130  interrupted by SIGINT (Ctrl-C): the unfinished core is removed and
+       the program dies of the signal (a shell shows 128 + its number)
+  143  terminated by SIGTERM: the same
+  --gdb exits with gdb's own code, or 127 when gdb is not installed
 
 examples:
   coredump -i /var/lib/ckpt/1234 -o /tmp/cores
   coredump -i IMGDIR -o OUTDIR --pid 1234 --root /var/lib/containers/abc/rootfs
-  gdb /usr/bin/myprog OUTDIR/core.1234
+  coredump -i IMGDIR --list
+  coredump -i IMGDIR -o OUTDIR --json > cores.json
+  coredump -i IMGDIR --gdb 1234 --root ROOTFS
+  coredump -i IMGDIR --gdb 1234 -- -batch -ex 'thread apply all bt'
 """
 
 
@@ -58,16 +74,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from .memory import DEFAULT_FILTER
+    from .dump_filter import DEFAULT_FILTER
     p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                usage="%(prog)s -i IMGDIR [-o OUTDIR] [--pid N] [--root DIR] "
+                "[--filter MASK] [-q] [--json]\n"
+                "       %(prog)s -i IMGDIR --list [--json]\n"
+                "       %(prog)s -i IMGDIR --gdb PID [-o OUTDIR] [--root DIR] "
+                "[-- GDB-ARGS...]",
                 description="Turn a CRIU checkpoint (an image directory written "
                 "by `criu dump`) into ELF core files, one per process, that gdb, "
                 "lldb and elfutils read like the kernel's.",
                 epilog=EPILOG)
     p.add_argument("-i", "--images-dir", metavar="IMGDIR", required=True,
                    help="the checkpoint's image directory")
-    p.add_argument("-o", "--out-dir", metavar="OUTDIR", default=".",
-                   help="where core.<pid> files are written (default: .)")
+    p.add_argument("-o", "--out-dir", metavar="OUTDIR",
+                   help="where core.<pid> files are written (default: the "
+                   "current directory; with --gdb: a temporary directory "
+                   "removed when gdb exits)")
     p.add_argument("--pid", type=int, action="append", metavar="N",
                    help="only this process (repeatable)")
     p.add_argument("--root", metavar="DIR",
@@ -79,51 +102,133 @@ def build_parser():
     p.add_argument("-j", "--jobs", type=_jobs, metavar="N",
                    help="convert up to N processes at once, each in its own "
                    "worker (default: the number of CPUs)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true",
+                      help="print the process tree (pid, ppid, state, threads, "
+                      "mapped size, dumped pages) and write nothing")
+    mode.add_argument("--gdb", type=int, metavar="PID",
+                      help="write the core of PID and open it in gdb")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON document on stdout "
+                   "(with --list: the process tree)")
     p.add_argument("-q", "--quiet", action="store_true",
-                   help="print only errors")
+                   help="no progress bar, no summary, no notes: only warnings "
+                   "and errors")
     p.add_argument("--version", action="version", version="%s %s" % (PROG, __version__))
     return p
 
 
+def parse_args(argv=None):
+    """Options, plus `args.gdb_args`: what follows `--`, handed to gdb."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    gdb_args = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, gdb_args = argv[:i], argv[i + 1:]
+    p = build_parser()
+    args = p.parse_args(argv)
+    args.gdb_args = gdb_args
+    if gdb_args and args.gdb is None:
+        p.error("arguments after -- are passed to gdb: they need --gdb PID")
+    if args.list and (args.pid or args.out_dir is not None):
+        p.error("--list writes nothing: it takes neither --pid nor -o")
+    if args.gdb is not None and (args.pid or args.json):
+        p.error("--gdb PID opens one core: it takes neither --pid nor --json")
+    return args
+
+
 def _say(kind, text):
-    sys.stderr.write("%s: %s: %s\n" % (PROG, kind, text))
+    sys.stderr.write("%s: %s: %s\n" % (PROG, kind, one_line(text)))
+
+
+def _messages(progress):
+    """say(kind, text) that does not break a progress bar being drawn."""
+    if progress is None:
+        return _say
+    return lambda kind, text: progress.write("%s: %s: %s" % (PROG, kind, one_line(text)))
+
+
+def _check_dirs(out_dir, root):
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    if root is not None and not os.path.isdir(root):
+        raise CoredumpError(root, "--root is not a directory")
 
 
 def run(args):
+    if args.list:
+        return list_tree(args)
+    if args.gdb is not None:
+        return open_in_gdb(args)
     from .convert import generate
+    from .progress import for_stream
 
-    if not os.path.isdir(args.out_dir):
-        raise CoredumpError(args.out_dir, "output directory does not exist")
-    if args.root is not None and not os.path.isdir(args.root):
-        raise CoredumpError(args.root, "--root is not a directory")
-    warn = (lambda path, what: _say("warning", "%s: %s" % (path, what)))
+    out_dir = args.out_dir if args.out_dir is not None else "."
+    _check_dirs(out_dir, args.root)
+    progress = for_stream(sys.stderr, quiet=args.quiet)
+    say = _messages(progress)
+    warn = (lambda path, what: say("warning", "%s: %s" % (path, what)))
     from .parallel import default_jobs
-    results = generate(args.images_dir, args.out_dir, pids=args.pid,
-                       root=args.root, dump_filter=args.filter, warn=warn,
-                       jobs=args.jobs or default_jobs())
-    code = EXIT_OK
+    try:
+        results = generate(args.images_dir, out_dir, pids=args.pid,
+                           root=args.root, dump_filter=args.filter,
+                           progress=progress, warn=warn,
+                           jobs=args.jobs or default_jobs())
+    except CoredumpError as e:
+        if args.json:
+            print(report.json_document([], e.exit_code, args.images_dir,
+                                       out_dir, error=str(e)))
+        raise
     for r in results:
         if r.error is not None:
-            _say("error", str(r.error))
-            code = EXIT_INCOMPLETE if len(results) > 1 else r.error.exit_code
+            say("error", str(r.error))
         elif r.skipped:
             if not args.quiet:
-                _say("note", "process %d (%s) skipped: %s" % (r.pid, r.comm, r.skipped))
-        else:
-            if r.incomplete and code == EXIT_OK:
-                code = EXIT_INCOMPLETE
-            if not args.quiet:
-                print("%s: pid %d (%s), %d threads, %d segments, %d bytes of "
-                      "memory (%d in holes)%s" % (
-                          r.path, r.pid, r.comm, r.threads, r.segments, r.dumped,
-                          r.holes, ", %d warnings" % len(r.warnings) if r.warnings else ""))
-    if results and all(r.error is not None for r in results):
-        code = max(r.error.exit_code for r in results)
+                say("note", "process %d (%s) skipped: %s" % (r.pid, r.comm, r.skipped))
+        elif not args.quiet and not args.json:
+            print(report.summary_line(r))
+    code = report.exit_code(results)
+    if args.json:
+        print(report.json_document(results, code, args.images_dir, out_dir))
     return code
 
 
+def list_tree(args):
+    from . import listing
+    rows = listing.list_processes(args.images_dir)
+    for r in rows:
+        if r.error is not None:
+            _say("error", str(r.error))
+    code = report.exit_code(rows)
+    if args.json:
+        print(listing.json_document(rows, code, args.images_dir))
+    else:
+        print(listing.format_table(rows))
+    return code
+
+
+def open_in_gdb(args):
+    from .convert import generate
+    from .gdb_launch import debug
+    from .progress import for_stream
+
+    _check_dirs(args.out_dir, args.root)
+    progress = for_stream(sys.stderr, quiet=args.quiet)
+    say = _messages(progress)
+
+    def convert(out_dir):
+        r, = generate(args.images_dir, out_dir, pids=[args.gdb], root=args.root,
+                      dump_filter=args.filter, progress=progress,
+                      warn=lambda path, what: say("warning", "%s: %s" % (path, what)))
+        if r.path and not args.quiet:
+            _say("note", report.summary_line(r))
+        return r
+    return debug(args, args.gdb_args, convert, _say)
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    install_signal_cleanup()
     try:
         return run(args)
     except CoredumpError as e:
@@ -135,5 +240,5 @@ def main(argv=None):
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except OSError as e:
-        _say("error", "%s: %s" % (e.filename or "?", e.strerror or e))
+        _say("error", "%s: %s" % (e.filename or args.images_dir, e.strerror or e))
         return EXIT_BAD_INPUT

@@ -11,16 +11,17 @@ from typing import List, Optional
 
 from . import arch as arches
 from . import elf, images, notes, parallel
-from .errors import CoredumpError, OutputError
+from .errors import BadImage, CoredumpError, OutputError
 from .memory import DEFAULT_FILTER, MemoryPlan
 from .rootfs import RootFS
-from .writer import TMP_SUFFIX, CoreWriter, tmp_prefix
+from .writer import TMP_SUFFIX, CoreWriter, check_out_dir, tmp_prefix
 
 
 @dataclass
 class CoreResult:
     pid: int
     comm: str
+    arch: str = ""         # from the images: x86_64, ia32, aarch64, arm
     path: Optional[str] = None
     threads: int = 0
     segments: int = 0
@@ -48,7 +49,8 @@ def notes_blob(proc, plan, files, arch):
 def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
                     shmem_cache=None, progress=None, warn=None):
     """Write one process's core; returns its CoreResult."""
-    res = CoreResult(pid=proc.pid, comm=proc.comm, threads=len(proc.threads))
+    res = CoreResult(pid=proc.pid, comm=proc.comm, arch=proc.arch,
+                     threads=len(proc.threads))
 
     def _warn(path, what):
         res.warnings.append("%s: %s" % (path, what))
@@ -68,7 +70,10 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         blob = notes_blob(proc, plan, ckpt.files, arch)
         path = os.path.join(out_dir, core_name(proc.pid))
         if progress:
-            progress.start(proc, sum(s.dump_size for s in plan.segments))
+            # the bytes that are copied (holes cost nothing): what progress
+            # counts; a pass over the index, so only when a bar is shown
+            progress.start(proc, sum(length for s in plan.segments
+                                     for (_, length, _, _) in s.chunks()))
         with CoreWriter(path, progress=progress.advance if progress else None) as w:
             data = w.write(arch.ELF, arch, blob, plan.segments, plan.fds)
         res.path = path
@@ -92,6 +97,9 @@ def _convert_entry(ckpt, entry, out_dir, rootfs, dump_filter, shmem_cache,
                                shmem_cache, progress, warn)
     except CoredumpError as err:
         return CoreResult(pid=entry.pid, comm="", error=err)
+    except OSError as err:  # anything the modules did not name
+        return CoreResult(pid=entry.pid, comm="", error=BadImage(
+            err.filename or ckpt.dir, err.strerror or str(err)))
 
 
 def _lost(out_dir, entry, signum):
@@ -122,9 +130,14 @@ def generate(images_dir, out_dir, pids=None, root=None,
     order, and `progress.start`/`finish` get an object with the process's
     `pid` and `comm` only.
     """
+    check_out_dir(out_dir)
     ckpt = images.open_checkpoint(images_dir)
     wanted = images.select(ckpt, pids)
-    rootfs = RootFS(root)
+    try:
+        rootfs = RootFS(root)
+    except OSError as e:
+        raise CoredumpError(root, "cannot open the root directory: %s"
+                            % e.strerror) from None
     shmem_cache = {}
     try:
         if jobs > 1 and len(wanted) > 1:

@@ -11,6 +11,18 @@ EXIT_INCOMPLETE = 3
 EXIT_INTERRUPTED = 130
 
 
+def one_line(text):
+    """text with control characters escaped: a file name taken from an
+    image must not be able to break a message over lines or forge one."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else
+                   # a byte that was not UTF-8 (surrogateescape) as \xNN
+                   "\\x%02x" % (ord(c) - 0xDC00) if 0xDC80 <= ord(c) <= 0xDCFF else
+                   c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 class CoredumpError(Exception):
     """Base: something about a named file is wrong."""
     exit_code = EXIT_BAD_INPUT

@@ -66,13 +66,34 @@ def prpsinfo_type(long_t, uid_t):
     return Prpsinfo
 
 
+def prstatus_head(Prstatus, proc, th, cursig, long_t):
+    """A thread's elf_prstatus with everything but pr_reg and pr_fpvalid
+    filled, as fill_prstatus() does; the arch module adds the registers."""
+    st = Prstatus()
+    st.pr_info.si_signo = cursig
+    st.pr_cursig = cursig
+    st.pr_sigpend = sigmask_word(pending_mask(th.pending), long_t)
+    st.pr_sighold = sigmask_word(th.blk_sigset, long_t)
+    st.pr_pid = th.tid
+    st.pr_ppid = proc.ppid
+    st.pr_pgrp = proc.pgid
+    st.pr_sid = proc.sid
+    return st
+
+
 def sigmask_word(mask, long_t):
     """The first word of a sigset, as the kernel copies sig[0]."""
     return mask & ((1 << (8 * ctypes.sizeof(long_t))) - 1)
 
 
 def pending_mask(sigs):
-    """Bit mask (signal n at bit n-1) of a list of raw siginfo records."""
+    """Bit mask (signal n at bit n-1) of a list of raw siginfo records.
+
+    Given a thread's private queue only: fill_prstatus() copies
+    p->pending, never the process-wide signal->shared_pending, so a signal
+    sent to the whole process (kill, sigqueue) and still pending is in no
+    note of a kernel core, and is in none of ours either.
+    """
     m = 0
     for raw in sigs:
         signo = int.from_bytes(raw[:4], "little", signed=True)
@@ -82,14 +103,21 @@ def pending_mask(sigs):
 
 
 def current_signal(proc):
-    """The signal a core reports as 'current': SIGSTOP for a stopped task,
-    none (0) for a running one: no signal was being delivered when CRIU
-    froze it."""
+    """The signal a core reports as 'current' (pr_cursig, NT_SIGINFO).
+
+    The kernel reports the fatal signal; a checkpoint has none.  A task
+    stopped by a signal reports SIGSTOP, as gdb's gcore of a stopped task
+    does; a running one reports 0: no signal was being delivered when CRIU
+    froze it.  A pending signal is not 'current': it shows in pr_sigpend.
+    """
     return SIGSTOP if proc.task_state == images.TASK_STOPPED else 0
 
 
 def state_fields(proc):
-    """(pr_state, pr_sname, pr_zomb) as fill_psinfo() derives them."""
+    """(pr_state, pr_sname, pr_zomb) as fill_psinfo() derives them from the
+    leader's __state: i = index of its lowest set bit + 1 (0 when running),
+    letter "RSDTZW"[i], zombie flag when that letter is Z.  A task writing
+    its own core is running (R); __TASK_STOPPED (4) gives 3, T."""
     if proc.task_state == images.TASK_STOPPED:
         return 3, b"T", 0   # __TASK_STOPPED
     if proc.task_state == images.TASK_DEAD:
@@ -128,9 +156,9 @@ def psargs(proc, plan):
 
 
 def siginfo_bytes(signo, size=128):
-    """NT_SIGINFO contents: si_signo, si_errno, si_code (SI_USER) then zeros."""
-    info = signo.to_bytes(4, "little") + bytes(size - 4)
-    return info
+    """NT_SIGINFO contents: si_signo, si_errno 0, si_code SI_USER (0), and
+    no sender: CRIU does not record how a task was stopped."""
+    return signo.to_bytes(4, "little") + bytes(size - 4)
 
 
 def auxv_bytes(auxv, long_t):
@@ -191,8 +219,9 @@ def build_notes(proc, plan, files, arch):
                           fill_prpsinfo(arch.Prpsinfo, proc, plan)))
             notes.append(("CORE", elf.NT_SIGINFO, arch.siginfo(cursig)))
             if proc.mm is not None:
-                notes.append(("CORE", elf.NT_AUXV,
-                              auxv_bytes(proc.mm.auxv, arch.long_t)))
+                auxv_words = getattr(arch, "auxv_words", list)
+                notes.append(("CORE", elf.NT_AUXV, auxv_bytes(
+                    auxv_words(proc.mm.auxv), arch.long_t)))
                 notes.append(("CORE", elf.NT_FILE, file_note_bytes(
                     file_note_entries(proc, files), arch.long_t)))
         notes.extend(arch.thread_notes(proc, th))

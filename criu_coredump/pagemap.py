@@ -6,16 +6,16 @@ the parent checkpoint (PE_PARENT / in_parent, pre-dump chains), or nowhere
 (lazy pages not transferred).  Pages of PE_PRESENT runs are stored one after
 the other in `pages-<pages_id>.img`, in pagemap order.
 
-The index keeps the runs in compact arrays (8 bytes a field, not Python
+The index keeps the runs in compact arrays (21 bytes a run, not Python
 objects) sorted by address, so a lookup is a bisect and memory stays small
 for pagemaps of millions of entries.
 """
 import os
-import struct
 from array import array
 from bisect import bisect_right
+from contextlib import closing
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2
 
 from .errors import BadImage
 from . import images
@@ -28,6 +28,7 @@ PE_PRESENT = 1 << 2
 HERE, PARENT, LAZY = 0, 1, 2
 
 _MAX_PAGES = 1 << 52  # 2^64 bytes of address space
+MAX_PARENTS = 64      # pre-dump chains are a handful of directories deep
 
 
 def _entry_class():
@@ -43,18 +44,12 @@ def _entry_class():
                            ("flags", 4, F.TYPE_UINT32),
                            ("nr_pages", 5, F.TYPE_UINT64)):
         msg.field.add(name=name, number=num, type=typ, label=F.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    desc = pool.FindMessageTypeByName("criu_coredump.pagemap_entry")
-    if hasattr(message_factory, "GetMessageClass"):
-        return message_factory.GetMessageClass(desc)
-    return message_factory.MessageFactory(pool).GetPrototype(desc)
+    return images.message_class(fdp, "pagemap_entry")
 
 
 PagemapEntry = _entry_class()
 
 
-_BLOCK = 1 << 18          # bytes of pagemap read at a time
 _RUN_MAX = (1 << 32) - 1  # pages in one run (npages is a 32-bit array)
 
 
@@ -67,8 +62,11 @@ class PageIndex:
     most, 21 bytes each.
     """
 
-    def __init__(self, images_dir, pagemap_name):
+    def __init__(self, images_dir, pagemap_name, children=()):
         self.images_dir = images_dir
+        # real paths of the checkpoints whose parent this is: a 'parent'
+        # link that loops back must be an error, not endless recursion
+        self._children = children
         self.path = os.path.join(images_dir, pagemap_name)
         self.name = pagemap_name
         self.starts = array("Q")
@@ -81,57 +79,24 @@ class PageIndex:
         self.present_pages = 0
         self._load()
 
-    def _entries(self, f):
-        """Yield the payload of each entry after the header, reading the
-        image in blocks (one read call per entry costs more than decoding)."""
-        buf = b""
-        pos = 0
-        unpack = struct.unpack_from
-        while True:
-            if len(buf) - pos < 4:
-                more = f.read(_BLOCK)
-                if not more:
-                    if pos < len(buf):
-                        raise BadImage(self.path, "truncated entry header")
-                    return
-                buf = buf[pos:] + more
-                pos = 0
-                continue
-            size, = unpack("<I", buf, pos)
-            end = pos + 4 + size
-            if end > len(buf):
-                if size > images.MAX_ENTRY:
-                    raise BadImage(self.path, "entry of %d bytes is absurd" % size)
-                more = f.read(max(_BLOCK, end - len(buf)))
-                if not more:
-                    raise BadImage(self.path, "truncated entry (%d of %d bytes)"
-                                   % (len(buf) - pos - 4, size))
-                buf = buf[pos:] + more
-                pos = 0
-                continue
-            yield buf[pos + 4:end]
-            pos = end
-
     def _load(self):
-        with images.open_image(self.path, "PAGEMAP") as f:
-            entries = self._entries(f)
-            head = next(entries, None)
+        with closing(images.read_entries(self.path, "PAGEMAP")) as gen:
+            head = next(gen, None)
             if head is None:
                 raise BadImage(self.path, "no pagemap header")
             head = images.parse(self.path, images._pb.pagemap_head, head)
             self.pages_path = os.path.join(self.images_dir,
                                            "pages-%d.img" % head.pages_id)
-            self._add_runs(entries)
+            with images.strict_decoding() as strict:
+                self._add_runs(gen, strict)
         self._check_pages_image()
 
-    def _add_runs(self, entries):
+    def _add_runs(self, entries, strict):
         P = images.PAGE_SIZE
         e = PagemapEntry()
         parse, has = e.ParseFromString, e.HasField
         offset = 0       # pages of this pagemap in the pages image so far
         last_end = 0
-        starts, npages, offsets, where = (self.starts, self.npages,
-                                          self.offsets, self.where)
         # the last run, kept in locals and flushed when the next one starts
         r_start = r_n = r_off = 0
         r_w = -1
@@ -141,6 +106,7 @@ class PageIndex:
             except Exception as exc:
                 raise BadImage(self.path, "cannot decode pagemap entry: %s"
                                % exc) from None
+            strict.check(self.path, "pagemap entry")
             n = e.nr_pages or e.compat_nr_pages
             va = e.vaddr
             if has("flags"):
@@ -165,25 +131,32 @@ class PageIndex:
             else:
                 w = LAZY
                 self.lazy_pages += n
-            if (w == r_w and r_start + r_n * P == va and r_n + n <= _RUN_MAX
+            if (w == r_w and r_start + r_n * P == va
                     and (w != HERE or r_off + r_n == offset)):
                 r_n += n
             else:
                 if r_w >= 0:
-                    starts.append(r_start)
-                    npages.append(r_n)
-                    offsets.append(r_off)
-                    where.append(r_w)
+                    self._append(r_start, r_n, r_off, r_w)
                 r_start, r_n, r_w = va, n, w
                 r_off = offset if w == HERE else 0
             if w == HERE:
                 offset += n
         if r_w >= 0:
-            starts.append(r_start)
-            npages.append(r_n)
-            offsets.append(r_off)
-            where.append(r_w)
+            self._append(r_start, r_n, r_off, r_w)
         self.present_pages = offset
+
+    def _append(self, start, n, off, w):
+        """One run, cut in pieces of at most _RUN_MAX pages."""
+        while n:
+            k = min(n, _RUN_MAX)
+            self.starts.append(start)
+            self.npages.append(k)
+            self.offsets.append(off)
+            self.where.append(w)
+            start += k * images.PAGE_SIZE
+            n -= k
+            if w == HERE:
+                off += k
 
     def _check_pages_image(self):
         P = images.PAGE_SIZE
@@ -209,7 +182,14 @@ class PageIndex:
             if not os.path.isdir(pdir):
                 raise BadImage(self.path, "entries are in the parent "
                                "checkpoint but there is no 'parent' directory")
-            self._parent = PageIndex(os.path.realpath(pdir), self.name)
+            chain = self._children + (os.path.realpath(self.images_dir),)
+            real = os.path.realpath(pdir)
+            if real in chain:
+                raise BadImage(pdir, "the chain of parent checkpoints loops")
+            if len(chain) > MAX_PARENTS:
+                raise BadImage(pdir, "more than %d parent checkpoints"
+                               % MAX_PARENTS)
+            self._parent = PageIndex(real, self.name, chain)
         return self._parent
 
     def __len__(self):

@@ -6,9 +6,10 @@ stays bounded per child.  Children are forked (they inherit the opened
 checkpoint; nothing is pickled on the way in) from this single-threaded
 process, at most `jobs` at a time, and report back through a pipe:
 
-* warnings, replayed here in job order: the lines a user sees come out in
-  the same order as with one job (warnings of job 0, then of job 1, ...);
-* progress, forwarded as it happens (advances batched every 0.1 s);
+* warnings and progress, in job order: those of the lowest unfinished job
+  as they happen, those of later jobs kept until its turn comes, so what a
+  user sees (lines, a progress bar per core) comes in the same order as
+  with one job; advances are batched every 0.1 s;
 * the job's result, or the exception it raised, re-raised here after the
   other children are stopped (as the sequential loop would stop).
 
@@ -62,7 +63,10 @@ class _ProgressProxy:
 
 
 def _child(conn, work, i, with_progress):
+    writer.forget_workers()
     writer.install_signal_cleanup()
+    # forked while the parent held them (see run_ordered)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, writer.CLEANUP_SIGNALS)
     proxy = _ProgressProxy(conn) if with_progress else None
     try:
         res = work(i, lambda path, what: conn.send(("warn", path, what)), proxy)
@@ -83,7 +87,7 @@ class _Job:
         self.i = i
         self.proc = proc
         self.conn = conn
-        self.warnings = []
+        self.events = []      # warnings and progress, until its turn comes
         self.result = None
         self.has_result = False
         self.raised = None
@@ -103,27 +107,11 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
     next_start = 0
     next_report = 0       # lowest job whose warnings are not all out yet
 
-    def report():
-        nonlocal next_report
-        while next_report < count and next_report in jobs_by_index:
-            job = jobs_by_index[next_report]
-            for w in job.warnings:
-                if warn:
-                    warn(*w)
-            del job.warnings[:]
-            if job.conn in active:
-                return
-            del jobs_by_index[next_report]
-            next_report += 1
-
-    def handle(job, msg):
+    def deliver(msg):
         kind = msg[0]
         if kind == "warn":
-            job.warnings.append(msg[1:])
-        elif kind == "result":
-            job.result, job.has_result = msg[1], True
-        elif kind == "raise":
-            job.raised = msg[1]
+            if warn:
+                warn(*msg[1:])
         elif progress is None:
             pass
         elif kind == "start":
@@ -133,9 +121,36 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
         elif kind == "finish":
             progress.finish(types.SimpleNamespace(pid=msg[1], comm=msg[2]))
 
+    def report():
+        """Replay what the lowest unfinished jobs said, in job order."""
+        nonlocal next_report
+        while next_report < count and next_report in jobs_by_index:
+            job = jobs_by_index[next_report]
+            for msg in job.events:
+                deliver(msg)
+            del job.events[:]
+            if job.conn in active:
+                return
+            del jobs_by_index[next_report]
+            next_report += 1
+
+    def handle(job, msg):
+        kind = msg[0]
+        if kind == "result":
+            job.result, job.has_result = msg[1], True
+        elif kind == "raise":
+            job.raised = msg[1]
+        elif job.i == next_report:
+            deliver(msg)  # the job whose output comes now: live
+        elif kind == "advance" and job.events and job.events[-1][0] == "advance":
+            job.events[-1] = ("advance", job.events[-1][1] + msg[1])
+        else:
+            job.events.append(msg)
+
     def reap(job):
         del active[job.conn]
         job.proc.join()
+        writer.remove_worker(job.proc.pid)
         job.conn.close()
         if job.raised is not None:
             raise job.raised
@@ -154,7 +169,9 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
                 p = ctx.Process(target=_child, args=(w, work, next_start,
                                                      progress is not None),
                                 daemon=True)
-                p.start()
+                with writer._signals_held():  # started and known, or neither
+                    p.start()
+                    writer.add_worker(p.pid)
                 w.close()
                 job = _Job(next_start, p, r)
                 active[r] = jobs_by_index[next_start] = job
@@ -173,6 +190,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
                 job.proc.terminate()  # SIGTERM: it removes its temporary core
         for job in active.values():
             job.proc.join()
+            writer.remove_worker(job.proc.pid)
         raise
     return results
 

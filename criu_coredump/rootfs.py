@@ -5,16 +5,26 @@ were `/`: absolute symlinks and `..` cannot leave it.  The kernel does this
 for us with openat2(RESOLVE_IN_ROOT) where it has it (Linux 5.6+); elsewhere
 a component-by-component walk with O_NOFOLLOW does the same, so nothing
 outside the root is ever opened whatever the images or the root's links say.
+
+Which of the two is used can be forced (RootFS(resolver=...), or the
+environment variable CRIU_COREDUMP_RESOLVE=openat2|walk), so that both are
+tested on any kernel.  Files are opened non-blocking and must be regular
+files: a FIFO or device planted in the root neither hangs nor is read.
 """
 import ctypes
 import errno
 import os
+import posixpath
 import stat
+
+from .errors import UsageError
 
 _SYS_openat2 = {"x86_64": 437, "aarch64": 437, "armv7l": 437, "i686": 437}
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 _MAX_LINKS = 40
+RESOLVERS = ("auto", "openat2", "walk")
+RESOLVE_ENV = "CRIU_COREDUMP_RESOLVE"
 
 
 class _OpenHow(ctypes.Structure):
@@ -44,10 +54,22 @@ def _openat2(dirfd, path, flags, resolve):
 class RootFS:
     """Opens mapped files by their path in the checkpointed process's view."""
 
-    def __init__(self, root=None):
+    def __init__(self, root=None, resolver=None):
+        """resolver: "auto" (openat2 where the kernel has it, else the walk),
+        "openat2" (only it) or "walk" (only the walk); default from the
+        environment variable CRIU_COREDUMP_RESOLVE, else "auto"."""
+        if resolver is None:
+            resolver = os.environ.get(RESOLVE_ENV) or "auto"
+            if resolver not in RESOLVERS:
+                raise UsageError(RESOLVE_ENV, "must be one of %s, not %r"
+                                 % (", ".join(RESOLVERS), resolver))
+        if resolver not in RESOLVERS:
+            raise ValueError("resolver must be one of %s, not %r"
+                             % (", ".join(RESOLVERS), resolver))
         self.root = root
+        self.resolver = resolver
         self._rootfd = None
-        self._have_openat2 = True
+        self._have_openat2 = resolver != "walk"
         if root is not None:
             self._rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
@@ -60,23 +82,20 @@ class RootFS:
         """How to name the file in messages: the host path we tried."""
         if self.root is None:
             return path
-        return os.path.join(self.root, path.lstrip("/"))
+        # lexically, as RESOLVE_IN_ROOT treats "..": never above the root
+        return os.path.join(self.root, posixpath.normpath("/" + path).lstrip("/"))
 
     def open(self, path):
         """A read-only fd of a regular file, or OSError."""
-        flags = os.O_RDONLY | os.O_CLOEXEC
+        if "\0" in path:
+            raise OSError(errno.EINVAL, "NUL byte in the file name", path)
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
         if self._rootfd is None:
-            fd = os.open(path, flags)
+            fd = os.open("/" + path.lstrip("/"), flags)
         else:
             fd = None
             if self._have_openat2:
-                try:
-                    fd = _openat2(self._rootfd, path.lstrip("/") or ".", flags,
-                                  RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-                except OSError as e:
-                    if e.errno not in (errno.ENOSYS, errno.EPERM):
-                        raise
-                    self._have_openat2 = False
+                fd = self._openat2(path, flags)
             if fd is None:
                 fd = self._walk(path, flags)
         try:
@@ -86,6 +105,23 @@ class RootFS:
             os.close(fd)
             raise
         return fd
+
+    def _openat2(self, path, flags):
+        """openat2(RESOLVE_IN_ROOT); None when the kernel (or a seccomp
+        filter) does not allow it and the walk may be used instead."""
+        for _ in range(8):
+            try:
+                return _openat2(self._rootfd, path.lstrip("/") or ".", flags,
+                                RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+            except OSError as e:
+                if e.errno == errno.EAGAIN:
+                    continue  # a rename raced with a ".." lookup: retry
+                if e.errno not in (errno.ENOSYS, errno.EPERM) \
+                        or self.resolver == "openat2":
+                    raise
+                self._have_openat2 = False
+                return None
+        raise OSError(errno.EAGAIN, "the root kept changing while resolving", path)
 
     def _walk(self, path, flags):
         """Resolve path below the root one component at a time (no openat2)."""

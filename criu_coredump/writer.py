@@ -21,11 +21,12 @@ import tempfile
 from dataclasses import dataclass
 
 from . import elf
-from .errors import OutputError
+from .errors import BadImage, OutputError
 
 PAGE = 4096
 COPY_CHUNK = 1 << 20
 DST_ALIGN = 64 << 10
+CFR_CHUNK = 64 << 20  # per copy_file_range call: signals are handled between
 
 
 def page_up(n):
@@ -95,7 +96,9 @@ def headers(cls, arch, layout, segments):
     return b"".join(out), shdr
 
 
-# errors meaning "this call cannot copy between these two files", not "I/O
+# errnos of a copy that are the destination's fault (the source is only read)
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+# errnos meaning "this call cannot copy between these two files", not "I/O
 # failed": the next method is tried
 _CANNOT = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
            errno.EBADF)
@@ -103,37 +106,42 @@ _methods = {"copy_file_range": hasattr(os, "copy_file_range"),
             "sendfile": hasattr(os, "sendfile")}
 
 
-def _copy_once(src_fd, dst_fd, n, src_off, dst_off):
+def _copy_once(src_fd, dst_fd, n, src_off, dst_off, src_name, dst_name):
     """Copy up to n bytes at the given offsets; returns the count (0 at the
     source's EOF).  os.copy_file_range keeps the data in the kernel (and may
     share blocks); sendfile does too where copy_file_range refuses (another
     file system on kernels before 5.3, /proc files); else a buffered copy of
-    at most COPY_CHUNK bytes."""
-    if _methods["copy_file_range"]:
+    at most COPY_CHUNK bytes.  An error reading the source is BadImage naming
+    it, one writing the core is OutputError naming the core."""
+    for method in ("copy_file_range", "sendfile"):
+        if not _methods[method]:
+            continue
         try:
-            return os.copy_file_range(src_fd, dst_fd, min(n, 1 << 30),
-                                      src_off, dst_off)
-        except OSError as e:
-            if e.errno not in _CANNOT:
-                raise
-            if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
-                _methods["copy_file_range"] = False  # never works here
-    if _methods["sendfile"]:
-        try:
+            if method == "copy_file_range":
+                return os.copy_file_range(src_fd, dst_fd, min(n, CFR_CHUNK),
+                                          src_off, dst_off)
             os.lseek(dst_fd, dst_off, os.SEEK_SET)
-            return os.sendfile(dst_fd, src_fd, src_off, min(n, 1 << 30))
+            return os.sendfile(dst_fd, src_fd, src_off, min(n, CFR_CHUNK))
         except OSError as e:
+            if e.errno in _OUTPUT_ERRNOS:
+                raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
             if e.errno not in _CANNOT:
-                raise
+                raise BadImage(src_name, "cannot read: %s" % e.strerror) from None
             if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
-                _methods["sendfile"] = False
-    buf = os.pread(src_fd, min(n, COPY_CHUNK), src_off)
+                _methods[method] = False  # never works here
+    try:
+        buf = os.pread(src_fd, min(n, COPY_CHUNK), src_off)
+    except OSError as e:
+        raise BadImage(src_name, "cannot read: %s" % e.strerror) from None
     if buf:
-        os.pwrite(dst_fd, buf, dst_off)
+        try:
+            os.pwrite(dst_fd, buf, dst_off)
+        except OSError as e:
+            raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
     return len(buf)
 
 
-def _copy(src_fd, dst_fd, length, src_off, dst_off):
+def _copy(src_fd, dst_fd, length, src_off, dst_off, src_name, dst_name):
     """Copy length bytes; returns bytes copied (less at the source's EOF,
     the rest staying a hole).
 
@@ -147,7 +155,7 @@ def _copy(src_fd, dst_fd, length, src_off, dst_off):
     step = head if head and length > head + DST_ALIGN else length
     while done < length:
         got = _copy_once(src_fd, dst_fd, step - done, src_off + done,
-                         dst_off + done)
+                         dst_off + done, src_name, dst_name)
         if got == 0:
             break
         done += got
@@ -165,7 +173,12 @@ def tmp_prefix(path):
 
 
 class CoreWriter:
-    """Writes one core at `path` through a temporary file beside it."""
+    """Writes one core at `path` through a temporary file beside it.
+
+    The temporary name is made by mkstemp (O_EXCL: nothing planted there is
+    followed); the finished file replaces `path` by rename, which replaces
+    a symlink planted at `path` rather than writing through it, and leaves
+    an older core untouched until the new one is complete."""
 
     def __init__(self, path, progress=None):
         self.path = path
@@ -175,12 +188,13 @@ class CoreWriter:
 
     def __enter__(self):
         d = os.path.dirname(os.path.abspath(self.path))
-        try:
-            self.fd, self.tmp = tempfile.mkstemp(
-                prefix=tmp_prefix(self.path), suffix=TMP_SUFFIX, dir=d)
-        except OSError as e:
-            raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
-        _register_tmp(self.tmp)
+        with _signals_held():
+            try:
+                self.fd, self.tmp = tempfile.mkstemp(
+                    prefix=tmp_prefix(self.path), suffix=TMP_SUFFIX, dir=d)
+            except OSError as e:
+                raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
+            _register_tmp(self.tmp)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -189,6 +203,7 @@ class CoreWriter:
             self.fd = None
         if exc_type is not None and self.tmp:
             _discard(self.tmp)
+            self.tmp = None
         return False
 
     def write(self, cls, arch, notes_blob, segments, fds):
@@ -207,8 +222,14 @@ class CoreWriter:
                 base = off - seg.vaddr
                 for (addr, length, src, src_off) in seg.chunks():
                     if src is not last_src:
-                        last_src, src_fd = src, fds.fd(src)
-                    _copy(src_fd, fd, length, src_off, base + addr)
+                        try:
+                            src_fd = fds.fd(src)
+                        except OSError as e:
+                            raise BadImage(src.path, "cannot open: %s"
+                                           % e.strerror) from None
+                        last_src = src
+                    _copy(src_fd, fd, length, src_off, base + addr,
+                          src.path, self.path)
                     written += length
                     if progress:
                         progress(length)
@@ -216,21 +237,68 @@ class CoreWriter:
                 os.pwrite(fd, shdr, layout.shoff)
             os.ftruncate(fd, layout.file_size)
         except OSError as e:
-            if e.filename and e.filename != self.tmp:
-                raise
             raise OutputError(self.path, "cannot write: %s" % e.strerror) from None
         os.close(fd)
         self.fd = None
-        os.replace(self.tmp, self.path)
-        _unregister_tmp(self.tmp)
-        self.tmp = None
+        with _signals_held():
+            try:
+                os.replace(self.tmp, self.path)
+            except OSError as e:
+                raise OutputError(self.path, "cannot replace it: %s" % e.strerror) from None
+            _unregister_tmp(self.tmp)
+            self.tmp = None
+        _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         self.layout = layout
         return written
 
 
+def _fsync_dir(d):
+    """Make the rename durable (best effort: some filesystems refuse)."""
+    try:
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def check_out_dir(d):
+    """OutputError unless cores can be created in directory d: checked once,
+    before any work, so that an unusable OUTDIR is one clear error rather
+    than one per process."""
+    if not os.path.exists(d):
+        raise OutputError(d, "output directory does not exist")
+    if not os.path.isdir(d):
+        raise OutputError(d, "output directory is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".coredump-probe.", dir=d)
+    except OSError as e:
+        raise OutputError(d, "cannot create a file in the output directory: %s"
+                          % e.strerror) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 # -- temporary files removed on SIGINT/SIGTERM --------------------------------
 
+CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _pending = set()
+
+
+class _signals_held:
+    """Hold SIGINT/SIGTERM while a temporary file is created and registered
+    (or renamed and unregistered), so the handler never misses one."""
+
+    def __enter__(self):
+        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, CLEANUP_SIGNALS)
+
+    def __exit__(self, *exc):
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+        return False
 
 
 def _register_tmp(path):
@@ -254,11 +322,49 @@ def remove_pending():
         _discard(p)
 
 
+# -- worker processes (--jobs) stopped before dying of a signal ---------------
+
+_workers = set()
+
+
+def add_worker(pid):
+    """A child writing cores: on SIGINT/SIGTERM it is stopped (SIGTERM, its
+    own handler removes its temporary core) and waited for before we die."""
+    _workers.add(pid)
+
+
+def remove_worker(pid):
+    _workers.discard(pid)
+
+
+def forget_workers():
+    """In a new worker: its siblings are not its children."""
+    _workers.clear()
+
+
+def stop_workers():
+    for pid in list(_workers):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for pid in list(_workers):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    _workers.clear()
+
+
 def install_signal_cleanup():
-    """SIGINT/SIGTERM: remove unfinished cores, then die of the signal."""
+    """SIGINT/SIGTERM: remove unfinished cores, then die of the signal (so
+    the caller sees the signal in the exit status).  A signal the process
+    was started with ignored stays ignored."""
     def handler(signum, frame):
         remove_pending()
+        stop_workers()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, handler)
+    for s in CLEANUP_SIGNALS:
+        if signal.getsignal(s) != signal.SIG_IGN:
+            signal.signal(s, handler)

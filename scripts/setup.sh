@@ -7,7 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="criu gdb elfutils binutils lldb python3 python3-venv python3-protobuf gcc libc6-dev"
+PKGS="criu gdb libc6-dbg elfutils binutils lldb python3 python3-venv python3-protobuf python3-tqdm groff-base gcc libc6-dev"
+# Cross-architecture tests (tests/test_cross_arch.py): qemu-user writes the
+# cores of aarch64/armv7 guests, gdb-multiarch reads them.  The ia32 program
+# is built with the i686 cross compiler: Debian's gcc-multilib (-m32)
+# conflicts with the arm cross compilers.
+PKGS="$PKGS qemu-user gdb-multiarch gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+PKGS="$PKGS gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-i686-linux-gnu libc6-dev-i386-cross"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -42,7 +42,11 @@ def _restore_links(root):
             if b"\0" in target or b"\n" in target or not target:
                 continue
             t = target.decode(errors="replace")
-            if t.startswith("/") or not os.path.exists(os.path.join(d, t)):
+            if t.startswith("/"):
+                # an absolute link (lib64/ld-linux... -> /lib/...) must stay
+                # inside the root: debuggers given it as sysroot follow it
+                t = os.path.relpath(os.path.join(root, t.lstrip("/")), d)
+            if not os.path.exists(os.path.join(d, t)):
                 continue
             os.unlink(p)
             os.symlink(t, p)
@@ -80,7 +84,7 @@ def run_coredump(*args, check=None, **kw):
     """Run bin/coredump as a user would; returns CompletedProcess (text)."""
     p = subprocess.run([sys.executable, COREDUMP] + [str(a) for a in args],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=600, **kw)
+                       **dict({"timeout": 600}, **kw))
     if check is not None:
         assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
     return p
@@ -100,6 +104,14 @@ def cores(fixtures_dir, tmp_path_factory):
             made[name] = out
         return made[name]
     return get
+
+
+@pytest.fixture(scope="session")
+def plain_core_pattern():
+    """The kernel writes cores as 'core' in the crashing process's cwd."""
+    from .helpers.kernelcore import plain_core_pattern as plain
+    with plain():
+        yield
 
 
 def gdbcheck(fixture, core):

@@ -43,15 +43,10 @@ FX_SIZE = 512
 
 
 def prstatus(proc, th, cursig):
-    st = Prstatus()
-    st.pr_info.si_signo = cursig
-    st.pr_cursig = cursig
-    st.pr_sigpend = notes.sigmask_word(notes.pending_mask(th.pending), long_t)
-    st.pr_sighold = notes.sigmask_word(th.blk_sigset, long_t)
-    st.pr_pid = th.tid
-    st.pr_ppid = proc.ppid
-    st.pr_pgrp = proc.pgid
-    st.pr_sid = proc.sid
+    """fill_prstatus() + the general registers as CRIU saved them.  The CPU
+    times (pr_utime, pr_stime, pr_cutime, pr_cstime) stay 0: CRIU images
+    carry none."""
+    st = notes.prstatus_head(Prstatus, proc, th, cursig, long_t)
     g = th.regs.gpregs
     for i, name in enumerate(GREGS):
         st.pr_reg[i] = getattr(g, name)
@@ -62,8 +57,11 @@ def prstatus(proc, th, cursig):
 def fxsave(fp):
     """The 512-byte legacy area (user_i387_struct), padding zeroed as the
     kernel's NT_FPREGSET has it."""
-    head = struct.pack("<HHHHQQII", fp.cwd, fp.swd, fp.twd, fp.fop, fp.rip,
-                       fp.rdp, fp.mxcsr, fp.mxcsr_mask)
+    # the image's fields are wider than the registers (uint32 for 16-bit
+    # ones): keep the register's width, as restoring them would
+    head = struct.pack("<HHHHQQII", fp.cwd & 0xFFFF, fp.swd & 0xFFFF,
+                       fp.twd & 0xFFFF, fp.fop & 0xFFFF, fp.rip, fp.rdp,
+                       fp.mxcsr, fp.mxcsr_mask)
     st = _words("I", fp.st_space, 32)
     xmm = _words("I", fp.xmm_space, 64)
     return head + st + xmm + bytes(FX_SIZE - len(head) - len(st) - len(xmm))
@@ -81,7 +79,15 @@ def xsave_components(xs):
 
 
 def xstate(fp):
-    """NT_X86_XSTATE in the standard layout, sized to the highest component."""
+    """NT_X86_XSTATE in the standard layout, sized to the highest component.
+
+    Like copy_xstate_to_uabi_buf(): the legacy area as ptrace gave it to
+    CRIU, the software-reserved bytes at 464 holding xcr0 then zeros
+    (xstate_fx_sw_bytes), the header with only xstate_bv, every component
+    at its offset.  The kernel uses this CPU's own offsets and size (CPUID
+    leaf 0xD, e.g. PKRU at 2432 on AMD without AVX-512); CRIU images do
+    not record them, and gdb up to 13 only reads the standard layout.
+    """
     xs = fp.xsave
     comps = xsave_components(xs)
     xcr0 = 0x3

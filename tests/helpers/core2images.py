@@ -9,8 +9,21 @@ can convert them back and the two cores can be compared note by note and page
 by page.
 
 Only what a core file contains can be reproduced; everything else is filled
-with the neutral value a real dump would most likely have (see the report in
-``core_to_images``' docstring and the per-field comments).
+with the neutral value a real dump would most likely have.  What a core
+cannot tell, and so is NOT like a real CRIU dump:
+
+- one VMA per PT_LOAD, all MAP_PRIVATE (a core does not record MAP_SHARED);
+  memfd and "(deleted)" mappings (including shared anonymous memory, which
+  the kernel names "/dev/zero (deleted)") become private anonymous VMAs;
+- no VMA_AREA_HEAP and mm_start_brk/mm_brk 0 (the brk area is unknown);
+- [vvar] and [vvar_vclock] stay two VMAs (CRIU 4.2 writes one), and every
+  PT_LOAD with contents goes to the pagemap, vvar and vsyscall included;
+- clear_tid_addr, futex_rla, rseq, sigactions, rlimits, timers, sas,
+  capabilities and per-thread comm are not in a core: 0, absent or the
+  process name; tc.flags is pr_flag (it has PF_DUMPCORE|PF_SIGNALED);
+- pending signals are per thread only (pr_sigpend), each as a bare SI_USER
+  siginfo; the shared queue (signals_s) is left empty;
+- fs-<pid>.img points cwd and root at "/", which is added to files.img.
 
 Usage::
 
@@ -61,6 +74,7 @@ EM_386, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 40, 62, 183
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2
+NT_PRXFPREG = 0x46E62B7F
 NT_PRPSINFO = 3
 NT_AUXV = 6
 NT_386_TLS = 0x200
@@ -428,6 +442,7 @@ class MachineSpec:
     uid_t: type               # type of pr_uid/pr_gid in elf_prpsinfo
     thread_info: Callable     # (ThreadNotes, ProcessNotes) -> dict
     vsyscall: Optional[int] = None   # fixed address of [vsyscall]/[vectors]
+    saved_auxv: Callable = list      # NT_AUXV words -> mm_saved_auxv
 
 
 # ---- x86_64 ----------------------------------------------------------------
@@ -551,9 +566,10 @@ def x86_xsave(desc, layout):
     return entry
 
 
-def x86_fpregs(thread, proc):
-    """user_x86_fpregs_entry from NT_FPREGSET (+ NT_X86_XSTATE if present)."""
-    fx = decode(Fxsave, thread.notes[NT_FPREGSET])
+def x86_fpregs(thread, proc, note=NT_FPREGSET):
+    """user_x86_fpregs_entry from the FXSAVE note (NT_FPREGSET of a 64-bit
+    task, NT_PRXFPREG of an ia32 one) + NT_X86_XSTATE if present."""
+    fx = decode(Fxsave, thread.notes[note])
     fpregs = {name: getattr(fx, name) for name in
               ("cwd", "swd", "twd", "fop", "rip", "rdp", "mxcsr", "mxcsr_mask")}
     for name in ("st_space", "xmm_space", "padding"):
@@ -591,6 +607,30 @@ def x86_64_thread_info(thread, proc):
     if NT_FPREGSET in thread.notes:
         ti["fpregs"] = x86_fpregs(thread, proc)
     return ti
+
+
+# ---- ia32 (x86 compat task on x86_64) --------------------------------------
+
+I386_GREGS = "bx cx dx si di bp ax ds es fs gs orig_ax ip cs flags sp ss".split()
+
+
+def ia32_thread_info(thread, proc):
+    """thread_info_x86 as CRIU writes it for a 32-bit task: the 17 registers
+    of user_regs_struct32 in the 64-bit fields of the same names, the others
+    0, mode COMPAT; fpregs from the FXSAVE area in NT_PRXFPREG."""
+    gpregs = dict.fromkeys(X86_64_GREGS, 0)
+    gpregs.update(zip(I386_GREGS, thread.regs))
+    gpregs["mode"] = "COMPAT"
+    ti = {"clear_tid_addr": 0, "gpregs": gpregs, "tls": x86_tls(thread)}
+    if NT_PRXFPREG in thread.notes:
+        ti["fpregs"] = x86_fpregs(thread, proc, NT_PRXFPREG)
+    return ti
+
+
+def pack_auxv32(words):
+    """CRIU reads /proc/PID/auxv into 64-bit words (auxv_t on x86_64), so a
+    32-bit task's (type, value) pairs land one pair per word, type low."""
+    return [words[i] | words[i + 1] << 32 for i in range(0, len(words) - 1, 2)]
 
 
 # ---- aarch64 ---------------------------------------------------------------
@@ -647,8 +687,8 @@ MACHINES = {
                             aarch64_thread_info),
     EM_ARM: MachineSpec("arm", "ARM", "ti_arm", 18, ctypes.c_uint16,
                         arm_thread_info, vsyscall=0xFFFF0000),
-    # EM_386: would be mtype X86_64 with gpregs mode COMPAT (17 regs, 16-bit
-    # uid_t) and fpregs from NT_PRXFPREG; not written yet.
+    EM_386: MachineSpec("ia32", "X86_64", "thread_info", 17, ctypes.c_uint16,
+                        ia32_thread_info, saved_auxv=pack_auxv32),
 }
 
 
@@ -874,7 +914,21 @@ def _args_end(dumped, start, psargs):
     return None
 
 
-def code_and_data(core, proc):
+def _load_bias(core, proc, phdrs, exe):
+    """Where the executable was loaded: from PT_PHDR, or (static binaries
+    have none) from AT_ENTRY and the ELF header dumped at the exe's start."""
+    for p in phdrs:
+        if p.p_type == PT_PHDR:
+            return proc.auxv_get(AT_PHDR) - p.p_vaddr
+    start = next((fm.start for fm in proc.files if fm.path == exe and fm.page_ofs == 0), None)
+    ehdr_t = core.ehdr.__class__
+    raw = core.read(start, ctypes.sizeof(ehdr_t)) if start is not None else None
+    if raw is None or raw[:4] != ELFMAG or proc.auxv_get(AT_ENTRY) is None:
+        return None
+    return proc.auxv_get(AT_ENTRY) - decode(ehdr_t, raw).e_entry
+
+
+def code_and_data(core, proc, exe):
     """mm_{start,end}_{code,data} as binfmt_elf computes them, from the
     executable's program headers (AT_PHDR, usually dumped with the ELF
     header page).  Zeros when they are not in the core."""
@@ -885,10 +939,9 @@ def code_and_data(core, proc):
     if raw is None:
         return zero
     phdrs = [decode(phdr_t, raw, i * ctypes.sizeof(phdr_t)) for i in range(phnum)]
-    pt_phdr = [p for p in phdrs if p.p_type == PT_PHDR]
-    if not pt_phdr:
+    bias = _load_bias(core, proc, phdrs, exe)
+    if bias is None:
         return zero
-    bias = at_phdr - pt_phdr[0].p_vaddr
     start_code, end_code, start_data, end_data = None, 0, 0, 0
     for p in phdrs:
         if p.p_type != PT_LOAD:
@@ -965,11 +1018,11 @@ def mm_entry(core, proc, spec, fids, exe):
     """mm-<pid>.img: auxv, argument/environment bounds, one VMA per PT_LOAD."""
     mm = {"mm_start_stack": 0, "mm_start_brk": 0, "mm_brk": 0,
           "mm_arg_start": 0, "mm_arg_end": 0, "mm_env_start": 0, "mm_env_end": 0}
-    mm.update(code_and_data(core, proc))
+    mm.update(code_and_data(core, proc, exe))
     mm.update(find_initial_stack(core, proc) or find_args_by_psargs(core, proc) or {})
     mm["exe_file_id"] = fids.get(exe, 0)
     if proc.auxv:
-        mm["mm_saved_auxv"] = proc.auxv
+        mm["mm_saved_auxv"] = spec.saved_auxv(proc.auxv)
     special = special_kind(core, proc, spec)
     mm["vmas"] = [vma_entry(seg, proc, fids, special) for seg in core.segments]
     mm["dumpable"] = 1

@@ -1,0 +1,114 @@
+"""`coredump --list`: what a checkpoint holds, without writing anything.
+
+One row per process of pstree.img, children under their parent (as
+`ps --forest` draws them): pid, ppid, state, threads, the size of its
+address space and how many pages CRIU saved for it.  Reading the images is
+all it does, so it also tells quickly whether a checkpoint is readable
+before converting it; a process whose images are broken is listed with its
+error and the exit code says so (the same codes as a conversion).
+"""
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+from . import images
+from .errors import CoredumpError, one_line
+from .pagemap import LAZY, PageIndex
+from .report import JSON_FORMAT, human_size
+
+STATE_NAMES = {images.TASK_ALIVE: "alive", images.TASK_DEAD: "zombie",
+               images.TASK_STOPPED: "stopped", images.TASK_HELPER: "helper",
+               images.TASK_THREAD: "thread"}
+
+
+@dataclass
+class ProcessRow:
+    pid: int
+    ppid: int
+    depth: int = 0
+    comm: str = ""
+    state: str = "?"
+    threads: int = 0
+    mapped_bytes: Optional[int] = None    # None: no address space (zombie)
+    dumped_pages: Optional[int] = None    # pages with data in the images
+    error: Optional[CoredumpError] = None
+
+    def record(self):
+        return {"pid": self.pid, "ppid": self.ppid, "comm": self.comm,
+                "state": self.state, "threads": self.threads,
+                "mapped_bytes": self.mapped_bytes,
+                "dumped_pages": self.dumped_pages,
+                "error": str(self.error) if self.error is not None else None}
+
+
+def _dumped_pages(images_dir, pid):
+    """Pages that have data in this checkpoint or its parents (not lazy)."""
+    idx = PageIndex(images_dir, "pagemap-%d.img" % pid)
+    return sum(n for n, w in zip(idx.npages, idx.where) if w != LAZY)
+
+
+def _row(images_dir, entry, depth):
+    row = ProcessRow(pid=entry.pid, ppid=entry.ppid, depth=depth)
+    try:
+        proc = images.load_process(images_dir, entry)
+        row.comm = proc.comm
+        row.state = STATE_NAMES.get(proc.task_state, str(proc.task_state))
+        row.threads = len(proc.threads)
+        if proc.mm is not None:
+            row.mapped_bytes = sum(v.size for v in proc.mm.vmas)
+            row.dumped_pages = _dumped_pages(images_dir, proc.pid)
+    except CoredumpError as e:
+        row.error = e
+    return row
+
+
+def _forest(entries):
+    """pstree entries in tree order (parents first, siblings as in pstree),
+    each with its depth."""
+    pids = {e.pid for e in entries}
+    children = {}
+    for e in entries:
+        children.setdefault(e.ppid, []).append(e)
+    out = []
+    todo = [(e, 0) for e in reversed(entries) if e.ppid not in pids]
+    while todo:
+        e, depth = todo.pop()
+        out.append((e, depth))
+        todo.extend((c, depth + 1) for c in reversed(children.get(e.pid, [])))
+    return out
+
+
+def list_processes(images_dir):
+    """ProcessRows of the checkpoint in tree order.  Raises CoredumpError
+    when the checkpoint itself (pstree.img) cannot be read."""
+    ckpt = images.open_checkpoint(images_dir)
+    return [_row(images_dir, e, depth) for e, depth in _forest(ckpt.entries)]
+
+
+HEADER = ("PID", "PPID", "STATE", "THREADS", "MAPPED", "DUMPED", "COMMAND")
+
+
+def format_table(rows):
+    """The human table: one line a process, sizes readable, pages counted."""
+    lines = []
+    for r in rows:
+        name = "  " * r.depth + ("\\_ " if r.depth else "") + one_line(r.comm or "?")
+        lines.append((str(r.pid), str(r.ppid), r.state if r.error is None else "error",
+                      str(r.threads),
+                      "-" if r.mapped_bytes is None else human_size(r.mapped_bytes),
+                      "-" if r.dumped_pages is None else "%d pages" % r.dumped_pages,
+                      name))
+    widths = [max(len(x[i]) for x in lines + [HEADER]) for i in range(len(HEADER) - 1)]
+    right = (True, True, False, True, True, True)
+
+    def fmt(cols):
+        cells = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cols, widths, right)]
+        return "  ".join(cells + [cols[-1]])
+    return "\n".join(fmt(x) for x in [HEADER] + lines)
+
+
+def json_document(rows, code, images_dir):
+    """The --list --json answer: every process of the tree, in tree order."""
+    return json.dumps({"format": JSON_FORMAT, "images_dir": images_dir,
+                       "exit_code": code,
+                       "processes": [r.record() for r in rows]}, indent=2)

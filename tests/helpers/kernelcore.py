@@ -1,0 +1,75 @@
+"""Making the kernel write cores of test programs.
+
+Round-trip tests need a core the Linux kernel itself wrote for a live
+process: they allow cores in the child (RLIMIT_CORE), wait until its threads
+sit in known system calls (so their registers are settled), kill it with a
+signal and pick up the core from the working directory, where the
+core_pattern `core` (this machine's and CI's) puts it.
+"""
+import contextlib
+import os
+import resource
+import time
+
+CORE_PATTERN = "/proc/sys/kernel/core_pattern"
+
+
+def allow_core():
+    """preexec_fn for subprocess: let the child dump a core of any size."""
+    resource.setrlimit(resource.RLIMIT_CORE,
+                       (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+@contextlib.contextmanager
+def plain_core_pattern():
+    """Make the kernel write 'core' into the crashing process's cwd (root
+    only when the pattern must change), restoring the old pattern after."""
+    with open(CORE_PATTERN) as f:
+        old = f.read().strip()
+    if old != "core":
+        with open(CORE_PATTERN, "w") as f:
+            f.write("core")
+    try:
+        yield
+    finally:
+        if old != "core":
+            with open(CORE_PATTERN, "w") as f:
+                f.write(old)
+
+
+def syscalls(pid):
+    """The system call number (as text) each thread of pid is in."""
+    calls = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
+                calls.append(f.read().split()[0])
+        except FileNotFoundError:
+            pass
+    return calls
+
+
+def wait_until(pid, settled, timeout=20, what="threads to settle"):
+    """Poll syscalls(pid) until settled(calls) is true."""
+    deadline = time.time() + timeout
+    calls = []
+    while time.time() < deadline:
+        calls = syscalls(pid)
+        if settled(calls):
+            return calls
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s: %r" % (what, calls))
+
+
+def find_core(work, pid):
+    """The core the kernel wrote in work (a pathlib.Path) for pid."""
+    for _ in range(100):
+        for name in ("core", "core.%d" % pid):
+            if (work / name).exists():
+                time.sleep(0.1)   # the kernel has finished once the waiter returned
+                return work / name
+        time.sleep(0.1)
+    with open(CORE_PATTERN) as f:
+        pattern = f.read()
+    raise AssertionError("the kernel wrote no core in %s (core_pattern %r)"
+                         % (work, pattern))

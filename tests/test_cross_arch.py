@@ -1,0 +1,499 @@
+"""aarch64, armv7 and ia32 cores, proven on an x86_64 machine.
+
+A static multi-threaded program (tests/progs/parked_threads.c) is built with
+a cross compiler and killed by SIGABRT: qemu-user writes the guest's core
+for aarch64 and armv7, the kernel writes its own for ia32 (a 32-bit task on
+x86_64).  tests/helpers/core2images.py turns that core into CRIU images,
+`coredump` turns the images back into a core, and gdb must say the same on
+both: every thread's registers, the backtraces, a global in memory.
+
+qemu 7.2 writes only NT_PRSTATUS, NT_PRPSINFO and NT_AUXV, so the FPSIMD,
+VFP and TLS notes are proven separately: values planted in the images with
+pycriu's encoder must come back through gdb (and readelf).  The kernel's
+ia32 core has every note, so ours must carry the same bytes.  qemu emulates
+pointer authentication: a program built with -mbranch-protection=pac-ret
+unwinds in gdb on our core (images with PAC keys) and not on qemu's.
+"""
+import glob
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+from dataclasses import dataclass
+from typing import Tuple
+
+import pycriu
+import pytest
+from pycriu.images import pb, pb2dict
+
+from criu_coredump import images as ccd_images
+
+from .conftest import REPO, need, run_coredump
+from .helpers import core2images
+from .helpers.kernelcore import allow_core
+
+PROG = os.path.join(REPO, "tests", "progs", "parked_threads.c")
+MARKER = "criu-coredump cross-arch marker"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    cc: str
+    runner: Tuple[str, ...]     # () = run natively, the kernel writes the core
+    gdb: str
+    general: Tuple[str, ...]    # registers gdb must show from NT_PRSTATUS
+
+
+TARGETS = {
+    "aarch64": Target("aarch64", "aarch64-linux-gnu-gcc", ("qemu-aarch64",),
+                      "gdb-multiarch",
+                      tuple("x%d" % i for i in range(31)) + ("sp", "pc", "cpsr")),
+    "armv7": Target("armv7", "arm-linux-gnueabihf-gcc", ("qemu-arm",),
+                    "gdb-multiarch",
+                    tuple("r%d" % i for i in range(13)) + ("sp", "lr", "pc", "cpsr")),
+    "ia32": Target("ia32", "i686-linux-gnu-gcc", (), "gdb",
+                   ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip",
+                    "eflags", "cs", "ss", "ds", "es", "fs", "gs")),
+}
+ARCHES = sorted(TARGETS)
+
+
+@dataclass
+class RoundTrip:
+    target: Target
+    exe: str
+    ref: str         # core written by qemu-user or the kernel
+    images: str      # CRIU images made from it
+    ours: str        # core written by coredump from the images
+    tids: list
+
+
+def _core_prefix():
+    """(prefix of the kernel's core file names, core_pattern): the tests can
+    find a core only when the pattern is a plain name in the working
+    directory ('core' here and in CI); prefix is None otherwise."""
+    with open("/proc/sys/kernel/core_pattern") as f:
+        pattern = f.read().strip()
+    if pattern.startswith("|") or "/" in pattern:
+        return None, pattern
+    return pattern.split("%", 1)[0], pattern
+
+
+def build(target, work, *flags):
+    need(target.cc)
+    exe = os.path.join(work, "prog-" + target.name)
+    subprocess.run([target.cc, "-g", "-O0", "-static", "-pthread", *flags, "-o", exe,
+                    PROG], check=True, timeout=120)
+    return exe
+
+
+def reference_core(target, exe, work):
+    """Run the program until it aborts; return the guest's or kernel's core."""
+    for tool in target.runner:
+        need(tool)
+    prefix, pattern = _core_prefix()
+    if prefix is None and not target.runner:
+        pytest.fail("kernel.core_pattern is %r: the ia32 test needs the kernel "
+                    "to write its core file into the working directory" % pattern)
+    p = subprocess.run(list(target.runner) + [exe], cwd=work, timeout=60,
+                       preexec_fn=allow_core, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    assert p.returncode == -signal.SIGABRT, p.stdout
+    kernel_cores = [os.path.join(work, f) for f in os.listdir(work)
+                    if prefix and f.startswith(prefix)]
+    if target.runner:
+        # qemu re-raises SIGABRT on itself: drop the kernel's core of qemu.
+        for f in kernel_cores:
+            os.unlink(f)
+        found = glob.glob(os.path.join(work, "qemu_*.core"))
+    else:
+        found = kernel_cores
+    assert len(found) == 1, "no core in %s: %s" % (work, os.listdir(work))
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def roundtrip(tmp_path_factory, plain_core_pattern):
+    made = {}
+
+    def get(name):
+        if name not in made:
+            target = TARGETS[name]
+            work = str(tmp_path_factory.mktemp("xarch-" + name))
+            exe = build(target, work)
+            ref = reference_core(target, exe, work)
+            images = os.path.join(work, "images")
+            # qemu's cores have no NT_FILE, so no mapping names the program.
+            summary = core2images.core_to_images(
+                ref, images, exe=None if target.runner else exe)
+            out = os.path.join(work, "out")
+            os.mkdir(out)
+            run_coredump("-i", images, "-o", out, check=0)
+            ours = os.path.join(out, "core.%d" % summary["pid"])
+            made[name] = RoundTrip(target, exe, ref, images, ours, summary["tids"])
+        return made[name]
+    return get
+
+
+# ---- gdb -------------------------------------------------------------------
+
+THREAD = re.compile(r"^Thread \d+ \(.*LWP (\d+)\)\)?:$")
+REGISTER = re.compile(r"^([a-z][a-z0-9_]*)\s+(\S+)")
+
+
+def gdb(target, exe, core, *commands):
+    need(target.gdb)
+    args = [target.gdb, "-batch", "-nx", "-ex", "set pagination off",
+            "-ex", "set width 0"]
+    for c in commands:
+        args += ["-ex", c]
+    p = subprocess.run(args + [exe, core], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout
+    return p.stdout
+
+
+def sections(text):
+    """Split gdb output at 'echo @@NAME' marks."""
+    out, name = {}, None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            name = line[2:]
+            out[name] = []
+        elif name and not line.startswith("warning:") and line.strip():
+            out[name].append(line)
+    return out
+
+
+def per_thread(lines):
+    """{lwp: [lines]} of a 'thread apply all' output."""
+    out, lwp = {}, None
+    for line in lines:
+        m = THREAD.match(line)
+        if m:
+            lwp = int(m.group(1))
+            out.setdefault(lwp, [])
+        elif lwp is not None and line.strip():
+            out[lwp].append(line)
+    return out
+
+
+def registers(lines):
+    return dict(m.groups() for m in map(REGISTER.match, lines) if m)
+
+
+def what_gdb_says(rt, core):
+    return sections(gdb(rt.target, rt.exe, core,
+                        "echo @@regs\\n", "thread apply all info registers",
+                        "echo @@bt\\n", "thread apply all bt",
+                        "echo @@mem\\n", "x/s &marker", "p parked"))
+
+
+@pytest.fixture(scope="module")
+def answers(roundtrip):
+    made = {}
+
+    def get(name):
+        if name not in made:
+            rt = roundtrip(name)
+            made[name] = (rt, what_gdb_says(rt, rt.ref), what_gdb_says(rt, rt.ours))
+        return made[name]
+    return get
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_cross_arch_registers_match_reference_core(arch, answers):
+    rt, ref, ours = answers(arch)
+    ref_regs, our_regs = per_thread(ref["regs"]), per_thread(ours["regs"])
+    assert sorted(ref_regs) == sorted(rt.tids) == sorted(our_regs)
+    assert len(ref_regs) == 4
+    for lwp, lines in ref_regs.items():
+        want = {k: v for k, v in registers(lines).items() if v != "<unavailable>"}
+        assert set(rt.target.general) <= set(want), (lwp, want)
+        got = registers(our_regs[lwp])
+        assert {k: got.get(k) for k in want} == want, lwp
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_cross_arch_backtraces_match_reference_core(arch, answers):
+    rt, ref, ours = answers(arch)
+    assert ours["bt"] == ref["bt"]
+    threads = per_thread(ours["bt"])
+    assert len(threads) == 4
+    frames = {lwp: [l for l in lines if re.match(r"^#\d+ ", l)]
+              for lwp, lines in threads.items()}
+    workers = [f for f in frames.values() if any(" worker (" in l for l in f)]
+    assert len(workers) == 3, frames
+    for f in workers:
+        assert len(f) >= 5 and any(" leaf (" in l for l in f), f
+        assert sum(" recurse (" in l for l in f) >= 3, f
+    main = [f for f in frames.values() if any(" main () " in l for l in f)]
+    assert len(main) == 1 and any(" crash () " in l for l in main[0]), frames
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_cross_arch_memory_matches_reference_core(arch, answers):
+    rt, ref, ours = answers(arch)
+    assert ours["mem"] == ref["mem"]
+    assert MARKER in ours["mem"][0]
+    assert ours["mem"][1] == "$1 = 3"
+
+
+def elf_header(path):
+    out = subprocess.run([need("readelf"), "-h", path], stdout=subprocess.PIPE,
+                         text=True, check=True).stdout
+    keep = ("Class:", "Data:", "OS/ABI:", "Machine:", "Flags:", "Type:")
+    return [l.strip() for l in out.splitlines() if l.strip().startswith(keep)]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_cross_arch_elf_header_matches_reference_core(arch, roundtrip):
+    rt = roundtrip(arch)
+    assert elf_header(rt.ours) == elf_header(rt.ref)
+
+
+# ---- register sets qemu does not write: planted in the images ---------------
+
+def plant(images, dest, edit):
+    """A copy of an image directory whose core images `edit(index, entry)`
+    changed, written back with pycriu's encoder."""
+    shutil.copytree(images, dest)
+    paths = sorted(glob.glob(os.path.join(dest, "core-*.img")))
+    for k, path in enumerate(paths):
+        with open(path, "rb") as f:
+            img = pycriu.images.load(f)
+        edit(k, img["entries"][0])
+        with open(path, "wb") as f:
+            pycriu.images.dump(img, f)
+    return [int(re.search(r"core-(\d+)", p).group(1)) for p in paths]
+
+
+def values(lines):
+    """What gdb printed for each `print`, without the $N history label."""
+    return [re.sub(r"^\$\d+ = ", "", l) for l in lines]
+
+
+def convert(images, work):
+    out = os.path.join(work, "planted-out")
+    os.mkdir(out)
+    run_coredump("-i", images, "-o", out, check=0)
+    return glob.glob(os.path.join(out, "core.*"))[0]
+
+
+def v_lo(i, k):
+    return 0x0101010101010101 * (i + 1) + k
+
+
+def v_hi(i, k):
+    return 0xA5 << 56 | i << 8 | k
+
+
+def test_aarch64_fpsimd_and_tls_read_back_by_gdb(roundtrip, tmp_path):
+    rt = roundtrip("aarch64")
+
+    def edit(k, e):
+        ti = e["ti_aarch64"]
+        ti["fpsimd"]["vregs"] = [f(i, k) for i in range(32) for f in (v_lo, v_hi)]
+        ti["fpsimd"]["fpsr"] = 0x08000010 + k
+        ti["fpsimd"]["fpcr"] = 0x03C00000 + k
+        ti["tls"] = 0xAAAA00000000 + k
+
+    tids = plant(rt.images, str(tmp_path / "images"), edit)
+    core = convert(str(tmp_path / "images"), str(tmp_path))
+    said = per_thread(gdb(rt.target, rt.exe, core, *[
+        "thread apply all p/x " + r for r in
+        ("$v0.d.u", "$v31.d.u", "$fpsr", "$fpcr", "$tpidr")]).splitlines())
+    for k, tid in enumerate(tids):
+        assert values(said[tid]) == [
+            "{%#x, %#x}" % (v_lo(0, k), v_hi(0, k)),
+            "{%#x, %#x}" % (v_lo(31, k), v_hi(31, k)),
+            "%#x" % (0x08000010 + k), "%#x" % (0x03C00000 + k),
+            "%#x" % (0xAAAA00000000 + k)], said[tid]
+
+
+def test_armv7_vfp_and_tls_read_back(roundtrip, tmp_path):
+    rt = roundtrip("armv7")
+
+    def edit(k, e):
+        ti = e["ti_arm"]
+        ti["fpstate"]["vfp_regs"] = [v_lo(i, k) for i in range(32)]
+        ti["fpstate"]["fpscr"] = 0x03C00010 + k
+        ti["tls"] = 0xBBBB0000 + k
+
+    tids = plant(rt.images, str(tmp_path / "images"), edit)
+    core = convert(str(tmp_path / "images"), str(tmp_path))
+    said = per_thread(gdb(rt.target, rt.exe, core, *[
+        "thread apply all p/x " + r for r in ("$d0", "$d31", "$fpscr")]).splitlines())
+    for k, tid in enumerate(tids):
+        assert values(said[tid]) == [
+            "%#x" % v_lo(0, k), "%#x" % v_lo(31, k), "%#x" % (0x03C00010 + k)], said[tid]
+    # gdb does not read TLS from an arm core; readelf shows the note's bytes.
+    notes = subprocess.run([need("readelf"), "-n", core], stdout=subprocess.PIPE,
+                           text=True, check=True).stdout
+    tls = re.findall(r"NT_ARM_TLS.*\n\s+description data: (.*)", notes)
+    assert [t.strip() for t in tls] == [   # one note per thread, in core order
+        " ".join("%02x" % b for b in (0xBBBB0000 + tids.index(tid)).to_bytes(4, "little"))
+        for tid in rt.tids]
+
+
+# ---- ia32: the kernel wrote every note, ours must hold the same ------------
+
+def notes_by_thread(path):
+    """[(type, desc)] per NT_PRSTATUS, with the process notes in the first."""
+    with core2images.CoreFile(path) as core:
+        threads = []
+        for _, ntype, desc in core.notes():
+            if ntype == core2images.NT_PRSTATUS:
+                threads.append([])
+            threads[-1].append((ntype, desc))
+        return threads
+
+
+# Notes whose bytes the images fully determine (NT_PRSTATUS carries the
+# signal and times, which CRIU does not keep; NT_X86_XSTATE follows the
+# x86_64 module's fixed layout, not necessarily this CPU's).
+IA32_SAME = {3: "NT_PRPSINFO", 6: "NT_AUXV", 0x46494C45: "NT_FILE",
+             2: "NT_PRFPREG", 0x46E62B7F: "NT_PRXFPREG", 0x200: "NT_386_TLS"}
+
+
+def test_ia32_notes_equal_the_kernels(roundtrip):
+    rt = roundtrip("ia32")
+    ref, ours = notes_by_thread(rt.ref), notes_by_thread(rt.ours)
+    assert [[t for t, _ in th] for th in ours] == [[t for t, _ in th] for th in ref]
+    for ref_th, our_th in zip(ref, ours):
+        for (t, want), (_, got) in zip(ref_th, our_th):
+            if t in IA32_SAME:
+                assert got == want, IA32_SAME[t]
+            if t == core2images.NT_PRSTATUS:     # pr_reg and pr_fpvalid
+                assert got[72:] == want[72:]
+
+
+def test_ia32_eu_readelf_decodes_the_same_notes(roundtrip):
+    rt = roundtrip("ia32")
+
+    def decoded(path):
+        out = subprocess.run([need("eu-readelf"), "-n", path], stdout=subprocess.PIPE,
+                             text=True, check=True).stdout
+        blocks, keep = [], False
+        for line in out.splitlines():
+            m = re.match(r"^  (CORE|LINUX)\s+\d+\s+(\S+)", line)
+            if m:
+                keep = m.group(2) in ("PRPSINFO", "AUXV", "FILE", "FPREGSET",
+                                      "PRXFPREG", "386_TLS")
+            if keep:
+                blocks.append(line)
+        return blocks
+
+    ref = decoded(rt.ref)
+    assert any("st1: 0x3fff8000000000000000" in l for l in ref)   # 1.0 from fld1
+    assert decoded(rt.ours) == ref
+
+
+def test_aarch64_thread_without_registers_is_a_clear_error(roundtrip, tmp_path):
+    rt = roundtrip("aarch64")
+    worker = [t for t in rt.tids if t != rt.tids[0]][0]
+
+    images = str(tmp_path / "images")
+    shutil.copytree(rt.images, images)
+    path = os.path.join(images, "core-%d.img" % worker)
+    with open(path, "rb") as f:
+        img = pycriu.images.load(f)
+    del img["entries"][0]["ti_aarch64"]
+    with open(path, "wb") as f:
+        pycriu.images.dump(img, f)
+    out = tmp_path / "out"
+    out.mkdir()
+    p = run_coredump("-i", images, "-o", out, check=2)
+    assert p.stderr.strip() == ("coredump: error: %s: no aarch64 thread info "
+                                "(registers)" % path)
+    assert os.listdir(out) == []
+
+
+# ---- aarch64 pointer authentication -----------------------------------------
+
+def add_pac_keys(path, address, enabled):
+    """Give a core image the pac_keys CRIU 3.19+ saves on PAC hardware.
+
+    pycriu 3.17 cannot encode thread_info_aarch64 field 5, so the field is
+    encoded by protobuf from the same declaration (images.PacThreadInfo)
+    and merged into ti_aarch64; the image is pycriu's encoding with that
+    entry's payload replaced."""
+    with open(path, "rb") as f:
+        img = pycriu.images.load(f)
+    core = pb.core_entry()
+    pb2dict.dict2pb(img["entries"][0], core)
+    old = core.SerializeToString()
+    pac = ccd_images.PacThreadInfo()
+    keys = pac.pac_keys.pac_address_keys
+    for name, value in zip(ccd_images._PAC_ADDRESS, address):
+        setattr(keys, name, value)
+    keys.pac_enabled_key = enabled
+    core.ti_aarch64.MergeFromString(pac.SerializeToString())
+    new = core.SerializeToString()
+    raw = pycriu.images.dumps(img)
+    assert raw.count(old) == 1
+    with open(path, "wb") as f:
+        f.write(raw.replace(struct.pack("<i", len(old)) + old,
+                            struct.pack("<i", len(new)) + new))
+
+
+def highest_vma_end(images, pid):
+    with open(os.path.join(images, "mm-%d.img" % pid), "rb") as f:
+        mm = pycriu.images.load(f)["entries"][0]
+    return max(int(str(v["end"]), 0) for v in mm["vmas"])
+
+
+def test_aarch64_pac_mask_lets_gdb_unwind_signed_return_addresses(tmp_path):
+    """Built with -mbranch-protection=pac-ret, the program's return
+    addresses carry PAC bits (qemu emulates pointer authentication).
+    qemu's core has no NT_ARM_PAC_MASK and gdb cannot unwind past them;
+    ours, from images with PAC keys, has the mask and the full stacks."""
+    target = TARGETS["aarch64"]
+    work = str(tmp_path)
+    exe = build(target, work, "-mbranch-protection=pac-ret")
+    ref = reference_core(target, exe, work)
+    images = os.path.join(work, "images")
+    summary = core2images.core_to_images(ref, images)
+    address = [0x1111 * (i + 1) for i in range(8)]
+    for tid in summary["tids"]:
+        add_pac_keys(os.path.join(images, "core-%d.img" % tid), address, 0xF)
+    core = convert(images, work)
+
+    def frames(path):
+        out = gdb(target, exe, path, "thread apply all bt",
+                  "info registers pauth_dmask pauth_cmask")
+        bts = per_thread(out.splitlines())
+        return {lwp: [l for l in lines if re.match(r"^#\d+ ", l)]
+                for lwp, lines in bts.items()}, registers(out.splitlines())
+
+    theirs, _ = frames(ref)
+    ours, regs = frames(core)
+    workers = [lwp for lwp, f in ours.items() if any(" worker (" in l for l in f)]
+    assert len(workers) == 3, ours
+    for lwp in workers:
+        assert len(theirs[lwp]) < 3, theirs[lwp]     # qemu's core: stuck at PAC
+        assert sum("[PAC] in recurse (" in l for l in ours[lwp]) >= 3, ours[lwp]
+    bits = (highest_vma_end(images, summary["pid"]) - 1).bit_length()
+    mask = "%#x" % (((1 << 55) - 1) & ~((1 << bits) - 1))
+    assert (regs["pauth_dmask"], regs["pauth_cmask"]) == (mask, mask)
+    notes = subprocess.run([need("readelf"), "-n", core], stdout=subprocess.PIPE,
+                           text=True, check=True).stdout
+    paca = re.findall(r"NT_ARM_PACA_KEYS.*\n\s+description data: (.*)", notes)
+    assert [p.strip() for p in paca] == [
+        " ".join("%02x" % b for b in struct.pack("<8Q", *address))] * 4
+    enabled = re.findall(r"NT_ARM_PAC_ENABLED_KEYS.*\n\s+description data: (.*)", notes)
+    assert [e.strip() for e in enabled] == ["0f 00 00 00 00 00 00 00"] * 4
+
+
+def test_aarch64_gdb_option_picks_a_debugger_that_reads_aarch64(roundtrip):
+    """`coredump --gdb` on an x86_64 machine: the distribution's gdb reads no
+    aarch64 core, gdb-multiarch does and is the one started."""
+    rt = roundtrip("aarch64")
+    want = registers(gdb(rt.target, rt.exe, rt.ref, "info registers pc").splitlines())
+    pid = int(os.path.basename(rt.ours).split(".")[1])
+    p = run_coredump("-i", rt.images, "--gdb", pid, "--", "-batch", "-ex",
+                     "info registers pc", check=0)
+    assert registers(p.stdout.splitlines())["pc"] == want["pc"]

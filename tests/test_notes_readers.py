@@ -1,0 +1,190 @@
+"""elfutils and gdb read every note of our cores of the fixtures, and what
+they decode is what the images hold: registers, vector registers, signal
+masks, process state, command line."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+from pycriu import images as pyimages
+
+from .conftest import FIRST_PID, need, run_coredump
+from .helpers.debuggers import GDB_THREAD, gdb_on_fixture, per_thread
+from .test_core2images import EU_GREGS, eu_readelf_notes, load_image, sigset, to_u64
+
+CORES = [("threads", 13466), ("stopped_static", 13508), ("tree", 13544),
+         ("tree", 13547), ("shmem", 13585)]
+# the kernel's order, as in threads/kernel-core-layout.txt
+FIRST_THREAD = ["PRSTATUS", "PRPSINFO", "SIGINFO", "AUXV", "FILE", "FPREGSET",
+                "X86_XSTATE"]
+OTHER_THREAD = ["PRSTATUS", "FPREGSET", "X86_XSTATE"]
+# NT_X86_XSAVE_LAYOUT (0x205) is newer than elfutils 0.188 (Debian 12): it
+# says "<unknown>: 517" for it on the kernel's own cores too.
+XSAVE_LAYOUT_UNKNOWN = "<unknown>: 517"
+BAD = re.compile(r"unknown|invalid|corrupt|not enough|cannot|error", re.I)
+
+
+def eu_readelf(core):
+    need("eu-readelf")
+    p = subprocess.run(["eu-readelf", "-n", core], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    assert p.returncode == 0, p.stdout
+    return p.stdout
+
+
+def core_path(cores, name, pid):
+    return os.path.join(cores(name), "core.%d" % pid)
+
+
+def words(values, size):
+    """Little-endian integer from a list of `size`-bit words."""
+    return sum(v << (size * i) for i, v in enumerate(values))
+
+
+@pytest.mark.parametrize("name,pid", CORES)
+def test_eu_readelf_decodes_every_note(name, pid, cores, fixtures_dir):
+    out = eu_readelf(core_path(cores, name, pid))
+    types = re.findall(r"^  (?:CORE|LINUX)\s+\d+\s+(\S.*)$", out, re.M)
+    nthreads = len(load_image(os.path.join(fixtures_dir(name), "images",
+                                           "pstree.img"))[0]["threads"] or [pid])
+    first = types[:len(FIRST_THREAD)]
+    assert first == FIRST_THREAD
+    rest = types[len(FIRST_THREAD):]
+    assert rest == OTHER_THREAD * (nthreads - 1) + [XSAVE_LAYOUT_UNKNOWN]
+    bad = [line for line in out.splitlines()
+           if BAD.search(line) and line.strip() != "LINUX                 32  " +
+           XSAVE_LAYOUT_UNKNOWN]
+    assert bad == []
+
+
+@pytest.mark.parametrize("name,pid", CORES)
+def test_eu_readelf_shows_the_images_registers(name, pid, cores, fixtures_dir):
+    img = os.path.join(fixtures_dir(name), "images")
+    threads, psinfo = eu_readelf_notes(core_path(cores, name, pid))
+    tree = {e["pid"]: e for e in load_image(os.path.join(img, "pstree.img"))}[pid]
+    assert [int(t["regs"]["pid"]) for t in threads] == (tree["threads"] or [pid])
+    for t in threads:
+        tid = int(t["regs"]["pid"])
+        (core,) = load_image(os.path.join(img, "core-%d.img" % tid))
+        g = core["thread_info"]["gpregs"]
+        for eu_name, criu_name in EU_GREGS.items():
+            assert to_u64(t["regs"][eu_name]) == g[criu_name], (tid, eu_name)
+        assert to_u64(t["regs"]["orig_rax"]) == g["orig_ax"]
+        assert (int(t["regs"]["ppid"]), int(t["regs"]["pgrp"]),
+                int(t["regs"]["sid"])) == (tree["ppid"], tree["pgid"], tree["sid"])
+        fp = core["thread_info"]["fpregs"]
+        assert t["xmm"]["fcw"] == fp["cwd"] and t["xmm"]["fsw"] == fp["swd"]
+        assert t["xmm"]["mxcsr"] == fp["mxcsr"] | fp["mxcsr_mask"] << 32
+        for i in range(16):
+            assert t["xmm"]["xmm%d" % i] == words(fp["xmm_space"][4 * i:4 * i + 4], 32)
+        # CRIU keeps the main thread's mask in tc, the others' in thread_core
+        blocked = core["tc"]["blk_sigset"] if "tc" in core else \
+            core["thread_core"].get("blk_sigset", 0)
+        assert sigset(t["regs"]["sighold"]) == blocked
+    (main,) = load_image(os.path.join(img, "core-%d.img" % pid))
+    tc = main["tc"]
+    assert psinfo["fname"] == tc["comm"]
+    assert (int(psinfo["pid"]), int(psinfo["ppid"])) == (pid, tree["ppid"])
+    assert int(psinfo["uid"]) == main["thread_core"]["creds"]["uid"]
+    assert int(psinfo["nice"]) == main["thread_core"]["sched_nice"]
+    assert int(psinfo["flag"], 16) == tc["flags"]
+    stopped = tc["task_state"] == 3
+    assert (psinfo["state"], psinfo["sname"]) == (("3", "T") if stopped else ("0", "R"))
+    assert psinfo["zomb"] == "0"
+
+
+def test_psargs_is_the_command_line_from_memory(cores):
+    """80 bytes at most, NULs as spaces: the kernel's fill_psinfo()."""
+    out = eu_readelf(core_path(cores, "threads", 13466))
+    assert "    psargs: /opt/ccd/threads/prog with a fairly long argument list \n" in out
+
+
+def test_stopped_task_reports_sigstop_and_its_masks(cores):
+    """stopped_static blocked SIGUSR1 and queued one to itself with
+    sigqueue(): a signal for the whole process, held in the shared queue.
+    The kernel's pr_sigpend is the thread's own queue only
+    (fill_prstatus copies p->pending), so, as in a kernel core, it is not
+    in the note; the task stopped itself, so SIGSTOP is current."""
+    out = eu_readelf(core_path(cores, "stopped_static", 13508))
+    assert "info.si_signo: 19, info.si_code: 0, info.si_errno: 0, cursig: 19" in out
+    assert "    sigpend: <>\n    sighold: <10>\n" in out
+    assert "    si_signo: 19, si_errno: 0, si_code: 0\n" in out
+
+
+def test_thread_private_pending_signal_is_in_pr_sigpend(fixtures_dir, tmp_path):
+    """The same checkpoint with the SIGUSR1 moved to the thread's own
+    queue (as pthread_kill() queues it): pr_sigpend now shows it."""
+    img = tmp_path / "images"
+    shutil.copytree(os.path.join(fixtures_dir("stopped_static"), "images"), img)
+    path = img / "core-13508.img"
+    with open(path, "rb") as f:
+        core = pyimages.load(f)
+    entry = core["entries"][0]
+    entry["thread_core"]["signals_p"] = entry["tc"].pop("signals_s")
+    entry["tc"]["signals_s"] = {}
+    with open(path, "wb") as f:
+        pyimages.dump(core, f)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    run_coredump("-i", img, "-o", out_dir, "-q", "--root",
+                 os.path.join(fixtures_dir("stopped_static"), "root"), check=0)
+    out = eu_readelf(str(out_dir / "core.13508"))
+    assert "    sigpend: <10>\n    sighold: <10>\n" in out
+
+
+def gdb(fixture, core, *commands):
+    need("gdb")
+    return gdb_on_fixture(fixture, core, *commands)
+
+
+def per_thread_values(out):
+    """{tid: [value of each `$N = value` line]} from `thread apply all`."""
+    return per_thread(out, GDB_THREAD, r"^\$\d+ = (.*)$")
+
+
+@pytest.mark.parametrize("name,pid", [("threads", 13466), ("stopped_static", 13508)])
+def test_gdb_prints_the_images_vector_registers(name, pid, cores, fixtures_dir):
+    fx = fixtures_dir(name)
+    cmds = ["p/x $xmm%d.uint128" % i for i in range(16)]
+    cmds += ["p/x $ymm%d.v2_int128" % i for i in range(16)]
+    cmds += ["p/x $mxcsr", "p/x $pkru"]
+    out = gdb(fx, core_path(cores, name, pid), *["thread apply all " + c for c in cmds])
+    got = per_thread_values(out)
+    tree = load_image(os.path.join(fx, "images", "pstree.img"))[0]
+    assert sorted(got) == sorted(tree["threads"] or [pid])
+    for tid, vals in got.items():
+        (core,) = load_image(os.path.join(fx, "images", "core-%d.img" % tid))
+        fp = core["thread_info"]["fpregs"]
+        xs = fp["xsave"]
+        xmm = [words(fp["xmm_space"][4 * i:4 * i + 4], 32) for i in range(16)]
+        ymmh = [words(xs["ymmh_space"][4 * i:4 * i + 4], 32) for i in range(16)]
+        want = ["0x%x" % v for v in xmm]
+        want += ["{0x%x, 0x%x}" % (lo, hi) for lo, hi in zip(xmm, ymmh)]
+        want += ["0x%x" % fp["mxcsr"], "0x%x" % xs["pkru"][0]]
+        assert vals == want, tid
+    assert "<unavailable>" not in out
+
+
+def test_gdb_siginfo_of_a_stopped_and_a_running_task(cores, fixtures_dir):
+    """A stopped task: SIGSTOP, sent by no one CRIU knows of (SI_USER).  A
+    running one: signal 0, no signal was being delivered."""
+    cmds = ["p $_siginfo.si_signo", "p $_siginfo.si_code", "p $_siginfo._sifields._kill.si_pid"]
+    out = gdb(fixtures_dir("stopped_static"), core_path(cores, "stopped_static", 13508), *cmds)
+    assert re.findall(r"^\$\d+ = (.*)$", out, re.M) == [str(int(signal.SIGSTOP)), "0", "0"]
+    assert "Program terminated with signal SIGSTOP, Stopped (signal)." in out
+    out = gdb(fixtures_dir("threads"), core_path(cores, "threads", 13466), cmds[0])
+    assert re.findall(r"^\$\d+ = (.*)$", out, re.M) == ["0"]
+    assert "Program terminated" not in out
+
+
+def test_nt_file_names_memfd_and_shared_anonymous_memory_as_the_kernel(cores):
+    """/proc/PID/maps and the kernel's NT_FILE name a memfd "/memfd:NAME
+    (deleted)" and shared anonymous memory "/dev/zero (deleted)"."""
+    out = eu_readelf(core_path(cores, "shmem", FIRST_PID["shmem"]))
+    names = re.findall(r"^\s+[0-9a-f]+-[0-9a-f]+ [0-9a-f]+ \d+\s+(.*)$", out, re.M)
+    assert "/memfd:fixture-memfd (deleted)" in names
+    assert "/dev/zero (deleted)" in names
+    assert names.count("/opt/ccd/shmem/data.bin") == 2
+    assert not [n for n in names if n.startswith("/memfd:/")]
