@@ -38,6 +38,10 @@ from tests import synth  # noqa: E402
 
 COREDUMP = os.path.join(REPO, "bin", "coredump")
 TIME = "/usr/bin/time"  # GNU time (Debian package `time`)
+# as installed: Python keeps its bytecode cache (an environment that forbids
+# it would add the compilation of every module to each run)
+INSTALLED_ENV = {k: v for k, v in os.environ.items()
+                 if k != "PYTHONDONTWRITEBYTECODE"}
 MiB = 1 << 20
 GiB = 1 << 30
 PAGE = synth.PAGE
@@ -98,7 +102,7 @@ def build_many_entries(path, count, fmt):
     return ck
 
 
-def run_measured(argv):
+def run_measured(argv, env=None):
     """Run a command under /usr/bin/time: (wall seconds, CPU seconds (user +
     system), peak RSS bytes, exit status, stderr).  GNU time forks the
     command from its own small process: a child forked straight from this
@@ -107,7 +111,7 @@ def run_measured(argv):
     t0 = time.perf_counter()
     p = subprocess.run([TIME, "-f", "TIME-RSS-KB %M %U %S"] + argv,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       text=True)
+                       text=True, env=env)
     wall = time.perf_counter() - t0
     lines = p.stderr.splitlines()
     rss_kb, user, system = lines[-1].split()[1:]
@@ -137,7 +141,8 @@ def convert(images, out):
     os.makedirs(out)
     sync_dir(out)
     wall, cpu, rss, code, err = run_measured([
-        sys.executable, COREDUMP, "-i", images, "-o", out, "-q", "--jobs", "1"])
+        sys.executable, COREDUMP, "-i", images, "-o", out, "-q", "--jobs", "1"],
+        env=INSTALLED_ENV)
     if code != 0:
         sys.exit("coredump failed (%d): %s" % (code, err.strip()))
     cores = [os.path.join(out, f) for f in os.listdir(out) if f.startswith("core.")]
