@@ -148,3 +148,30 @@ def test_core_is_private_and_complete(fx, tmp_path):
     st = os.stat(tmp_path / ("core.%d" % PID))
     assert stat.S_IMODE(st.st_mode) == 0o600  # as the kernel creates cores
     assert sorted(os.listdir(tmp_path)) == ["core.%d" % PID]
+
+
+def test_core_is_fsynced_before_it_is_renamed(fixtures_dir, tmp_path, monkeypatch):
+    """Durability: the data reaches the disk before the name appears, so a
+    crash leaves the old core or the new one, never an empty file."""
+    from criu_coredump import writer
+    from criu_coredump.convert import generate
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink("/proc/self/fd/%d" % fd)))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.fspath(src)))
+        return real_replace(src, dst)
+    monkeypatch.setattr(writer.os, "fsync", fsync)
+    monkeypatch.setattr(writer.os, "replace", replace)
+    fx = fixtures_dir("stopped_static")
+    generate(os.path.join(fx, "images"), str(tmp_path),
+             root=os.path.join(fx, "root"))
+    kinds = [e[0] for e in events]
+    i = kinds.index("replace")
+    tmp = events[i][1]
+    assert ("fsync", tmp) in events[:i], events
+    assert (tmp_path / "core.13508").exists()
