@@ -22,7 +22,7 @@ from pycriu import images
 
 from tests.helpers import core2images
 from tests.helpers.core2images import core_to_images
-from tests.helpers.kernelcore import allow_core, find_core, wait_until
+from tests.helpers.kernelcore import crash_when_ready
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,28 +115,16 @@ def kernel_core(tmp_path_factory, plain_core_pattern):
     subprocess.run(["gcc", "-g", "-O0", "-pthread", *flags, "-o", str(exe), str(src)],
                    check=True)
 
-    proc = subprocess.Popen([str(exe)], cwd=str(work), stdout=subprocess.PIPE,
-                            preexec_fn=allow_core)
-    try:
-        line = proc.stdout.readline().decode()
-        assert line.startswith("ready"), line
-        wait_all_parked(proc.pid)
-        live = read_live(proc.pid)
+    live = {}
+
+    def look(pid, line):
+        live.update(read_live(pid))
         live["heap"] = int(line.split()[1], 16)
         live["avx"] = bool(flags)
-    finally:
-        proc.send_signal(signal.SIGSEGV)
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGSEGV
-    core = find_core(work, proc.pid)
-    return {"core": str(core), "exe": str(exe), "pid": proc.pid, "live": live,
+    core, pid = crash_when_ready(exe, work, lambda calls: calls == ["34"] * 4,
+                                 on_ready=look)
+    return {"core": str(core), "exe": str(exe), "pid": pid, "live": live,
             "work": work}
-
-
-def wait_all_parked(pid, nr_threads=4, sys_pause=34):
-    """Wait until every thread sleeps in pause(), so registers are settled."""
-    wait_until(pid, lambda calls: calls == [str(sys_pause)] * nr_threads,
-               what="every thread to reach pause()")
 
 
 def read_live(pid):

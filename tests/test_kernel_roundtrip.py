@@ -29,7 +29,7 @@ from .conftest import need, run_coredump
 from .helpers.core2images import (CoreFile, core_to_images, prstatus_type,
                                   x86_xsave_layout_from_cpuid,
                                   x86_xsave_layout_from_note)
-from .helpers.kernelcore import allow_core, find_core, wait_until
+from .helpers.kernelcore import crash_when_ready
 from .test_core2images import cpu_has
 from .test_notes_readers import per_thread_values
 from .test_roundtrip_programs import XSTATE_WARNING
@@ -65,12 +65,6 @@ def ymm_value(reg):
     return int.from_bytes(raw, "little")
 
 
-def _wait_settled(pid):
-    """Until main, the signal and the parked threads sleep in pause() (the
-    vector thread spins)."""
-    wait_until(pid, lambda calls: len(calls) == 4 and calls.count("34") == 3)
-
-
 @pytest.fixture(scope="module")
 def roundtrip(tmp_path_factory, plain_core_pattern):  # noqa: F811
     need("gcc")
@@ -80,22 +74,14 @@ def roundtrip(tmp_path_factory, plain_core_pattern):  # noqa: F811
     exe = work / "rtprog"
     subprocess.run(["gcc", "-g", "-O0", "-pthread", "-mavx", "-o", str(exe), PROG],
                    check=True)
-    proc = subprocess.Popen([str(exe)], cwd=str(work), stdout=subprocess.PIPE,
-                            preexec_fn=allow_core)
-    try:
-        line = proc.stdout.readline().decode()
-        assert line.startswith("ready "), line
-        _wait_settled(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGSEGV)
-        proc.wait(timeout=60)
-    kernel = find_core(work, proc.pid)
+    kernel, pid = crash_when_ready(
+        exe, work, lambda calls: len(calls) == 4 and calls.count("34") == 3)
     img, out = work / "images", work / "out"
     out.mkdir()
     core_to_images(str(kernel), str(img), exe=str(exe))
     run_coredump("-i", img, "-o", out, "-q", check=0)
-    return {"kernel": str(kernel), "ours": str(out / ("core.%d" % proc.pid)),
-            "pid": proc.pid, "exe": str(exe)}
+    return {"kernel": str(kernel), "ours": str(out / ("core.%d" % pid)),
+            "pid": pid, "exe": str(exe)}
 
 
 def read_notes(path):

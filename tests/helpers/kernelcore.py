@@ -73,3 +73,24 @@ def find_core(work, pid):
         pattern = f.read()
     raise AssertionError("the kernel wrote no core in %s (core_pattern %r)"
                          % (work, pattern))
+
+
+def crash_when_ready(exe, work, settled, on_ready=None, timeout=60):
+    """Run exe in work (a pathlib.Path) until it prints its 'ready ...' line
+    and its threads are settled(syscalls), let on_ready(pid, line) look at
+    the live process, then kill it with SIGSEGV.  Returns (core path, pid)."""
+    import signal
+    import subprocess
+    proc = subprocess.Popen([str(exe)], cwd=str(work), stdout=subprocess.PIPE,
+                            preexec_fn=allow_core)
+    try:
+        line = proc.stdout.readline().decode()
+        assert line.startswith("ready"), line
+        wait_until(proc.pid, settled)
+        if on_ready is not None:
+            on_ready(proc.pid, line)
+    finally:
+        proc.send_signal(signal.SIGSEGV)
+        proc.wait(timeout=timeout)
+    assert proc.returncode == -signal.SIGSEGV, proc.returncode
+    return find_core(work, proc.pid), proc.pid
