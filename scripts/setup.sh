@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="criu gdb libc6-dbg elfutils binutils lldb python3 python3-venv python3-protobuf python3-tqdm groff-base gcc libc6-dev"
+PKGS="criu gdb libc6-dbg elfutils binutils lldb python3 python3-venv python3-protobuf python3-tqdm groff-base gcc libc6-dev time"
 # Cross-architecture tests (tests/test_cross_arch.py): qemu-user writes the
 # cores of aarch64/armv7 guests, gdb-multiarch reads them.  The ia32 program
 # is built with the i686 cross compiler: Debian's gcc-multilib (-m32)
