@@ -256,7 +256,7 @@ class MemoryPlan:
 
     # -- what is dumped ----------------------------------------------------
 
-    def _is_elf(self, vma, f):
+    def _is_elf(self, vma):
         try:
             return self.read(vma.start, 4) == b"\x7fELF"
         except Exception:
@@ -298,7 +298,7 @@ class MemoryPlan:
         if flt & MMF_ELF_HEADERS and vma.pgoff == 0 and vma.prot & images.PROT_READ:
             if f is not None and f.mode & 0o111:
                 return P
-            if self._is_elf(vma, f):
+            if self._is_elf(vma):
                 return P
         return 0
 

@@ -8,6 +8,10 @@ images CRIU would have written (as far as a core can tell), so that the tool
 can convert them back and the two cores can be compared note by note and page
 by page.
 
+It declares its own ELF structures and reads notes without importing
+criu_coredump on purpose: an oracle that shared the tool's layouts would
+carry the same mistakes into both sides of the comparison.
+
 Only what a core file contains can be reproduced; everything else is filled
 with the neutral value a real dump would most likely have.  What a core
 cannot tell, and so is NOT like a real CRIU dump:
