@@ -51,6 +51,18 @@ VMA_AREA_SOCKET = 1 << 11
 VMA_AREA_VVAR = 1 << 12
 VMA_AREA_AIORING = 1 << 13
 VMA_AREA_MEMFD = 1 << 14
+# CRIU 4.x
+VMA_AREA_SHSTK = 1 << 15           # x86 shadow stack: a real VMA, anonymous
+VMA_AREA_GUARD = 1 << 16           # MADV_GUARD_INSTALL range: not a VMA
+VMA_AREA_UPROBES = 1 << 17         # the kernel's "[uprobes]" XOL area
+VMA_AREA_NOT_ACCOUNTABLE = 1 << 18 # memory-accounting hint, for restore
+VMA_EXT_PLUGIN = 1 << 27           # a device mapping a CRIU plugin restores
+# Bits CRIU uses only while restoring; an image should not carry them, and
+# they say nothing about what the process had mapped.
+VMA_RESTORE_ONLY = (1 << 28) | (1 << 29) | (1 << 30)
+VMA_UNSUPP = 1 << 31
+KNOWN_VMA_STATUS = ((1 << 19) - 1) & ~(1 << 4) | VMA_EXT_PLUGIN \
+    | VMA_RESTORE_ONLY | VMA_UNSUPP
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_ANON = 1, 2, 0x20
@@ -110,7 +122,7 @@ class Vma:
 
 # Names the kernel gives the files of its internal shmem mount that are not
 # memfds (mm/shmem.c shmem_zero_setup, ipc/shm.c newseg).
-_SHMEM_INTERNAL = re.compile(r"^/(dev/zero|SYSV[0-9a-f]{8})$")
+_SHMEM_INTERNAL = re.compile(r"^/(dev/zero|anon_hugepage|SYSV[0-9a-f]{8})$")
 
 
 @dataclass
@@ -123,6 +135,12 @@ class MappedFile:
     mode: int = 0
     deleted: bool = False
     shmem_id: Optional[int] = None  # memfd: id of its pagemap-shmem image
+    build_id: Optional[bytes] = None  # NT_GNU_BUILD_ID CRIU read (padded to 4)
+    # Contents of a file deleted while mapped, as CRIU saved them: a ghost
+    # image (path, [(file offset, length, image offset)]) or, for a LINKED
+    # remap, the path CRIU linked the file to (in the process's view).
+    ghost: Optional[tuple] = None
+    linked_path: Optional[str] = None
 
     @property
     def kernel_name(self):
@@ -131,8 +149,9 @@ class MappedFile:
         CRIU dumps every file of the kernel's internal shmem mount as a
         memfd, naming it by its link with "/memfd:" and " (deleted)"
         stripped: a memfd_create() file becomes its bare name, but shared
-        anonymous memory (a shmem file the kernel calls "dev/zero") and
-        SysV segments ("SYSV<key>") keep their leading "/".
+        anonymous memory (a shmem file the kernel calls "dev/zero", or
+        "anon_hugepage" on hugetlbfs) and SysV segments ("SYSV<key>") keep
+        their leading "/".
         """
         if self.kind == "memfd":
             if _SHMEM_INTERNAL.match(self.path):
@@ -173,6 +192,12 @@ class Mm:
     arg_start: int = 0
     arg_end: int = 0
     exe_file_id: int = 0
+    # MADV_GUARD_INSTALL ranges (CRIU 4.2+ VMA_AREA_GUARD entries), sorted:
+    # (start, end) inside a VMA; their pages read as zeros, as the kernel's
+    # core has them (get_dump_page() finds no page behind a guard marker)
+    guards: List[tuple] = field(default_factory=list)
+    # what the loader saw but could not use: one warning each
+    notices: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -215,24 +240,32 @@ def read_entries(path, expect):
     A generator: the file is opened when it is first consumed and closed
     when it is exhausted, fails or is dropped.
     """
-    try:
-        # non-blocking: a FIFO planted in an image directory must not hang us
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise BadImage(path, "missing") from None
-    except OSError as e:
-        raise BadImage(path, "cannot open: %s" % e.strerror) from None
+    fd = _open_regular(path)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BadImage(path, "not a regular file")
         try:
             yield from _frames(f, path, expect)
         except OSError as e:
             raise BadImage(path, "cannot read: %s" % (e.strerror or e)) from None
 
 
-def _frames(f, path, expect):
-    """The payloads of an image's entries, after its magic."""
+def _open_regular(path):
+    """A descriptor of an image file, which must be a regular file; opened
+    non-blocking so that a FIFO planted in an image directory cannot hang
+    us, and checked on the descriptor, not before the open."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise BadImage(path, "missing") from None
+    except OSError as e:
+        raise BadImage(path, "cannot open: %s" % e.strerror) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadImage(path, "not a regular file")
+    return fd
+
+
+def _read_magic(f, path, expect):
+    """Consume an image's magic (after the common one, if any)."""
     head = f.read(4)
     if len(head) < 4:
         raise BadImage(path, "truncated image (no magic)" if head else "empty image")
@@ -246,6 +279,11 @@ def _frames(f, path, expect):
     if name != expect:
         raise BadImage(path, "wrong magic 0x%08x (%s), expected a %s image"
                        % (m, name or "unknown", expect))
+
+
+def _frames(f, path, expect):
+    """The payloads of an image's entries, after its magic."""
+    _read_magic(f, path, expect)
     # read in blocks: for a pagemap of a million small entries, two read
     # calls per entry cost more than decoding them
     buf = b""
@@ -465,7 +503,8 @@ def _load_mm(images_dir, pid, arch):
     path = _path(images_dir, "mm-%d.img" % pid)
     mm = load_one(path, "MM", _pb.mm_entry)
     limit = USER_VA_END.get(arch, 1 << 64)
-    vmas = []
+    vmas, guards, notices = [], [], []
+    unknown = 0
     for v in mm.vmas:
         if v.end <= v.start:
             raise BadImage(path, "VMA 0x%x-0x%x is empty or reversed"
@@ -477,6 +516,10 @@ def _load_mm(images_dir, pid, arch):
             raise BadImage(path, "VMA 0x%x-0x%x (%d bytes) lies beyond the "
                            "%s address space (0x%x)"
                            % (v.start, v.end, v.end - v.start, arch, limit))
+        unknown |= v.status & ~KNOWN_VMA_STATUS
+        if v.status & VMA_AREA_GUARD:
+            guards.append((v.start, v.end))
+            continue
         if v.pgoff % PAGE_SIZE or v.pgoff + (v.end - v.start) > MAX_FILE_OFFSET:
             raise BadImage(path, "VMA 0x%x-0x%x has a file offset 0x%x that is "
                            "not page aligned or beyond any file"
@@ -488,9 +531,39 @@ def _load_mm(images_dir, pid, arch):
         if b.start < a.end:
             raise BadImage(path, "VMAs 0x%x-0x%x and 0x%x-0x%x overlap"
                            % (a.start, a.end, b.start, b.end))
+    if unknown:
+        notices.append("VMA status bits 0x%x are unknown to this version; "
+                       "those VMAs are read as ordinary mappings" % unknown)
     return Mm(vmas=vmas, auxv=list(mm.mm_saved_auxv),
               arg_start=mm.mm_arg_start, arg_end=mm.mm_arg_end,
-              exe_file_id=mm.exe_file_id)
+              exe_file_id=mm.exe_file_id,
+              guards=_inside_vmas(guards, vmas, notices), notices=notices)
+
+
+def _inside_vmas(guards, vmas, notices):
+    """The guard ranges, sorted and merged, each cut to the VMAs it lies
+    in: a guard is a property of pages of a VMA, never a mapping of its own.
+    A range outside every VMA guards nothing and is reported."""
+    from bisect import bisect_right
+    starts = [v.start for v in vmas]
+    out = []
+    for a, b in sorted(guards):
+        pos = a
+        while pos < b:
+            i = bisect_right(starts, pos) - 1
+            if i < 0 or pos >= vmas[i].end:
+                nxt = starts[i + 1] if i + 1 < len(starts) else b
+                notices.append("guard region 0x%x-0x%x lies outside every VMA; "
+                               "ignored" % (pos, min(b, nxt)))
+                pos = min(b, nxt)
+                continue
+            end = min(b, vmas[i].end)
+            if out and out[-1][1] >= pos:
+                out[-1] = (out[-1][0], max(out[-1][1], end))
+            else:
+                out.append((pos, end))
+            pos = end
+    return out
 
 
 def _need_regs(images_dir, th):
@@ -503,7 +576,7 @@ def _need_regs(images_dir, th):
 def load_process(images_dir, entry):
     """One pstree entry with its threads' core images and its mm."""
     pid = entry.pid
-    tids = list(entry.threads) or [pid]
+    tids = thread_ids(entry)
     core, main = _load_thread(images_dir, pid)
     if not core.HasField("tc"):
         raise BadImage(_path(images_dir, "core-%d.img" % pid),
@@ -522,8 +595,13 @@ def load_process(images_dir, entry):
     if not main.blk_sigset:
         main.blk_sigset = tc.blk_sigset
     if proc.is_zombie:
-        # A zombie has one core image and no threads, mm or registers.
+        # A zombie has one core image and no threads, mm or registers; its
+        # pstree entry's thread list means nothing (CRIU 4.2 leaves [0] or
+        # an uninitialised id there).
         return proc
+    if pid not in tids:
+        raise BadImage(_path(images_dir, "pstree.img"), "process %d is not "
+                       "among its own threads %s" % (pid, tids))
     _need_regs(images_dir, main)
     proc.threads.append(main)
     for tid in tids:
@@ -555,7 +633,7 @@ def _load_files(images_dir):
     for r in regs:
         files[r.id] = MappedFile(id=r.id, path=_text(r.name),
                                  size=r.size if r.HasField("size") else None,
-                                 mode=r.mode)
+                                 mode=r.mode, build_id=_build_id(r))
     if memfds:
         inodes = {}
         ipath = _path(images_dir, "memfd.img")
@@ -572,10 +650,81 @@ def _load_files(images_dir):
     if os.path.exists(rpath):
         for r in load_messages(rpath, "REMAP_FPATH", _pb.remap_file_path_entry):
             f = files.get(r.orig_id)
-            # LINKED (0) and GHOST (1) remaps are files unlinked while mapped
-            if f is not None and (not r.HasField("remap_type") or r.remap_type in (0, 1)):
+            if f is None:
+                continue
+            if r.HasField("remap_type"):
+                kind = r.remap_type
+            else:  # images older than remap_type: the id's top bit tells
+                kind = REMAP_GHOST if r.remap_id & REMAP_GHOST_BIT else REMAP_LINKED
+            # LINKED and GHOST remaps are files unlinked while mapped; their
+            # contents are where CRIU put them: a hard link it made, or a
+            # ghost image (remap_id with REMAP_GHOST_BIT is CRIU's own mark)
+            if kind == REMAP_LINKED:
                 f.deleted = True
+                link = files.get(r.remap_id)
+                if link is not None:
+                    f.linked_path = link.path
+            elif kind == REMAP_GHOST:
+                f.deleted = True
+                gid = r.remap_id & ~REMAP_GHOST_BIT
+                f.ghost = load_ghost(_path(images_dir, "ghost-file-%d.img" % gid))
     return files
+
+
+REMAP_LINKED, REMAP_GHOST = 0, 1
+REMAP_GHOST_BIT = 1 << 31
+
+
+def _build_id(reg):
+    """The build-id CRIU recorded for a regular file (CRIU 3.16+: the ELF
+    note's bytes, copied into 32-bit words), or None."""
+    words = list(reg.build_id)
+    if not words:
+        return None
+    return struct.pack("<%dI" % len(words), *words)
+
+
+def load_ghost(path):
+    """(path, extents) of a ghost image: where each part of the deleted
+    file's contents lies in the image, as (file offset, length, image
+    offset).  The image holds a ghost_file_entry and then either the whole
+    contents, or (chunks) ghost_chunk_entry records each followed by its
+    bytes (criu/files-reg.c, copy_file_to_chunks)."""
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        _read_magic(f, path, "GHOST_FILE")
+        hdr = f.read(4)
+        if len(hdr) < 4:
+            raise BadImage(path, "no ghost file entry")
+        n, = struct.unpack("<I", hdr)
+        raw = f.read(min(n, MAX_ENTRY))
+        if len(raw) < n:
+            raise BadImage(path, "truncated ghost file entry")
+        with quiet_protobuf_log():
+            entry = parse(path, _pb.ghost_file_entry, raw)
+        pos = f.tell()
+        if not entry.chunks:
+            return (path, [(0, size - pos, pos)] if size > pos else [])
+        extents = []
+        while pos < size:
+            f.seek(pos)
+            hdr = f.read(4)
+            if len(hdr) < 4:
+                raise BadImage(path, "truncated ghost chunk header")
+            n, = struct.unpack("<I", hdr)
+            if n > MAX_ENTRY:
+                raise BadImage(path, "ghost chunk entry of %d bytes is absurd" % n)
+            with quiet_protobuf_log():
+                ce = parse(path, _pb.ghost_chunk_entry, f.read(n))
+            pos += 4 + n
+            if pos + ce.len > size:
+                raise BadImage(path, "ghost chunk at file offset %d is truncated"
+                               % ce.off)
+            extents.append((ce.off, ce.len, pos))
+            pos += ce.len
+        extents.sort()
+        return (path, extents)
 
 
 def open_checkpoint(images_dir):
@@ -599,19 +748,32 @@ def open_checkpoint(images_dir):
                       files=_load_files(images_dir))
 
 
+def thread_ids(entry):
+    """The thread ids a pstree entry names (a zombie's [0] names none)."""
+    return [t for t in entry.threads if t] or [entry.pid]
+
+
 def _check_tree(path, entries):
     """Every pid and tid is named once: each names image files and a core,
-    and a thread must not be dumped twice.  (A zombie's threads are [0].)"""
+    and a thread must not be dumped twice.
+
+    A zombie's thread list is not checked here: CRIU 4.2 writes [0] or an
+    uninitialised id for it, and only its core image (task_state) tells a
+    zombie; so an entry whose pid is not among its threads is judged when
+    the process is loaded (load_process), and its tids are not counted."""
     seen = set()
     for e in entries:
         if e.pid == 0:
             raise BadImage(path, "process id 0 is not valid")
-        tids = [t for t in e.threads if t] or [e.pid]
+        if e.pid in seen:
+            raise BadImage(path, "id %d appears twice in the process tree" % e.pid)
+        seen.add(e.pid)
+    for e in entries:
+        tids = thread_ids(e)
         if e.pid not in tids:
-            raise BadImage(path, "process %d is not among its own threads %s"
-                           % (e.pid, tids))
+            continue
         for t in tids:
-            if t in seen:
+            if t != e.pid and t in seen:
                 raise BadImage(path, "id %d appears twice in the process tree" % t)
             seen.add(t)
 

@@ -21,6 +21,8 @@ from .dump_filter import (DEFAULT_FILTER, MMF_ANON_PRIVATE, MMF_ANON_SHARED,
                           MMF_ELF_HEADERS, MMF_HUGETLB_PRIVATE,
                           MMF_HUGETLB_SHARED, MMF_MAPPED_PRIVATE,
                           MMF_MAPPED_SHARED)
+from .buildid import read_build_id, same_build
+from .buildid import shown as show_build_id
 from .errors import BadImage
 from .pagemap import HERE, PageIndex
 
@@ -173,22 +175,44 @@ class MemoryPlan:
         return None
 
     def _file_source(self, f):
-        """A Source for a mapped regular file, or None (warned once) if absent."""
+        """A Source for a mapped regular file, or None (warned once) if it is
+        absent or not the file the process mapped (another build-id).
+
+        A file deleted while mapped is read where CRIU kept it: its ghost
+        image, or the hard link CRIU made (a LINKED remap)."""
         if f is None or f.kind != "reg":
             return None
         ok = self._file_ok.get(f.id)
         if ok is None:
-            try:
-                os.close(self.rootfs.open(f.path))
-                ok = Source(self.rootfs.display(f.path), "mapped", f.path)
-            except OSError as e:
-                ok = False
-                shown = self.rootfs.display(f.path)
-                self.stats.missing_files.append(shown)
-                self._warn(shown, "cannot read mapped file (%s); its pages are "
-                           "holes" % (e.strerror or e))
+            if f.ghost is not None:
+                ok = Source(f.ghost[0], "pages")
+            else:
+                ok = self._checked_file(f, f.linked_path or f.path)
             self._file_ok[f.id] = ok
         return ok or None
+
+    def _checked_file(self, f, path):
+        shown = self.rootfs.display(path)
+        try:
+            fd = self.rootfs.open(path)
+        except OSError as e:
+            self.stats.missing_files.append(shown)
+            self._warn(shown, "cannot read mapped file (%s); its pages are "
+                       "holes" % (e.strerror or e))
+            return False
+        try:
+            found = read_build_id(fd) if f.build_id else None
+        except OSError:
+            found = None
+        finally:
+            os.close(fd)
+        if f.build_id and not same_build(f.build_id, found):
+            self.stats.missing_files.append(shown)
+            self._warn(shown, "is not the file the process mapped: build-id %s, "
+                       "the checkpoint recorded %s; its pages are holes"
+                       % (show_build_id(found), show_build_id(f.build_id)))
+            return False
+        return Source(shown, "mapped", path)
 
     def _pages_source(self, path):
         """One Source per pages image, shared by all its runs."""
@@ -217,7 +241,9 @@ class MemoryPlan:
                 srcs.append(self._index_source(sidx, vma.start - vma.pgoff))
         f = self._mapped_file(vma)
         fsrc = self._file_source(f) if sid is None else None
-        if fsrc is not None:
+        if fsrc is not None and f.ghost is not None:
+            srcs.append(self._ghost_runs(f.ghost[1], fsrc, vma))
+        elif fsrc is not None:
             size = f.size
 
             def from_file(a, b, fsrc=fsrc, size=size, vma=vma):
@@ -229,6 +255,20 @@ class MemoryPlan:
                     yield (a, n, fsrc, off)
             srcs.append(from_file)
         return srcs
+
+    @staticmethod
+    def _ghost_runs(extents, src, vma):
+        """Runs of a deleted file's contents from its ghost image: each
+        extent is (file offset, length, image offset); what no extent
+        covers (a hole of a sparse file, or past its end) is a hole."""
+        def runs(a, b):
+            lo = vma.pgoff + (a - vma.start)
+            hi = lo + (b - a)
+            for foff, flen, ioff in extents:
+                s, e = max(lo, foff), min(hi, foff + flen)
+                if s < e:
+                    yield (a + (s - lo), e - s, src, ioff + (s - foff))
+        return runs
 
     @staticmethod
     def _layered(srcs, a, b):
@@ -274,6 +314,10 @@ class MemoryPlan:
             return 0
         if st & images.VMA_AREA_SOCKET:
             return 0
+        if st & (images.VMA_AREA_UPROBES | images.VMA_EXT_PLUGIN):
+            # the uprobes XOL area and device mappings are VM_IO or
+            # special mappings, which the kernel does not dump
+            return 0
         # DAX (bits 7, 8) cannot be told from the images: CRIU does not
         # record it, so those bits change nothing.
         if vma.is_hugetlb:
@@ -309,8 +353,30 @@ class MemoryPlan:
         if size:
             srcs = self._sources(vma)
             seg.chunks_fn = lambda srcs=srcs, a=vma.start, b=vma.start + size: \
-                self._layered(srcs, a, b)
+                self._unguarded(self._layered(srcs, a, b))
         return seg
+
+    def _unguarded(self, runs):
+        """Runs with the guard regions cut out: a guard page has no page
+        behind it, and reads as zeros in the kernel's core."""
+        guards = self.proc.mm.guards
+        if not guards:
+            yield from runs
+            return
+        starts = [g[0] for g in guards]
+        for (ra, rl, src, off) in runs:
+            pos, end = ra, ra + rl
+            i = max(bisect_right(starts, pos) - 1, 0)
+            while pos < end:
+                while i < len(guards) and guards[i][1] <= pos:
+                    i += 1
+                if i == len(guards) or guards[i][0] >= end:
+                    yield (pos, end - pos, src, off + (pos - ra))
+                    break
+                gs, ge = guards[i]
+                if gs > pos:
+                    yield (pos, gs - pos, src, off + (pos - ra))
+                pos = max(pos, ge)
 
     # -- reading -----------------------------------------------------------
 
@@ -332,7 +398,8 @@ class MemoryPlan:
             if vma is None:
                 break
             b = min(end, vma.end)
-            for (ra, rl, src, off) in self._layered(self._sources(vma), pos, b):
+            for (ra, rl, src, off) in self._unguarded(
+                    self._layered(self._sources(vma), pos, b)):
                 fd = self.fds.fd(src)
                 data = os.pread(fd, rl, off)
                 out[ra - addr:ra - addr + len(data)] = data

@@ -191,6 +191,13 @@ def file_note_entries(proc, files):
             name = "/dev/zero (deleted)"
         elif v.has(images.VMA_AREA_SYSVIPC):
             name = "/SYSV%08x (deleted)" % 0
+        elif v.has(images.VMA_AREA_AIORING):
+            # the ring's file on the kernel's internal aio mount (fs/aio.c)
+            name = "/[aio] (deleted)"
+        elif v.has(images.VMA_AREA_SOCKET):
+            # a packet socket's ring (sockfs_dname: "socket:[<inode>]");
+            # CRIU's images do not keep the socket's inode number
+            name = "socket:[0]"
         if name:
             out.append((v.start, v.end, v.pgoff // images.PAGE_SIZE, name))
     return out

@@ -2,19 +2,58 @@
 gdb said on a gcore of the same live process (shared/tools/gdbcheck.py)."""
 import os
 import re
+import subprocess
 
 import pytest
 
-from .conftest import FIRST_PID, gdbcheck, run_coredump
+from criu_coredump import images
+
+from .conftest import FIXTURES, gdbcheck, need, run_coredump
 
 
-@pytest.mark.parametrize("name", ["threads", "stopped_static", "tree", "shmem"])
+ZDTM = sorted(os.listdir(os.path.join(FIXTURES, "zdtm")))
+EXACT = ["threads", "stopped_static", "tree", "shmem", "modern_threads"] + \
+    ["zdtm/" + n for n in ZDTM]
+
+
+def first_pid(fx):
+    """The root process of a fixture's tree: the one its gcore was taken of."""
+    return images.open_checkpoint(os.path.join(fx, "images")).entries[0].pid
+
+
+@pytest.mark.parametrize("name", EXACT)
 def test_gdb_answers_match_gcore(name, fixtures_dir, cores):
+    """Every address, register and line gdb gives on our core is what it
+    gives on the gcore of the same moment (the conversion exits 0: `cores`
+    checks it)."""
     fx = fixtures_dir(name)
-    core = os.path.join(cores(name), "core.%d" % FIRST_PID[name])
+    core = os.path.join(cores(name), "core.%d" % first_pid(fx))
     r = gdbcheck(fx, core)
     assert r.returncode == 0, r.stdout
     assert re.search(r"^all \d+ expected lines match$", r.stdout, re.M), r.stdout
+
+
+def test_tree_child_is_exact_too(fixtures_dir, cores):
+    """The sleeping child of `tree` has no gcore of its own; it forked from
+    the parent, so its libc sits at the same addresses and its frame 0 is
+    the parent's pc, with its own LWP, role and caller line."""
+    need("gdb")
+    fx = fixtures_dir("tree")
+    root = os.path.join(fx, "root")
+    out = subprocess.run(
+        ["gdb", "-batch", "-nx", "-iex", "set sysroot " + root,
+         "-iex", "set debuginfod enabled off", "-x", os.path.join(fx, "gdb.cmds"),
+         os.path.join(root, "opt/ccd/tree/prog"),
+         os.path.join(cores("tree"), "core.13547")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=300).stdout
+    assert re.search(r"^\* 1 +Thread 0x[0-9a-f]+ \(LWP 13547\) 0x00007fbe797a7dd0 "
+                     r"in __libc_pause \(\) at \.\./sysdeps/unix/sysv/linux/"
+                     r"pause\.c:29$", out, re.M), out
+    assert re.search(r"^#1  0x[0-9a-f]+ in wait_as \(role=2\) at tree\.c:11$",
+                     out, re.M), out
+    assert re.search(r"^#2  0x[0-9a-f]+ in main \(\) at tree\.c:16$", out, re.M), out
+    assert re.search(r"^\$1 = 2$", out, re.M), out
 
 
 def test_tree_writes_every_live_process_and_skips_the_zombie(cores):
