@@ -64,6 +64,8 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
     arch = arches.for_process(proc, os.path.join(ckpt.dir, "core-%d.img" % proc.pid))
     plan = MemoryPlan(ckpt, proc, rootfs, dump_filter, shmem_cache, _warn)
     try:
+        for notice in proc.mm.notices:
+            _warn(os.path.join(ckpt.dir, "mm-%d.img" % proc.pid), notice)
         if plan.stats.lazy_pages:
             _warn(plan.index.path, "%d pages were left for lazy restore and are "
                   "not in the images; they are holes" % plan.stats.lazy_pages)

@@ -98,7 +98,7 @@ def cores(fixtures_dir, tmp_path_factory):
     def get(name):
         if name not in made:
             fx = fixtures_dir(name)
-            out = str(tmp_path_factory.mktemp("out-" + name))
+            out = str(tmp_path_factory.mktemp("out-" + name.replace("/", "-")))
             run_coredump("-i", os.path.join(fx, "images"), "-o", out,
                          "--root", os.path.join(fx, "root"), check=0)
             made[name] = out
