@@ -90,7 +90,7 @@ The per-architecture knowledge is data: ARCHES, keyed by the names
 images.py gives (x86_64, ia32, aarch64, arm), and SYSCALL_NAMES.
 """
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 EINTR = 4
 ERESTARTSYS = 512
