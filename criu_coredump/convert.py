@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import arch as arches
-from . import elf, images, notes, parallel
+from . import elf, images, notes, parallel, syscall_restart
 from .errors import BadImage, CoredumpError, OutputError
 from .memory import DEFAULT_FILTER, MemoryPlan
 from .rootfs import RootFS
@@ -69,6 +69,8 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         if plan.stats.lazy_pages:
             _warn(plan.index.path, "%d pages were left for lazy restore and are "
                   "not in the images; they are holes" % plan.stats.lazy_pages)
+        # registers as the kernel's core shows them (CRIU saves them rewound)
+        syscall_restart.undo_rewind(proc, plan)
         blob = notes_blob(proc, plan, ckpt.files, arch)
         path = os.path.join(out_dir, core_name(proc.pid))
         if progress:

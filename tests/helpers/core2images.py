@@ -29,6 +29,10 @@ cannot tell, and so is NOT like a real CRIU dump:
   siginfo; the shared queue (signals_s) is left empty;
 - fs-<pid>.img points cwd and root at "/", which is added to files.img.
 
+With ``as_criu_saves=True`` the registers are those CRIU would save: a
+thread stopped in an interrupted system call gets compel's rewind for
+restore (``compel_rewind``); by default they are the kernel's.
+
 Usage::
 
     from tests.helpers.core2images import core_to_images
@@ -704,6 +708,39 @@ def machine_spec(core):
                                   "MACHINES" % core.machine) from None
 
 
+# ---- compel's syscall-restart rewind ---------------------------------------
+
+ERESTART_REWOUND = (-512, -513, -514)    # ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND
+ERESTART_RESTARTBLOCK, EINTR = -516, -4
+
+
+def _sx(value, bits):
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def compel_rewind(arch, gpregs):
+    """Rewind a thread_info's gpregs (a dict) as CRIU's compel_get_task_regs()
+    does before saving them: compel/arch/x86/src/lib/infect.c (signed 64-bit
+    registers, or 32-bit for a compat task) and compel/arch/arm/src/lib/
+    infect.c; compel/arch/aarch64 changes nothing.  Returns gpregs."""
+    if arch in ("x86_64", "ia32"):
+        bits, pc, ret, orig, insn = (64 if arch == "x86_64" else 32), "ip", "ax", "orig_ax", 2
+    elif arch == "arm":
+        bits, pc, ret, orig, insn = 32, "pc", "r0", "orig_r0", 4
+    else:
+        return gpregs
+    mask = (1 << bits) - 1
+    if _sx(gpregs[orig], bits) >= 0:
+        code = _sx(gpregs[ret], bits)
+        if code in ERESTART_REWOUND:
+            gpregs[ret] = gpregs[orig]
+            gpregs[pc] = (gpregs[pc] - insn) & mask
+        elif code == ERESTART_RESTARTBLOCK:
+            gpregs[ret] = EINTR & mask
+    return gpregs
+
+
 # --------------------------------------------------------------------------
 # Building image entries
 # --------------------------------------------------------------------------
@@ -1111,12 +1148,14 @@ def pstree_entry(proc):
 # Entry point
 # --------------------------------------------------------------------------
 
-def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pages_field=2):
+def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pages_field=2,
+                   as_criu_saves=False):
     """Write a CRIU image directory for the process in a kernel core.
 
     task_state: tc.task_state of the main thread (1 alive, 3 stopped).
     exe: path of the executable, to pick its NT_FILE entry for exe_file_id.
     nr_pages_field: 2 (CRIU 3.x/pycriu encoding) or 5 (CRIU 4.2 encoding).
+    as_criu_saves: registers rewound as compel saves them (compel_rewind).
 
     Returns {"pid", "tids", "arch", "nr_pages", "exe"}.
     """
@@ -1134,8 +1173,10 @@ def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pa
         write_image(out_dir, "inventory.img", "INVENTORY", [inventory_entry()])
         write_image(out_dir, "pstree.img", "PSTREE", [pstree_entry(proc)])
         for thread in proc.threads:
-            write_image(out_dir, "core-%d.img" % thread.tid, "CORE",
-                        [core_entry(thread, proc, spec, task_state, thread.tid == main_tid)])
+            entry = core_entry(thread, proc, spec, task_state, thread.tid == main_tid)
+            if as_criu_saves:
+                compel_rewind(spec.arch, entry[spec.ti_field]["gpregs"])
+            write_image(out_dir, "core-%d.img" % thread.tid, "CORE", [entry])
 
         root_id = len(fids) + 1
         files = [reg_file(fid, path) for path, fid in fids.items()]
@@ -1167,9 +1208,13 @@ def main(argv=None):
                         help="tc.task_state: 1 alive (default), 3 stopped")
     parser.add_argument("--nr-pages-field", type=int, choices=(2, 5), default=2,
                         help="pagemap page-count field: 2 (CRIU 3.x, default) or 5 (CRIU 4.2)")
+    parser.add_argument("--as-criu-saves", action="store_true",
+                        help="rewind threads in interrupted system calls as CRIU's "
+                             "compel does before saving their registers")
     args = parser.parse_args(argv)
     summary = core_to_images(args.core, args.out_dir, task_state=args.task_state,
-                             exe=args.exe, nr_pages_field=args.nr_pages_field)
+                             exe=args.exe, nr_pages_field=args.nr_pages_field,
+                             as_criu_saves=args.as_criu_saves)
     json.dump(summary, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -1,0 +1,440 @@
+"""Threads caught in a system call show what the kernel's core shows.
+
+CRIU saves such a thread rewound for restore (compel_get_task_regs());
+criu_coredump/syscall_restart.py undoes that on x86_64 and ia32 and leaves
+aarch64 and arm alone, whose kernels rewind before the ptrace stop.
+
+- unit tests per architecture on register protobufs built with pycriu;
+- the numbers of the syscall tables against the uapi headers the
+  compilers ship;
+- the kernel as the oracle: tests/progs/restart_calls.c, threads blocked in
+  nineteen different calls, is killed with SIGSEGV; its core becomes CRIU
+  images with compel's rewind applied (core2images as_criu_saves); every
+  thread's registers in our core must be the kernel core's, for x86_64 and
+  for a 32-bit build, and again after a SIGSTOP/SIGCONT that leaves the
+  sleepers in restart_syscall;
+- aarch64 (qemu-user): a thread saved on its `svc` is left there;
+- the real CRIU fixtures, through gdbcheck.
+"""
+import collections
+import ctypes
+import glob
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+from pycriu.images import pb
+
+from criu_coredump import syscall_restart as sr
+
+from .conftest import REPO, gdbcheck, need, run_coredump
+from .helpers import core2images
+from .helpers.kernelcore import allow_core, find_core, wait_until
+
+PROG = os.path.join(REPO, "tests", "progs", "restart_calls.c")
+M64, M32 = (1 << 64) - 1, (1 << 32) - 1
+SYSCALL, INT80 = b"\x0f\x05", b"\xcd\x80"
+IP = 0x401000
+
+
+def memory(at, insn):
+    """A read(addr, n) over one instruction at `at`, zeros around it."""
+    def read(addr, n):
+        buf = bytearray(n)
+        for i in range(n):
+            off = addr + i - at
+            if 0 <= off < len(insn):
+                buf[i] = insn[off]
+        return bytes(buf)
+    return read
+
+
+def x86(mode=1, **regs):
+    g = pb.user_x86_regs_entry()
+    for name in ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8",
+                 "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp",
+                 "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"):
+        setattr(g, name, 0)
+    g.mode = mode
+    for k, v in regs.items():
+        setattr(g, k, v)
+    return g
+
+
+def ia32(**regs):
+    return x86(mode=2, **regs)
+
+
+def undone(arch, g, read):
+    before = g.SerializeToString()
+    r = sr.undo(arch, g, read)
+    return r, g.SerializeToString() != before
+
+
+# ---- x86_64 ----------------------------------------------------------------
+
+@pytest.mark.parametrize("nr, args, code", [
+    (202, dict(si=0x80), sr.ERESTARTSYS),               # futex FUTEX_WAIT_PRIVATE
+    (202, dict(si=0x89), sr.ERESTARTSYS),               # FUTEX_WAIT_BITSET_PRIVATE
+    (202, dict(si=0x86), sr.ERESTARTNOINTR),            # FUTEX_LOCK_PI_PRIVATE
+    (202, dict(si=0x8b, r10=0x7000), sr.ERESTARTNOINTR),  # FUTEX_WAIT_REQUEUE_PI
+    (34, {}, sr.ERESTARTNOHAND),                        # pause
+    (130, {}, sr.ERESTARTNOHAND),                       # rt_sigsuspend
+    (230, dict(si=1), sr.ERESTARTNOHAND),               # clock_nanosleep TIMER_ABSTIME
+    (271, {}, sr.ERESTARTNOHAND),                       # ppoll
+    (0, {}, sr.ERESTARTSYS),                            # read
+    (61, {}, sr.ERESTARTSYS),                           # wait4
+    (57, {}, sr.ERESTARTNOINTR),                        # fork
+    (999, {}, sr.FALLBACK),                             # not in the table
+    (202, dict(si=0x80, r10=0x7000), sr.FALLBACK),      # futex with a timeout
+    (0x40000000 | 0, {}, sr.FALLBACK),                  # x32's read: not known
+])
+def test_x86_64_rewound_call_is_put_back_after_its_syscall(nr, args, code):
+    g = x86(orig_ax=nr, ax=nr, ip=IP, **args)
+    r, changed = undone("x86_64", g, memory(IP, SYSCALL))
+    assert changed and r.how == "rewound" and r.code == code
+    assert (g.ip, g.ax, g.orig_ax) == (IP + 2, -code & M64, nr)
+
+
+@pytest.mark.parametrize("nr, args", [
+    (35, {}),                                   # nanosleep
+    (230, dict(si=0)),                          # clock_nanosleep, relative
+    (7, dict(dx=M64)),                          # poll without a timeout (-1)
+    (7, dict(dx=1000)),                         # poll with one
+    (202, dict(si=0x80, r10=0x7000)),           # futex wait with a timeout
+    (202, dict(si=0x189, r10=0x7000)),          # WAIT_BITSET|CLOCK_REALTIME
+    (219, {}),                                  # restart_syscall
+])
+def test_x86_64_restart_block_gets_its_code_back(nr, args):
+    g = x86(orig_ax=nr, ax=-4 & M64, ip=IP + 2, **args)
+    r, changed = undone("x86_64", g, memory(IP, SYSCALL))
+    assert changed and r.how == "restartblock"
+    assert (g.ip, g.ax) == (IP + 2, -516 & M64)
+
+
+@pytest.mark.parametrize("regs, read", [
+    (dict(orig_ax=M64, ax=202, ip=IP), memory(IP, SYSCALL)),       # not in a call
+    (dict(orig_ax=202, ax=202, ip=IP), memory(IP, b"\x90\x90")),   # no syscall at ip
+    (dict(orig_ax=202, ax=202, ip=IP + 2), memory(IP, SYSCALL)),   # already after it
+    (dict(orig_ax=202, ax=-512 & M64, ip=IP + 2), memory(IP, SYSCALL)),  # kernel's view
+    (dict(orig_ax=232, ax=-4 & M64, ip=IP + 2), memory(IP, SYSCALL)),    # epoll_wait EINTR
+    (dict(orig_ax=202, si=0x80, ax=-4 & M64, ip=IP + 2), memory(IP, SYSCALL)),  # no timeout
+    (dict(orig_ax=35, ax=-4 & M64, ip=IP + 2), memory(IP, b"\x90\x90")),  # no syscall
+    (dict(orig_ax=35, ax=35, ip=IP), memory(IP, SYSCALL)),          # read fails below
+])
+def test_x86_64_thread_left_alone(regs, read):
+    if regs == dict(orig_ax=35, ax=35, ip=IP):
+        def read(addr, n):
+            raise OSError(5, "Input/output error")
+    g = x86(**regs)
+    r, changed = undone("x86_64", g, read)
+    assert r is None and not changed
+
+
+def test_x86_64_int80_uses_the_i386_numbers():
+    g = x86(orig_ax=29, ax=29, ip=IP)                # i386 pause
+    r, changed = undone("x86_64", g, memory(IP, INT80))
+    assert changed and r.name == "pause" and (g.ip, g.ax) == (IP + 2, -514 & M64)
+
+
+# ---- ia32 ------------------------------------------------------------------
+
+def test_ia32_rewound_call_gets_32_bit_registers():
+    g = ia32(orig_ax=240, ax=240, cx=0x80, ip=0xF7F225E5)    # futex wait
+    r, changed = undone("ia32", g, memory(0xF7F225E5, INT80))
+    assert changed and r.code == sr.ERESTARTSYS
+    assert (g.ip, g.ax) == (0xF7F225E7, 0xFFFFFE00)
+
+
+def test_ia32_restart_block_and_its_timeout_argument():
+    g = ia32(orig_ax=240, ax=0xFFFFFFFC, cx=0x80, si=0xFFD0, ip=0xF7F225E7)
+    r, changed = undone("ia32", g, memory(0xF7F225E5, INT80))
+    assert changed and r.how == "restartblock" and g.ax == 0xFFFFFDFC
+    g = ia32(orig_ax=267, ax=0xFFFFFFFC, cx=1, ip=0xF7F225E7)  # clock_nanosleep abs
+    assert undone("ia32", g, memory(0xF7F225E5, INT80)) == (None, False)
+
+
+@pytest.mark.parametrize("regs, insn", [
+    (dict(orig_ax=M32, ax=29, ip=IP), INT80),        # orig_ax -1 as 32 bits
+    (dict(orig_ax=M64, ax=29, ip=IP), INT80),        # ... or as 64
+    (dict(orig_ax=29, ax=29, ip=IP), SYSCALL),       # not an int $0x80
+    (dict(orig_ax=29, ax=0xFFFFFDFE, ip=IP + 2), INT80),  # the kernel's view
+])
+def test_ia32_thread_left_alone(regs, insn):
+    assert undone("ia32", ia32(**regs), memory(IP, insn)) == (None, False)
+
+
+# ---- aarch64 and arm: the kernel's view is what CRIU saves -----------------
+
+SVC_A64 = b"\x01\x00\x00\xd4"
+
+
+def a64(pc, x8, x0=0x1234):
+    g = pb.user_aarch64_regs_entry(sp=0x7FF0, pc=pc, pstate=0)
+    g.regs.extend([x0] + [0] * 7 + [x8] + [0] * 22)
+    return g
+
+
+def test_aarch64_thread_on_its_svc_is_recognised_and_left_alone():
+    g = a64(IP, 98)                                    # futex
+    r, changed = undone("aarch64", g, memory(IP, SVC_A64))
+    assert r.how == "kernel" and r.name == "futex" and not changed
+    assert not r.changed and g.pc == IP and g.regs[0] == 0x1234
+    assert undone("aarch64", a64(IP, 101), memory(IP, SVC_A64))[0].code == 516
+
+
+def test_aarch64_thread_elsewhere_is_not_recognised():
+    assert undone("aarch64", a64(IP + 4, 98), memory(IP, SVC_A64)) == (None, False)
+
+
+def arm(pc, r7, thumb):
+    g = pb.user_arm_regs_entry()
+    for name in pb.user_arm_regs_entry.DESCRIPTOR.fields_by_name:
+        setattr(g, name, 0)
+    g.pc, g.r7, g.r0, g.orig_r0 = pc, r7, 0x1234, 0x1234
+    g.cpsr = 0x10 | (0x20 if thumb else 0)
+    return g
+
+
+@pytest.mark.parametrize("thumb, insn", [(False, b"\x00\x00\x00\xef"),
+                                         (True, b"\x00\xdf")])
+def test_arm_thread_on_its_svc_is_recognised_and_left_alone(thumb, insn):
+    g = arm(IP, 29, thumb)                              # pause
+    r, changed = undone("arm", g, memory(IP, insn))
+    assert r.how == "kernel" and r.name == "pause" and r.code == 514
+    assert not changed and r.insn_len == len(insn)
+
+
+def test_arm_svc_of_the_other_state_is_not_recognised():
+    assert undone("arm", arm(IP, 29, True), memory(IP, b"\x00\x00\x00\xef"))[0] is None
+    assert undone("arm", arm(IP, 29, False), memory(IP, b"\x00\xdf\x00\x00"))[0] is None
+
+
+def test_unsupported_arch_is_left_alone():
+    assert sr.undo("ppc64", x86(orig_ax=1, ax=1), memory(0, SYSCALL)) is None
+
+
+# ---- the tables ------------------------------------------------------------
+
+HEADERS = {"x86_64": ("gcc", "asm/unistd_64.h"),
+           "i386": ("i686-linux-gnu-gcc", "asm/unistd.h"),
+           "generic": ("aarch64-linux-gnu-gcc", "asm/unistd.h"),
+           "arm": ("arm-linux-gnueabihf-gcc", "asm/unistd.h")}
+
+
+def header_numbers(cc, header):
+    """{name: number} of the __NR_ macros a compiler's uapi header defines."""
+    out = subprocess.run([need(cc), "-E", "-dM", "-"], input="#include <%s>\n" % header,
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    macros = dict(re.findall(r"#define (\w+) (.*)", out))
+
+    def value(expr):
+        return eval(re.sub(r"\b__\w+\b",
+                           lambda m: "(%s)" % value(macros.get(m.group(0), "0")), expr))
+    return {k[5:]: value(v) for k, v in macros.items() if k.startswith("__NR_")}
+
+
+@pytest.mark.parametrize("abi", sorted(HEADERS))
+def test_syscall_numbers_are_the_kernel_headers(abi):
+    numbers = header_numbers(*HEADERS[abi])
+    table = sr.SYSCALL_NAMES[abi]
+    assert {name: numbers.get(name) for name in table.values()} == \
+        {name: nr for nr, name in table.items()}
+    # every call the rules know that this ABI has is in its table
+    assert sorted(n for n in sr.RULES if n in numbers) == sorted(table.values())
+
+
+def test_every_rule_is_in_some_table():
+    named = set().union(*(t.values() for t in sr.SYSCALL_NAMES.values()))
+    assert set(sr.RULES) == named
+
+
+# ---- the kernel as the oracle: x86_64 and ia32 -----------------------------
+
+@pytest.fixture(scope="module")
+def kernel_runs(tmp_path_factory, plain_core_pattern):
+    """{(arch, continued): run} made on demand."""
+    made = {}
+
+    def get(arch, continued):
+        if (arch, continued) not in made:
+            made[arch, continued] = kernel_run(tmp_path_factory, arch, continued)
+        return made[arch, continued]
+    return get
+
+
+def kernel_run(tmp_path_factory, arch, continued):
+    work = tmp_path_factory.mktemp("restart-%s%s" % (arch, "-cont" if continued else ""))
+    exe = str(work / "restart_calls")
+    cc = ["gcc"] if arch == "x86_64" else ["i686-linux-gnu-gcc", "-static"]
+    need(cc[0])
+    subprocess.run(cc + ["-g", "-O0", "-pthread", "-o", exe, PROG], check=True, timeout=120)
+
+    def listed(flag):
+        out = subprocess.run([exe, flag], stdout=subprocess.PIPE, text=True, check=True)
+        return collections.Counter(out.stdout.split())
+
+    proc = subprocess.Popen([exe], cwd=str(work), stdout=subprocess.PIPE,
+                            preexec_fn=allow_core)
+    try:
+        assert proc.stdout.readline().decode().startswith("ready")
+        want = listed("--list")
+        wait_until(proc.pid, lambda calls: collections.Counter(calls) == want)
+        if continued:
+            os.kill(proc.pid, signal.SIGSTOP)
+            for _ in range(200):
+                with open("/proc/%d/stat" % proc.pid) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                        break
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGCONT)
+            want = listed("--list-continued")
+            wait_until(proc.pid, lambda calls: collections.Counter(calls) == want)
+    finally:
+        proc.send_signal(signal.SIGSEGV)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGSEGV
+    kernel = str(find_core(work, proc.pid))
+    images, out = str(work / "images"), str(work / "out")
+    os.mkdir(out)
+    summary = core2images.core_to_images(kernel, images, exe=exe, as_criu_saves=True)
+    run_coredump("-i", images, "-o", out, "-q", check=0)
+    return {"exe": exe, "kernel": kernel, "images": images,
+            "ours": os.path.join(out, "core.%d" % summary["pid"]),
+            "threads": sum(want.values())}
+
+
+NREGS = {"x86_64": (ctypes.c_uint64, 27, core2images.X86_64_GREGS),
+         "ia32": (ctypes.c_uint32, 17, core2images.I386_GREGS)}
+
+
+def registers(arch, path):
+    """{tid: {register: value}} of a core's NT_PRSTATUS notes."""
+    word, n, names = NREGS[arch]
+    st = core2images.prstatus_type(word, n)
+    out = {}
+    with core2images.CoreFile(path) as core:
+        for _, ntype, desc in core.notes():
+            if ntype == core2images.NT_PRSTATUS:
+                p = st.from_buffer_copy(desc)
+                out[p.pr_pid] = dict(zip(names, p.pr_reg))
+    return out
+
+
+def saved(arch, images):
+    """{tid: gpregs} as the images (CRIU's rewound view) hold them."""
+    from criu_coredump import images as ccd_images
+    out = {}
+    for path in glob.glob(os.path.join(images, "core-*.img")):
+        core = ccd_images.load_one(path, "CORE", pb.core_entry)
+        out[int(re.search(r"core-(\d+)", path).group(1))] = core.thread_info.gpregs
+    return out
+
+
+CASES = [(a, c) for a in ("x86_64", "ia32") for c in (False, True)]
+
+
+@pytest.mark.parametrize("arch, continued", CASES)
+def test_every_thread_has_the_kernels_registers(kernel_runs, arch, continued):
+    run = kernel_runs(arch, continued)
+    kernel, ours = registers(arch, run["kernel"]), registers(arch, run["ours"])
+    assert len(kernel) == run["threads"] == 19
+    assert ours == kernel
+    # the images really were rewound: not a comparison of untouched values
+    rewound = [tid for tid, g in saved(arch, run["images"]).items()
+               if (g.ip, g.ax) != (kernel[tid]["ip"], kernel[tid]["ax"])]
+    assert len(rewound) == 17        # all but epoll_wait and rt_sigtimedwait
+
+
+@pytest.mark.parametrize("arch, continued", CASES)
+def test_the_table_says_what_the_kernel_returned(kernel_runs, arch, continued):
+    """Each thread's -ERESTART* code in the kernel's core is the one the
+    table gives for its call and arguments."""
+    run = kernel_runs(arch, continued)
+    mask, bits = (M64, 64) if arch == "x86_64" else (M32, 32)
+    entry = sr.ARCHES[arch].entries[0]
+    seen = collections.Counter()
+    for tid, regs in registers(arch, run["kernel"]).items():
+        name, code = sr.code_for(entry.numbers, regs["orig_ax"],
+                                 [regs[a] & mask for a in entry.args])
+        got = -sr._signed(regs["ax"], bits)
+        if got == 4:             # a plain -EINTR: epoll_wait, rt_sigtimedwait
+            assert code is None, name
+            continue
+        assert got == code, (tid, name)
+        seen[got] += 1
+    # ERESTARTSYS, NOINTR, NOHAND and RESTART_RESTARTBLOCK are all there
+    assert sorted(seen) == [512, 513, 514, 516], seen
+    assert seen[516] == 5
+
+
+def gdb_registers(arch, run, core):
+    regs = "rip rax orig_rax" if arch == "x86_64" else "eip eax orig_eax"
+    out = subprocess.run(
+        [need("gdb"), "-batch", "-nx", "-ex", "set debuginfod enabled off",
+         "-ex", "thread apply all info registers " + regs, "-ex", "thread apply all bt 1",
+         run["exe"], core], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=300).stdout
+    return [l for l in out.splitlines()
+            if l.strip() and not l.startswith(("[New LWP", "Program terminated", "warning:"))]
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "ia32"])
+def test_gdb_reads_the_kernels_registers_and_frames(kernel_runs, arch):
+    run = kernel_runs(arch, False)
+    ours, kernel = gdb_registers(arch, run, run["ours"]), gdb_registers(arch, run, run["kernel"])
+    assert ours == kernel
+    assert sum(l.startswith(("rax", "eax")) for l in ours) == 19
+
+
+# ---- aarch64 under qemu-user: a thread saved on its svc stays there ---------
+
+def test_aarch64_thread_saved_on_its_svc_is_left_there(tmp_path, plain_core_pattern):
+    from . import test_cross_arch as xa
+    target = xa.TARGETS["aarch64"]
+    work = str(tmp_path)
+    exe = xa.build(target, work)
+    ref = xa.reference_core(target, exe, work)
+    images = os.path.join(work, "images")
+    core2images.core_to_images(ref, images)
+    # put each thread in pause() where the kernel (and so CRIU) would save
+    # it: on its svc, x0 back to its argument (qemu shows it after the svc)
+    moved = {}
+
+    def edit(k, e):
+        g = e["ti_aarch64"]["gpregs"]
+        hexed = isinstance(g["pc"], str)
+        moved[k] = (int(g["pc"], 16) if hexed else g["pc"]) - 4
+        g["pc"] = hex(moved[k]) if hexed else moved[k]
+    planted = os.path.join(work, "planted")
+    tids = xa.plant(images, planted, edit)
+    ours = xa.convert(planted, work)
+    lines = xa.gdb(target, exe, ours, "thread apply all info registers pc x8",
+                   "thread apply all x/i $pc")
+    per = xa.per_thread(lines.splitlines())
+    calls = []
+    for k, tid in enumerate(tids):
+        regs = xa.registers(per[tid])
+        assert int(regs["pc"], 16) == moved[k], (tid, regs)
+        assert any(re.search(r"\bsvc\s+#0x0\b", l) for l in per[tid]), per[tid]
+        calls.append(sr.SYSCALL_NAMES["generic"].get(int(regs["x8"], 16), "other"))
+    # the workers in pause(), which is ppoll on aarch64; main in tgkill
+    assert sorted(calls) == ["other", "ppoll", "ppoll", "ppoll"], calls
+
+
+# ---- the real CRIU fixtures ------------------------------------------------
+
+@pytest.mark.parametrize("name", ["zdtm/futex", "zdtm/sleeping00", "zdtm/pthread00",
+                                  "zdtm/aio00", "zdtm/memfd00", "zdtm/shmemfd",
+                                  "zdtm/packet_sock_mmap"])
+def test_zdtm_fixture_frames_match_gcore(name, fixtures_dir, tmp_path):
+    fx = fixtures_dir(name)
+    run_coredump("-i", os.path.join(fx, "images"), "-o", tmp_path,
+                 "--root", os.path.join(fx, "root"), check=0)
+    core = min(glob.glob(str(tmp_path / "core.*")), key=lambda p: int(p.rsplit(".", 1)[1]))
+    r = gdbcheck(fx, core)
+    assert r.returncode == 0, r.stdout
+    assert re.search(r"^all \d+ expected lines match$", r.stdout, re.M), r.stdout
