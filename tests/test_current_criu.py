@@ -281,3 +281,28 @@ def test_nt_file_names_the_special_mappings_as_the_gcore(fixtures_dir, cores):
         got = sorted(CANT_OPEN.findall(out))
         norm = [re.sub(r"socket:\[\d+\]", "socket:[N]", n) for n in want]
         assert [re.sub(r"socket:\[\d+\]", "socket:[N]", n) for n in got] == norm, name
+
+
+def test_build_id_outside_every_pt_note_is_found(fixtures_dir, tmp_path):
+    """Go's linker puts .note.gnu.build-id in the text segment, covered by
+    no PT_NOTE: the build-id is then read from the section headers, and is
+    what readelf reads there."""
+    from criu_coredump.buildid import read_build_id
+    src = os.path.join(fixtures_dir("threads"), "root", "opt/ccd/threads/prog")
+    data = bytearray(open(src, "rb").read())
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if struct.unpack_from("<I", data, at)[0] == 4:      # PT_NOTE
+            struct.pack_into("<I", data, at, 0)             # PT_NULL
+    prog = tmp_path / "prog"
+    prog.write_bytes(bytes(data))
+    out = subprocess.run(["readelf", "-lW", str(prog)], stdout=subprocess.PIPE,
+                         text=True, check=True).stdout
+    assert " NOTE " not in out
+    fd = os.open(prog, os.O_RDONLY)
+    try:
+        assert read_build_id(fd).hex() == _readelf_build_id(str(prog))
+    finally:
+        os.close(fd)
