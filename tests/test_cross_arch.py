@@ -28,7 +28,7 @@ import pycriu
 import pytest
 from pycriu.images import pb, pb2dict
 
-from criu_coredump import images as ccd_images
+from criu_coredump.arch import aarch64 as ccd_aarch64
 
 from .conftest import REPO, need, run_coredump
 from .helpers import core2images
@@ -418,7 +418,7 @@ def add_pac_keys(path, address, enabled):
     """Give a core image the pac_keys CRIU 3.19+ saves on PAC hardware.
 
     pycriu 3.17 cannot encode thread_info_aarch64 field 5, so the field is
-    encoded by protobuf from the same declaration (images.PacThreadInfo)
+    encoded by protobuf from the same declaration (arch.aarch64.PacThreadInfo)
     and merged into ti_aarch64; the image is pycriu's encoding with that
     entry's payload replaced."""
     with open(path, "rb") as f:
@@ -426,9 +426,9 @@ def add_pac_keys(path, address, enabled):
     core = pb.core_entry()
     pb2dict.dict2pb(img["entries"][0], core)
     old = core.SerializeToString()
-    pac = ccd_images.PacThreadInfo()
+    pac = ccd_aarch64.PacThreadInfo()
     keys = pac.pac_keys.pac_address_keys
-    for name, value in zip(ccd_images._PAC_ADDRESS, address):
+    for name, value in zip(ccd_aarch64.PAC_ADDRESS, address):
         setattr(keys, name, value)
     keys.pac_enabled_key = enabled
     core.ti_aarch64.MergeFromString(pac.SerializeToString())
