@@ -48,6 +48,7 @@ from .model import (  # noqa: F401  (the records and constants, re-exported)
     VMA_EXT_PLUGIN, VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_RESTORE_ONLY,
     VMA_UNSUPP, Checkpoint, MappedFile, Mm, Process, Thread, Vma)
 
+AT_PAGESZ = 6
 MAX_ENTRY = 64 << 20  # no real image entry comes near this
 _BLOCK = 1 << 18      # bytes of an image read at a time
 
@@ -279,7 +280,15 @@ def _load_mm(images_dir, pid, arch):
     # the arch's largest user address space: a VMA ending above it cannot
     # come from a real process, and must not make us write a core of 2^60
     # bytes; x86_64's vsyscall page lies above it and is the one exception
-    limit = arches.by_name(arch).user_va_end
+    desc = arches.by_name(arch)
+    limit = desc.user_va_end
+    auxv = desc.auxv_words(mm.mm_saved_auxv)
+    pagesz = dict(zip(auxv[0::2], auxv[1::2])).get(AT_PAGESZ, desc.page_size)
+    if pagesz != desc.page_size:
+        # the pagemaps count pages of that size (a ppc64 or aarch64 kernel
+        # with 64 KiB pages): read as 4 KiB ones they would misplace memory
+        raise BadImage(path, "the process ran with %d-byte pages; only %d-byte "
+                       "pages are supported" % (pagesz, desc.page_size))
     vmas, guards, notices = [], [], []
     unknown = 0
     for v in mm.vmas:

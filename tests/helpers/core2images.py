@@ -75,6 +75,7 @@ PT_LOAD, PT_NOTE, PT_PHDR = 1, 4, 6
 PF_X, PF_W, PF_R = 1, 2, 4
 
 EM_386, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 40, 62, 183
+EM_MIPS, EM_PPC64, EM_S390, EM_RISCV = 8, 21, 22, 243
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2
@@ -84,6 +85,11 @@ NT_AUXV = 6
 NT_386_TLS = 0x200
 NT_X86_XSTATE = 0x202
 NT_X86_XSAVE_LAYOUT = 0x205
+NT_PPC_VMX = 0x100
+NT_PPC_VSX = 0x102
+NT_S390_SYSTEM_CALL = 0x307
+NT_S390_VXRS_LOW = 0x309
+NT_S390_VXRS_HIGH = 0x30A
 NT_ARM_VFP = 0x400
 NT_ARM_TLS = 0x401
 NT_SIGINFO = 0x53494749
@@ -684,6 +690,29 @@ def arm_thread_info(thread, proc):
     return ti
 
 
+# ---- ppc64 (little-endian) ---------------------------------------------------
+
+def ppc64_thread_info(thread, proc):
+    """thread_info_ppc64: gpr[32], nip, msr, orig_gpr3, ctr, link, xer, ccr
+    and trap from user_pt_regs (softe, dar, dsisr and result are not in
+    CRIU's images); fpstate, vrstate and vsxstate from their notes."""
+    r = thread.regs
+    names = ("nip", "msr", "orig_gpr3", "ctr", "link", "xer", "ccr")
+    gpregs = {"gpr": r[:32], "trap": r[40]}
+    gpregs.update(zip(names, r[32:39]))
+    ti = {"clear_tid_addr": 0, "gpregs": gpregs}
+    if NT_FPREGSET in thread.notes:
+        ti["fpstate"] = {"fpregs": _words(thread.notes[NT_FPREGSET][:33 * 8], ctypes.c_uint64)}
+    if NT_PPC_VMX in thread.notes:
+        vmx = thread.notes[NT_PPC_VMX]
+        ti["vrstate"] = {"vrregs": _words(vmx[:33 * 16], ctypes.c_uint64),
+                         "vrsave": struct.unpack_from("<I", vmx, 33 * 16)[0]}
+    if NT_PPC_VSX in thread.notes:
+        ti["vsxstate"] = {"vsxregs": _words(thread.notes[NT_PPC_VSX][:32 * 8],
+                                            ctypes.c_uint64)}
+    return ti
+
+
 MACHINES = {
     EM_X86_64: MachineSpec("x86_64", "X86_64", "thread_info", 27, ctypes.c_uint32,
                            x86_64_thread_info, vsyscall=0xFFFFFFFFFF600000),
@@ -693,6 +722,8 @@ MACHINES = {
                         arm_thread_info, vsyscall=0xFFFF0000),
     EM_386: MachineSpec("ia32", "X86_64", "thread_info", 17, ctypes.c_uint16,
                         ia32_thread_info, saved_auxv=pack_auxv32),
+    EM_PPC64: MachineSpec("ppc64", "PPC64", "ti_ppc64", 48, ctypes.c_uint32,
+                          ppc64_thread_info),
 }
 
 
