@@ -47,6 +47,9 @@ class Target:
     general: Tuple[str, ...]    # registers gdb must show from NT_PRSTATUS
     # readelf's Flags line of a kernel's core where qemu writes other e_flags
     flags: Optional[str] = None
+    # registers named to `info registers`: where gdb prints all of them as a
+    # table (mips), it prints named ones as "name: value" lines
+    named: bool = False
 
 
 TARGETS = {
@@ -69,6 +72,12 @@ TARGETS = {
     "s390x": Target("s390x", "s390x-linux-gnu-gcc", ("qemu-s390x",), "gdb-multiarch",
                     ("pswm", "pswa") + tuple("r%d" % i for i in range(16))
                     + tuple("acr%d" % i for i in range(16)) + ("orig_r2",)),
+    "mips64el": Target("mips64el", "mips64el-linux-gnuabi64-gcc", ("qemu-mips64el",),
+                       "gdb-multiarch",
+                       ("zero", "at", "v0", "v1") + tuple("a%d" % i for i in range(8))
+                       + tuple("t%d" % i for i in range(4)) + tuple("s%d" % i for i in range(8))
+                       + ("t8", "t9", "k0", "k1", "gp", "sp", "s8", "ra", "sr", "lo", "hi",
+                          "bad", "cause", "pc"), named=True),
 }
 ARCHES = sorted(TARGETS)
 
@@ -153,7 +162,7 @@ def roundtrip(tmp_path_factory, plain_core_pattern):
 # ---- gdb -------------------------------------------------------------------
 
 THREAD = re.compile(r"^Thread \d+ \(.*LWP (\d+)\)\)?:$")
-REGISTER = re.compile(r"^([a-z][a-z0-9_]*)\s+(\S+)")
+REGISTER = re.compile(r"^([a-z][a-z0-9_]*):?\s+(\S+)")
 
 
 def gdb(target, exe, core, *commands):
@@ -199,7 +208,8 @@ def registers(lines):
 
 def what_gdb_says(rt, core):
     return sections(gdb(rt.target, rt.exe, core,
-                        "echo @@regs\\n", "thread apply all info registers",
+                        "echo @@regs\\n", "thread apply all info registers"
+                        + (" " + " ".join(rt.target.general) if rt.target.named else ""),
                         "echo @@bt\\n", "thread apply all bt",
                         "echo @@mem\\n", "x/s &marker", "p parked"))
 
@@ -409,6 +419,28 @@ def test_s390x_fp_vector_and_system_call_read_back_by_gdb(roundtrip, tmp_path):
             "%#x" % (v_lo(15, k) << 64 | v_hi(15, k)),
             "%#x" % (v_hi(16, k) << 64 | v_lo(16, k)),
             "%#x" % (v_hi(31, k) << 64 | v_lo(31, k))], said[tid]
+
+
+def test_mips64el_fp_registers_read_back_by_gdb(roundtrip, tmp_path):
+    """NT_PRFPREG (fpr0-31, fcr31, FPU id; qemu writes none): values
+    planted in the images come back through gdb."""
+    rt = roundtrip("mips64el")
+
+    def edit(k, e):
+        fp = e["ti_mips"]["fpregs"]
+        for i in range(32):
+            fp["r%d" % i] = v_lo(i, k)
+        fp["fpu_fcr31"] = 0x01000000 + k
+        fp["fpu_id"] = 0x00F30000 + k
+
+    tids = plant(rt.images, str(tmp_path / "images"), edit)
+    core = convert(str(tmp_path / "images"), str(tmp_path))
+    said = per_thread(gdb(rt.target, rt.exe, core, *[
+        "thread apply all p/x " + r for r in ("$f0", "$f31", "$fsr", "$fir")]).splitlines())
+    for k, tid in enumerate(tids):
+        assert values(said[tid]) == [
+            "%#x" % v_lo(0, k), "%#x" % v_lo(31, k), "%#x" % (0x01000000 + k),
+            "%#x" % (0x00F30000 + k)], said[tid]
 
 
 # ---- ia32: the kernel wrote every note, ours must hold the same ------------

@@ -7,7 +7,7 @@ Adding an architecture: a module in this package and one line below.
 """
 from ..errors import BadImage
 from ..model import MARCH_NAMES
-from . import aarch64, arm, ia32, ppc64, s390, x86_64
+from . import aarch64, arm, ia32, mips, ppc64, s390, x86_64
 from .base import Arch, Regs  # noqa: F401
 
 ARCHES = (
@@ -17,6 +17,7 @@ ARCHES = (
     arm.ARCH,
     ppc64.ARCH,
     s390.ARCH,
+    mips.ARCH,
 )
 
 _BY_NAME = {a.name: a for a in ARCHES}

@@ -753,6 +753,27 @@ def s390_thread_info(thread, proc):
     return ti
 
 
+# ---- mips64 (n64, little-endian) ---------------------------------------------
+
+MIPS_SPECIAL = ("lo", "hi", "cp0_epc", "cp0_badvaddr", "cp0_status", "cp0_cause")
+
+
+def mips_thread_info(thread, proc):
+    """thread_info_mips: r0-r31 and the six special registers at their EF_*
+    offsets (0-37 on a 64-bit kernel); the FPRs, fcr31 and FPU id from
+    NT_PRFPREG, zeros without it."""
+    r = thread.regs
+    gpregs = {"r%d" % i: r[i] for i in range(32)}
+    gpregs.update(zip(MIPS_SPECIAL, r[32:38]))
+    fpregs = dict({"r%d" % i: 0 for i in range(32)}, lo=0, hi=0, fpu_fcr31=0, fpu_id=0)
+    fp = thread.notes.get(NT_FPREGSET)
+    if fp is not None and len(fp) >= 264:
+        vals = struct.unpack_from("<32QII", fp)
+        fpregs.update({"r%d" % i: vals[i] for i in range(32)},
+                      fpu_fcr31=vals[32], fpu_id=vals[33])
+    return {"clear_tid_addr": 0, "tls": 0, "gpregs": gpregs, "fpregs": fpregs}
+
+
 MACHINES = {
     EM_X86_64: MachineSpec("x86_64", "X86_64", "thread_info", 27, ctypes.c_uint32,
                            x86_64_thread_info, vsyscall=0xFFFFFFFFFF600000),
@@ -766,6 +787,8 @@ MACHINES = {
                           ppc64_thread_info),
     EM_S390: MachineSpec("s390", "S390", "ti_s390", 27, ctypes.c_uint32.__ctype_be__,
                          s390_thread_info, endian="big"),
+    EM_MIPS: MachineSpec("mips", "MIPS", "ti_mips", 45, ctypes.c_uint32,
+                         mips_thread_info),
 }
 
 
