@@ -1,14 +1,17 @@
-"""aarch64, armv7 and ia32 cores, proven on an x86_64 machine.
+"""aarch64, armv7, ppc64le, s390x (big-endian), mips64el and ia32 cores,
+proven on an x86_64 machine.
 
 A static multi-threaded program (tests/progs/parked_threads.c) is built with
 a cross compiler and killed by SIGABRT: qemu-user writes the guest's core
-for aarch64 and armv7, the kernel writes its own for ia32 (a 32-bit task on
-x86_64).  tests/helpers/core2images.py turns that core into CRIU images,
+for aarch64, armv7, ppc64le, s390x and mips64el, the kernel writes its own
+for ia32 (a 32-bit task on x86_64).  qemu 7.2 writes no core for riscv64
+guests (nor does it for loongarch64).  tests/helpers/core2images.py turns that core into CRIU images,
 `coredump` turns the images back into a core, and gdb must say the same on
 both: every thread's registers, the backtraces, a global in memory.
 
 qemu 7.2 writes only NT_PRSTATUS, NT_PRPSINFO and NT_AUXV, so the FPSIMD,
-VFP and TLS notes are proven separately: values planted in the images with
+VFP, TLS, ppc64 FP/VMX/VSX, s390 FP/vector/system-call and mips FP notes are
+proven separately: values planted in the images with
 pycriu's encoder must come back through gdb (and readelf).  The kernel's
 ia32 core has every note, so ours must carry the same bytes.  qemu emulates
 pointer authentication: a program built with -mbranch-protection=pac-ret
