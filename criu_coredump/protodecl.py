@@ -7,7 +7,15 @@ A leaf module: it needs protobuf only.  A declaration is written as CRIU's
 being a scalar name ("uint64", "uint32") or another message of the same
 declaration; "repeated " in front of the type makes the field repeated.
 """
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+try:
+    # protobuf comes with pycriu (the distribution's python3-protobuf)
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+except ImportError as exc:  # pragma: no cover - exercised by the packaging test
+    # the message images.py gives when pycriu is missing: the arch modules
+    # may be imported first
+    raise ImportError(
+        "pycriu is not importable: install the distribution package that "
+        "ships it ('criu' on Debian/Ubuntu, 'python3-criu' on Fedora)") from exc
 
 PACKAGE = "criu_coredump"
 _F = descriptor_pb2.FieldDescriptorProto

@@ -237,7 +237,7 @@ def test_gdb_prints_the_backtrace_of_the_core(fixtures_dir, tmp_path):
     assert re.search(r"in thread_fn \(arg=0x[0-9a-f]+\) at threads.c:25", p.stdout)
     assert "Can't open file" not in p.stdout + p.stderr  # sysroot set first
     # the note says where the core was; the temporary directory is gone
-    assert re.search(r"coredump: note: .*core\.13466: pid 13466 \(prog\), 4 threads",
+    assert re.search(r"coredump: note: .*core\.13466: pid 13466 \(prog\), x86_64, 4 threads",
                      p.stderr)
     assert os.listdir(tmp) == []
 
