@@ -21,7 +21,7 @@ from .writer import TMP_SUFFIX, CoreWriter, check_out_dir, tmp_prefix
 class CoreResult:
     pid: int
     comm: str
-    arch: str = ""         # from the images: x86_64, ia32, aarch64, arm
+    arch: str = ""         # from the images: an arch/ name (x86_64, ia32, ...)
     path: Optional[str] = None
     threads: int = 0
     segments: int = 0
@@ -42,7 +42,7 @@ def core_name(pid):
 
 
 def notes_blob(proc, plan, files, arch):
-    return b"".join(elf.note_bytes(n, t, d)
+    return b"".join(elf.note_bytes(n, t, d, arch.endian)
                     for n, t, d in notes.build_notes(proc, plan, files, arch))
 
 

@@ -21,23 +21,21 @@ import signal
 import subprocess
 import tempfile
 
+from . import arch as arches
 from . import images
 from .errors import CoredumpError
 from .rootfs import RootFS
 
 EXIT_NO_GDB = 127  # as a shell says for a command it cannot find
 
-# Core architectures the distribution's plain `gdb` reads on each host;
-# gdb-multiarch (Debian, Ubuntu) reads them all: an aarch64 checkpoint is
-# debugged on an x86_64 laptop with it.
-HOST_GDB_READS = {"x86_64": ("x86_64", "ia32"), "i686": ("ia32",),
-                  "aarch64": ("aarch64", "arm"), "armv7l": ("arm",)}
-
-
 def find_gdb(arch=None):
-    """The debugger for a core of `arch`: the host's gdb when it reads that
-    architecture, else gdb-multiarch; whichever is installed otherwise."""
-    native = arch is None or arch in HOST_GDB_READS.get(platform.machine(), ())
+    """The debugger for a core of `arch` (an arch/ name): the host's gdb
+    when it reads that architecture (the Arch's native_hosts), else
+    gdb-multiarch (Debian, Ubuntu), which reads them all: an aarch64
+    checkpoint is debugged on an x86_64 laptop with it.  Whichever is
+    installed otherwise."""
+    desc = arches.by_name(arch) if arch is not None else None
+    native = desc is None or platform.machine() in desc.native_hosts
     names = ("gdb", "gdb-multiarch") if native else ("gdb-multiarch", "gdb")
     for name in names:
         path = shutil.which(name)

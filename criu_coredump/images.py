@@ -9,19 +9,20 @@ and pycriu versions:
   leaves the old 32-bit field 2 at 0; Debian's pycriu 3.17 does not know
   field 5.  Pagemaps are decoded with our own message class (pagemap.py).
 * `files.img` (CRIU 3.x+) versus the older `reg-files.img`.
-* aarch64 pointer-authentication keys (thread_info_aarch64 field 5, CRIU
-  3.19+), unknown to pycriu 3.17: read with our own message class.
+* the architectures: core_entry's mtype picks an Arch (arch/), whose
+  decode() is the one reader of that arch's thread_info; an mtype or a
+  thread_info field pycriu does not know (riscv64, loongarch64, aarch64 PAC
+  keys) is read with the arch's own declaration of CRIU's message.
 """
 import os
-import re
 import stat
 import struct
 import sys
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
+from . import arch as arches
+from . import protodecl
 from .errors import BadImage
 
 try:
@@ -29,205 +30,27 @@ try:
     from pycriu.images import magic as _magic
     from pycriu.images import pb as _pb
     # protobuf comes with pycriu (the distribution's python3-protobuf)
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: F401
     from google.protobuf.internal import api_implementation as _api_implementation
 except ImportError as exc:  # pragma: no cover - exercised by the CLI test
     raise ImportError(
         "pycriu is not importable: install the distribution package that "
         "ships it ('criu' on Debian/Ubuntu, 'python3-criu' on Fedora)") from exc
 
-# VMA status bits (criu/include/image.h)
-VMA_AREA_REGULAR = 1 << 0
-VMA_AREA_STACK = 1 << 1
-VMA_AREA_VSYSCALL = 1 << 2
-VMA_AREA_VDSO = 1 << 3
-VMA_AREA_HEAP = 1 << 5
-VMA_FILE_PRIVATE = 1 << 6
-VMA_FILE_SHARED = 1 << 7
-VMA_ANON_SHARED = 1 << 8
-VMA_ANON_PRIVATE = 1 << 9
-VMA_AREA_SYSVIPC = 1 << 10
-VMA_AREA_SOCKET = 1 << 11
-VMA_AREA_VVAR = 1 << 12
-VMA_AREA_AIORING = 1 << 13
-VMA_AREA_MEMFD = 1 << 14
-# CRIU 4.x
-VMA_AREA_SHSTK = 1 << 15           # x86 shadow stack: a real VMA, anonymous
-VMA_AREA_GUARD = 1 << 16           # MADV_GUARD_INSTALL range: not a VMA
-VMA_AREA_UPROBES = 1 << 17         # the kernel's "[uprobes]" XOL area
-VMA_AREA_NOT_ACCOUNTABLE = 1 << 18 # memory-accounting hint, for restore
-VMA_EXT_PLUGIN = 1 << 27           # a device mapping a CRIU plugin restores
-# Bits CRIU uses only while restoring; an image should not carry them, and
-# they say nothing about what the process had mapped.
-VMA_RESTORE_ONLY = (1 << 28) | (1 << 29) | (1 << 30)
-VMA_UNSUPP = 1 << 31
-KNOWN_VMA_STATUS = ((1 << 19) - 1) & ~(1 << 4) | VMA_EXT_PLUGIN \
-    | VMA_RESTORE_ONLY | VMA_UNSUPP
+from .model import (  # noqa: F401  (the records and constants, re-exported)
+    KNOWN_VMA_STATUS, MADV_DONTDUMP, MAP_ANON, MAP_HUGETLB, MAP_PRIVATE,
+    MAP_SHARED, MARCH_NAMES, MAX_FILE_OFFSET, PAGE_SIZE, PROT_EXEC, PROT_READ,
+    PROT_WRITE, TASK_ALIVE, TASK_DEAD, TASK_HELPER, TASK_STOPPED, TASK_THREAD,
+    VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_AIORING, VMA_AREA_GUARD,
+    VMA_AREA_HEAP, VMA_AREA_MEMFD, VMA_AREA_NOT_ACCOUNTABLE, VMA_AREA_REGULAR,
+    VMA_AREA_SHSTK, VMA_AREA_SOCKET, VMA_AREA_STACK, VMA_AREA_SYSVIPC,
+    VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+    VMA_EXT_PLUGIN, VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_RESTORE_ONLY,
+    VMA_UNSUPP, Checkpoint, MappedFile, Mm, Process, Thread, Vma)
 
-PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
-MAP_SHARED, MAP_PRIVATE, MAP_ANON = 1, 2, 0x20
-MAP_HUGETLB = 0x40000  # CRIU sets it from smaps' "ht" VmFlag
-MADV_DONTDUMP = 16
-
-# task_state (criu/include/pstree.h + images/core.proto)
-TASK_ALIVE = 1
-TASK_DEAD = 2
-TASK_STOPPED = 3
-TASK_HELPER = 4
-TASK_THREAD = 5
-
-PAGE_SIZE = 4096
+AT_PAGESZ = 6
 MAX_ENTRY = 64 << 20  # no real image entry comes near this
 _BLOCK = 1 << 18      # bytes of an image read at a time
-
-# The largest user address space of each arch (x86_64 with 5-level paging,
-# aarch64 with 52-bit VAs, 32-bit tasks): a VMA ending above it cannot come
-# from a real process, and must not make us write a core of 2^60 bytes.
-# x86_64's vsyscall page lies above it and is the one exception.
-MAX_FILE_OFFSET = (1 << 63) - 1  # off_t
-USER_VA_END = {"x86_64": 1 << 56, "aarch64": 1 << 52, "ia32": 1 << 32,
-               "arm": 1 << 32}
-
-
-@dataclass
-class Vma:
-    start: int
-    end: int
-    pgoff: int        # bytes, as CRIU stores it
-    shmid: int        # file id for file mappings, shmem id for shared anon
-    prot: int
-    flags: int
-    status: int
-    madv: int = 0
-
-    @property
-    def size(self):
-        return self.end - self.start
-
-    @property
-    def is_shared(self):
-        return bool(self.flags & MAP_SHARED)
-
-    @property
-    def is_hugetlb(self):
-        return bool(self.flags & MAP_HUGETLB)
-
-    @property
-    def is_file(self):
-        return bool(self.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED))
-
-    def has(self, bit):
-        return bool(self.status & bit)
-
-
-# Names the kernel gives the files of its internal shmem mount that are not
-# memfds (mm/shmem.c shmem_zero_setup, ipc/shm.c newseg).
-_SHMEM_INTERNAL = re.compile(r"^/(dev/zero|anon_hugepage|SYSV[0-9a-f]{8})$")
-
-
-@dataclass
-class MappedFile:
-    """What a VMA's shmid names in files.img (regular file or memfd)."""
-    id: int
-    path: str                 # path in the process's mount namespace
-    kind: str = "reg"         # "reg" or "memfd"
-    size: Optional[int] = None
-    mode: int = 0
-    deleted: bool = False
-    shmem_id: Optional[int] = None  # memfd: id of its pagemap-shmem image
-    build_id: Optional[bytes] = None  # NT_GNU_BUILD_ID CRIU read (padded to 4)
-    # Contents of a file deleted while mapped, as CRIU saved them: a ghost
-    # image (path, [(file offset, length, image offset)]) or, for a LINKED
-    # remap, the path CRIU linked the file to (in the process's view).
-    ghost: Optional[tuple] = None
-    linked_path: Optional[str] = None
-
-    @property
-    def kernel_name(self):
-        """The name the kernel shows in /proc/PID/maps and NT_FILE.
-
-        CRIU dumps every file of the kernel's internal shmem mount as a
-        memfd, naming it by its link with "/memfd:" and " (deleted)"
-        stripped: a memfd_create() file becomes its bare name, but shared
-        anonymous memory (a shmem file the kernel calls "dev/zero", or
-        "anon_hugepage" on hugetlbfs) and SysV segments ("SYSV<key>") keep
-        their leading "/".
-        """
-        if self.kind == "memfd":
-            if _SHMEM_INTERNAL.match(self.path):
-                return self.path + " (deleted)"
-            return "/memfd:%s (deleted)" % self.path
-        if self.deleted:
-            return self.path + " (deleted)"
-        return self.path
-
-
-@dataclass
-class Thread:
-    tid: int
-    arch: str
-    regs: object               # the arch's thread_info protobuf message
-    comm: str = ""
-    blk_sigset: int = 0
-    pending: List[bytes] = field(default_factory=list)  # raw siginfo
-    sched_nice: int = 0
-    uid: int = 0
-    gid: int = 0
-    pac: Optional["PacKeys"] = None   # aarch64 only, when the images have them
-
-
-@dataclass
-class PacKeys:
-    """aarch64 pointer-authentication state CRIU saved (images/
-    core-aarch64.proto pac_keys): 128-bit keys as (lo, hi) word pairs."""
-    address: Optional[tuple] = None   # apia, apib, apda, apdb: 8 words
-    enabled: int = 0                  # PR_PAC_AP*KEY bits of enabled keys
-    generic: Optional[tuple] = None   # apga: 2 words
-
-
-@dataclass
-class Mm:
-    vmas: List[Vma]
-    auxv: List[int]
-    arg_start: int = 0
-    arg_end: int = 0
-    exe_file_id: int = 0
-    # MADV_GUARD_INSTALL ranges (CRIU 4.2+ VMA_AREA_GUARD entries), sorted:
-    # (start, end) inside a VMA; their pages read as zeros, as the kernel's
-    # core has them (get_dump_page() finds no page behind a guard marker)
-    guards: List[tuple] = field(default_factory=list)
-    # what the loader saw but could not use: one warning each
-    notices: List[str] = field(default_factory=list)
-
-
-@dataclass
-class Process:
-    pid: int
-    ppid: int
-    pgid: int
-    sid: int
-    arch: str
-    comm: str
-    task_state: int
-    exit_code: int = 0
-    flags: int = 0
-    threads: List[Thread] = field(default_factory=list)
-    shared_pending: List[bytes] = field(default_factory=list)
-    mm: Optional[Mm] = None
-
-    @property
-    def is_zombie(self):
-        return self.task_state == TASK_DEAD
-
-
-@dataclass
-class Checkpoint:
-    """An image directory: its process tree and files; processes are loaded
-    one at a time with load_process() so that a tree converts in bounded
-    memory and one broken process does not stop the others."""
-    dir: str
-    entries: list          # pstree entries (protobuf), in pstree order
-    files: Dict[int, MappedFile]
 
 
 def _path(d, name):
@@ -390,90 +213,44 @@ def load_one(path, expect, cls):
     return msgs[0]
 
 
-_MTYPES = {1: "x86_64", 2: "arm", 3: "aarch64", 4: "ppc64", 5: "s390",
-           6: "mips"}
+def message_class(fdp, name):
+    """Our own declaration of a CRIU message (protodecl.message_class)."""
+    return protodecl.message_class(fdp, name)
+
+
+# core_entry's field 1, for an mtype pycriu's enum does not know (CRIU 4.x
+# added LOONGARCH64 7 and RISCV64 8; pycriu 3.17 stops at MIPS 6)
+_CoreMarch = protodecl.declare("criu_coredump_march.proto", [
+    ("core_entry_march", [("mtype", 1, "uint32")])], "core_entry_march")
+
+
+def _mtype(path, core):
+    if core.HasField("mtype"):
+        return core.mtype
+    own = parse(path, _CoreMarch, core.SerializePartialToString())
+    return own.mtype if own.HasField("mtype") else None
+
+
+def _thread_info(path, core, arch):
+    """The core entry's thread_info for `arch`, or None when absent; read
+    with the arch's own declaration when pycriu does not know the field."""
+    if arch.ti_field in core.DESCRIPTOR.fields_by_name:
+        return getattr(core, arch.ti_field) if core.HasField(arch.ti_field) else None
+    own = parse(path, arch.ti_class, core.SerializePartialToString())
+    return getattr(own, arch.ti_field) if own.HasField(arch.ti_field) else None
 
 
 def _arch_of(path, core):
-    if not core.HasField("mtype"):  # absent, or a value pycriu does not know
-        raise BadImage(path, "machine type missing or unknown")
-    name = _MTYPES.get(core.mtype)
-    if name is None:
-        raise BadImage(path, "unknown machine type %d" % core.mtype)
-    if name == "x86_64":
-        if not core.HasField("thread_info"):
-            return name, None
-        ti = core.thread_info
-        # user_x86_regs_mode: NATIVE 1, COMPAT 2
-        if ti.gpregs.HasField("mode") and ti.gpregs.mode == 2:
-            return "ia32", ti
-        return name, ti
-    field_name = {"arm": "ti_arm", "aarch64": "ti_aarch64"}.get(name)
-    if field_name is None:
-        raise BadImage(path, "machine type %s is not supported" % name)
-    return name, (getattr(core, field_name) if core.HasField(field_name) else None)
+    """(Arch, decoded registers or None) of a core entry."""
+    arch = arches.identify(path, _mtype(path, core),
+                           lambda a: _thread_info(path, core, a))
+    ti = _thread_info(path, core, arch)
+    if ti is None:
+        return arch, None
 
-
-def message_class(fdp, name):
-    """The class of message `name` of a FileDescriptorProto (package
-    criu_coredump): our own declarations of CRIU messages or fields that the
-    installed pycriu may not know."""
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    desc = pool.FindMessageTypeByName("criu_coredump." + name)
-    if hasattr(message_factory, "GetMessageClass"):
-        return message_factory.GetMessageClass(desc)
-    return message_factory.MessageFactory(pool).GetPrototype(desc)
-
-
-_PAC_ADDRESS = ("apiakey_lo", "apiakey_hi", "apibkey_lo", "apibkey_hi",
-                "apdakey_lo", "apdakey_hi", "apdbkey_lo", "apdbkey_hi")
-
-
-def _pac_message_class():
-    """thread_info_aarch64 reduced to its field 5 (pac_keys), as CRIU's
-    images/core-aarch64.proto declares it; the other fields stay unknown."""
-    fdp = descriptor_pb2.FileDescriptorProto(name="criu_coredump_pac.proto",
-                                             package="criu_coredump")
-    F = descriptor_pb2.FieldDescriptorProto
-
-    def message(name, fields):
-        m = fdp.message_type.add(name=name)
-        for fname, num, typ in fields:
-            f = m.field.add(name=fname, number=num, label=F.LABEL_OPTIONAL)
-            if isinstance(typ, str):
-                f.type, f.type_name = F.TYPE_MESSAGE, ".criu_coredump." + typ
-            else:
-                f.type = typ
-
-    u64 = F.TYPE_UINT64
-    message("pac_address_keys", [(n, i, u64) for i, n in enumerate(
-        _PAC_ADDRESS + ("pac_enabled_key",), 1)])
-    message("pac_generic_keys", [("apgakey_lo", 1, u64), ("apgakey_hi", 2, u64)])
-    message("pac_keys", [("pac_address_keys", 6, "pac_address_keys"),
-                         ("pac_generic_keys", 7, "pac_generic_keys")])
-    message("thread_info_aarch64_pac", [("pac_keys", 5, "pac_keys")])
-    return message_class(fdp, "thread_info_aarch64_pac")
-
-
-PacThreadInfo = _pac_message_class()
-
-
-def _pac_keys(path, ti):
-    """The PAC keys of an aarch64 thread_info, or None (no PAC hardware, or
-    a CRIU older than 3.19)."""
-    msg = parse(path, PacThreadInfo, ti.SerializePartialToString())
-    if not msg.HasField("pac_keys"):
-        return None
-    keys, pac = msg.pac_keys, PacKeys()
-    if keys.HasField("pac_address_keys"):
-        a = keys.pac_address_keys
-        pac.address = tuple(getattr(a, n) for n in _PAC_ADDRESS)
-        pac.enabled = a.pac_enabled_key
-    if keys.HasField("pac_generic_keys"):
-        g = keys.pac_generic_keys
-        pac.generic = (g.apgakey_lo, g.apgakey_hi)
-    return pac
+    def reparse(cls, msg):
+        return parse(path, cls, msg.SerializePartialToString())
+    return arch, arch.decode(ti, reparse)
 
 
 def _signals(queue):
@@ -484,9 +261,7 @@ def _load_thread(images_dir, tid):
     path = _path(images_dir, "core-%d.img" % tid)
     core = load_one(path, "CORE", _pb.core_entry)
     arch, regs = _arch_of(path, core)
-    th = Thread(tid=tid, arch=arch, regs=regs)
-    if arch == "aarch64" and regs is not None:
-        th.pac = _pac_keys(path, regs)
+    th = Thread(tid=tid, arch=arch.name, regs=regs)
     if core.HasField("thread_core"):
         tc = core.thread_core
         th.comm = _text(tc.comm)
@@ -502,7 +277,18 @@ def _load_thread(images_dir, tid):
 def _load_mm(images_dir, pid, arch):
     path = _path(images_dir, "mm-%d.img" % pid)
     mm = load_one(path, "MM", _pb.mm_entry)
-    limit = USER_VA_END.get(arch, 1 << 64)
+    # the arch's largest user address space: a VMA ending above it cannot
+    # come from a real process, and must not make us write a core of 2^60
+    # bytes; x86_64's vsyscall page lies above it and is the one exception
+    desc = arches.by_name(arch)
+    limit = desc.user_va_end
+    auxv = desc.auxv_words(mm.mm_saved_auxv)
+    pagesz = dict(zip(auxv[0::2], auxv[1::2])).get(AT_PAGESZ, desc.page_size)
+    if pagesz != desc.page_size:
+        # the pagemaps count pages of that size (a ppc64 or aarch64 kernel
+        # with 64 KiB pages): read as 4 KiB ones they would misplace memory
+        raise BadImage(path, "the process ran with %d-byte pages; only %d-byte "
+                       "pages are supported" % (pagesz, desc.page_size))
     vmas, guards, notices = [], [], []
     unknown = 0
     for v in mm.vmas:

@@ -2,7 +2,7 @@
 
 One row per process of pstree.img, children under their parent (as
 `ps --forest` draws them): pid, ppid, state, threads, the size of its
-address space and how many pages CRIU saved for it.  Reading the images is
+address space, its architecture and how many pages CRIU saved for it.  Reading the images is
 all it does, so it also tells quickly whether a checkpoint is readable
 before converting it; a process whose images are broken is listed with its
 error and the exit code says so (the same codes as a conversion).
@@ -27,6 +27,7 @@ class ProcessRow:
     ppid: int
     depth: int = 0
     comm: str = ""
+    arch: str = ""                        # the arch/ name, from the images
     state: str = "?"
     threads: int = 0
     mapped_bytes: Optional[int] = None    # None: no address space (zombie)
@@ -35,7 +36,7 @@ class ProcessRow:
 
     def record(self):
         return {"pid": self.pid, "ppid": self.ppid, "comm": self.comm,
-                "state": self.state, "threads": self.threads,
+                "arch": self.arch or None, "state": self.state, "threads": self.threads,
                 "mapped_bytes": self.mapped_bytes,
                 "dumped_pages": self.dumped_pages,
                 "error": str(self.error) if self.error is not None else None}
@@ -52,6 +53,7 @@ def _row(images_dir, entry, depth):
     try:
         proc = images.load_process(images_dir, entry)
         row.comm = proc.comm
+        row.arch = proc.arch
         row.state = STATE_NAMES.get(proc.task_state, str(proc.task_state))
         row.threads = len(proc.threads)
         if proc.mm is not None:
@@ -85,7 +87,7 @@ def list_processes(images_dir):
     return [_row(images_dir, e, depth) for e, depth in _forest(ckpt.entries)]
 
 
-HEADER = ("PID", "PPID", "STATE", "THREADS", "MAPPED", "DUMPED", "COMMAND")
+HEADER = ("PID", "PPID", "STATE", "THREADS", "ARCH", "MAPPED", "DUMPED", "COMMAND")
 
 
 def format_table(rows):
@@ -94,12 +96,12 @@ def format_table(rows):
     for r in rows:
         name = "  " * r.depth + ("\\_ " if r.depth else "") + one_line(r.comm or "?")
         lines.append((str(r.pid), str(r.ppid), r.state if r.error is None else "error",
-                      str(r.threads),
+                      str(r.threads), r.arch or "-",
                       "-" if r.mapped_bytes is None else human_size(r.mapped_bytes),
                       "-" if r.dumped_pages is None else "%d pages" % r.dumped_pages,
                       name))
     widths = [max(len(x[i]) for x in lines + [HEADER]) for i in range(len(HEADER) - 1)]
-    right = (True, True, False, True, True, True)
+    right = (True, True, False, True, False, True, True)
 
     def fmt(cols):
         cells = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cols, widths, right)]

@@ -1,31 +1,46 @@
-"""The notes of a process's core, arch-independent part.
+"""The notes of a process's core: their order, their names, and the
+structures common to every arch.
 
 The kernel (fs/binfmt_elf.c, fill_note_info/write_note_info) writes, for the
 first thread: NT_PRSTATUS, NT_PRPSINFO, NT_SIGINFO, NT_AUXV, NT_FILE and then
 that thread's other register sets; for every other thread NT_PRSTATUS and its
 register sets; Linux 6.x then adds arch notes such as NT_X86_XSAVE_LAYOUT.
-The structures common to all arches are built here from the target's C types
-(`long`, uid type) that the arch module gives.
+That order is decided here, and so is the name of every note: "CORE" for
+the generic ones and NT_PRFPREG, "LINUX" for every other register set
+(fill_thread_core_info).  The arch (arch/base.Arch) gives the target's C
+types, byte order, elf_gregset_t and its table of register notes.
 """
 import ctypes
+import functools
 
-from . import elf, images
+from . import elf
+from . import model
+
+# notes named "CORE"; every other one is "LINUX"
+CORE_NOTES = frozenset((elf.NT_PRSTATUS, elf.NT_PRFPREG, elf.NT_PRPSINFO,
+                        elf.NT_SIGINFO, elf.NT_AUXV, elf.NT_FILE))
+
+
+def note_name(ntype):
+    return "CORE" if ntype in CORE_NOTES else "LINUX"
 
 SIGSTOP = 19  # the same number on every arch we write
 PRARGSZ = 80
 
 
-class ElfSiginfo(elf._LE):
-    _fields_ = [("si_signo", ctypes.c_int32), ("si_code", ctypes.c_int32),
-                ("si_errno", ctypes.c_int32)]
-
-
-def prstatus_type(long_t, greg_t, ngreg):
+@functools.lru_cache(maxsize=None)
+def prstatus_type(arch):
     """struct elf_prstatus for a target (include/linux/elfcore.h)."""
-    class Timeval(elf._LE):
+    base, long_t = arch.struct, arch.long_t
+
+    class ElfSiginfo(base):
+        _fields_ = [("si_signo", ctypes.c_int32), ("si_code", ctypes.c_int32),
+                    ("si_errno", ctypes.c_int32)]
+
+    class Timeval(base):
         _fields_ = [("tv_sec", long_t), ("tv_usec", long_t)]
 
-    class Prstatus(elf._LE):
+    class Prstatus(base):
         _fields_ = [
             ("pr_info", ElfSiginfo),
             ("pr_cursig", ctypes.c_int16),
@@ -39,23 +54,24 @@ def prstatus_type(long_t, greg_t, ngreg):
             ("pr_stime", Timeval),
             ("pr_cutime", Timeval),
             ("pr_cstime", Timeval),
-            ("pr_reg", greg_t * ngreg),
+            ("pr_reg", long_t * len(arch.gregs)),
             ("pr_fpvalid", ctypes.c_int32),
         ]
     return Prstatus
 
 
-def prpsinfo_type(long_t, uid_t):
+@functools.lru_cache(maxsize=None)
+def prpsinfo_type(arch):
     """struct elf_prpsinfo for a target (include/linux/elfcore.h)."""
-    class Prpsinfo(elf._LE):
+    class Prpsinfo(arch.struct):
         _fields_ = [
             ("pr_state", ctypes.c_int8),
             ("pr_sname", ctypes.c_char),
             ("pr_zomb", ctypes.c_int8),
             ("pr_nice", ctypes.c_int8),
-            ("pr_flag", long_t),
-            ("pr_uid", uid_t),
-            ("pr_gid", uid_t),
+            ("pr_flag", arch.long_t),
+            ("pr_uid", arch.uid_t),
+            ("pr_gid", arch.uid_t),
             ("pr_pid", ctypes.c_int32),
             ("pr_ppid", ctypes.c_int32),
             ("pr_pgrp", ctypes.c_int32),
@@ -66,19 +82,26 @@ def prpsinfo_type(long_t, uid_t):
     return Prpsinfo
 
 
-def prstatus_head(Prstatus, proc, th, cursig, long_t):
-    """A thread's elf_prstatus with everything but pr_reg and pr_fpvalid
-    filled, as fill_prstatus() does; the arch module adds the registers."""
-    st = Prstatus()
+def prstatus(arch, proc, th, cursig, fpvalid):
+    """fill_prstatus() + the general registers, pr_reg[i] being the value
+    the arch's decode() gave its i-th elf_gregset_t name.  The CPU times
+    (pr_utime, pr_stime, pr_cutime, pr_cstime) stay 0: CRIU images carry
+    none."""
+    st = prstatus_type(arch)()
     st.pr_info.si_signo = cursig
     st.pr_cursig = cursig
-    st.pr_sigpend = sigmask_word(pending_mask(th.pending), long_t)
-    st.pr_sighold = sigmask_word(th.blk_sigset, long_t)
+    st.pr_sigpend = sigmask_word(pending_mask(th.pending, arch.endian), arch.long_t)
+    st.pr_sighold = sigmask_word(th.blk_sigset, arch.long_t)
     st.pr_pid = th.tid
     st.pr_ppid = proc.ppid
     st.pr_pgrp = proc.pgid
     st.pr_sid = proc.sid
-    return st
+    mask = (1 << (8 * arch.word_bytes)) - 1
+    gp = th.regs.gp
+    for i, name in enumerate(arch.gregs):
+        st.pr_reg[i] = gp.get(name, 0) & mask
+    st.pr_fpvalid = int(fpvalid)
+    return bytes(st)
 
 
 def sigmask_word(mask, long_t):
@@ -86,7 +109,7 @@ def sigmask_word(mask, long_t):
     return mask & ((1 << (8 * ctypes.sizeof(long_t))) - 1)
 
 
-def pending_mask(sigs):
+def pending_mask(sigs, endian="little"):
     """Bit mask (signal n at bit n-1) of a list of raw siginfo records.
 
     Given a thread's private queue only: fill_prstatus() copies
@@ -96,7 +119,7 @@ def pending_mask(sigs):
     """
     m = 0
     for raw in sigs:
-        signo = int.from_bytes(raw[:4], "little", signed=True)
+        signo = int.from_bytes(raw[:4], endian, signed=True)
         if 0 < signo <= 64:
             m |= 1 << (signo - 1)
     return m
@@ -110,7 +133,7 @@ def current_signal(proc):
     does; a running one reports 0: no signal was being delivered when CRIU
     froze it.  A pending signal is not 'current': it shows in pr_sigpend.
     """
-    return SIGSTOP if proc.task_state == images.TASK_STOPPED else 0
+    return SIGSTOP if proc.task_state == model.TASK_STOPPED else 0
 
 
 def state_fields(proc):
@@ -118,16 +141,16 @@ def state_fields(proc):
     leader's __state: i = index of its lowest set bit + 1 (0 when running),
     letter "RSDTZW"[i], zombie flag when that letter is Z.  A task writing
     its own core is running (R); __TASK_STOPPED (4) gives 3, T."""
-    if proc.task_state == images.TASK_STOPPED:
+    if proc.task_state == model.TASK_STOPPED:
         return 3, b"T", 0   # __TASK_STOPPED
-    if proc.task_state == images.TASK_DEAD:
+    if proc.task_state == model.TASK_DEAD:
         return 4, b"Z", 1   # EXIT_ZOMBIE
     return 0, b"R", 0       # a task writing its own core is running
 
 
-def fill_prpsinfo(Prpsinfo, proc, plan):
+def fill_prpsinfo(arch, proc, plan):
     main = proc.threads[0] if proc.threads else None
-    ps = Prpsinfo()
+    ps = prpsinfo_type(arch)()
     ps.pr_state, ps.pr_sname, ps.pr_zomb = state_fields(proc)
     ps.pr_nice = main.sched_nice if main else 0
     ps.pr_flag = proc.flags
@@ -155,10 +178,10 @@ def psargs(proc, plan):
     return raw.replace(b"\0", b" ")
 
 
-def siginfo_bytes(signo, size=128):
+def siginfo_bytes(signo, size=128, endian="little"):
     """NT_SIGINFO contents: si_signo, si_errno 0, si_code SI_USER (0), and
     no sender: CRIU does not record how a task was stopped."""
-    return signo.to_bytes(4, "little") + bytes(size - 4)
+    return signo.to_bytes(4, endian) + bytes(size - 4)
 
 
 def auxv_bytes(auxv, long_t):
@@ -183,29 +206,29 @@ def file_note_entries(proc, files):
         return out
     for v in proc.mm.vmas:
         name = None
-        if v.is_file or v.has(images.VMA_AREA_MEMFD):
+        if v.is_file or v.has(model.VMA_AREA_MEMFD):
             f = files.get(v.shmid)
             if f is not None:
                 name = f.kernel_name
-        elif v.has(images.VMA_ANON_SHARED):
+        elif v.has(model.VMA_ANON_SHARED):
             name = "/dev/zero (deleted)"
-        elif v.has(images.VMA_AREA_SYSVIPC):
+        elif v.has(model.VMA_AREA_SYSVIPC):
             name = "/SYSV%08x (deleted)" % 0
-        elif v.has(images.VMA_AREA_AIORING):
+        elif v.has(model.VMA_AREA_AIORING):
             # the ring's file on the kernel's internal aio mount (fs/aio.c)
             name = "/[aio] (deleted)"
-        elif v.has(images.VMA_AREA_SOCKET):
+        elif v.has(model.VMA_AREA_SOCKET):
             # a packet socket's ring (sockfs_dname: "socket:[<inode>]");
             # CRIU's images do not keep the socket's inode number
             name = "socket:[0]"
         if name:
-            out.append((v.start, v.end, v.pgoff // images.PAGE_SIZE, name))
+            out.append((v.start, v.end, v.pgoff // model.PAGE_SIZE, name))
     return out
 
 
 def file_note_bytes(entries, long_t):
     """NT_FILE: count, page size, (start, end, pgoff) triples, then names."""
-    words = [len(entries), images.PAGE_SIZE]
+    words = [len(entries), model.PAGE_SIZE]
     for s, e, off, _ in entries:
         words += [s, e, off]
     arr = (long_t * len(words))(*words)
@@ -214,25 +237,40 @@ def file_note_bytes(entries, long_t):
     return bytes(arr) + names
 
 
+def thread_regsets(arch, proc, th):
+    """(type, desc) of a thread's register notes after NT_PRSTATUS, in the
+    arch's table order; an encoder's None means the kernel would not write
+    that note for this thread (its regset is not active)."""
+    out = []
+    for ntype, encode in arch.thread_notes:
+        desc = encode(proc, th)
+        if desc is not None:
+            out.append((ntype, desc))
+    return out
+
+
 def build_notes(proc, plan, files, arch):
     """All notes of one process, in the kernel's order, as (name, type, desc)."""
     notes = []
     cursig = current_signal(proc)
     threads = proc.threads
     for i, th in enumerate(threads):
-        notes.append(("CORE", elf.NT_PRSTATUS, arch.prstatus(proc, th, cursig)))
+        regsets = thread_regsets(arch, proc, th)
+        fpvalid = any(t == elf.NT_PRFPREG for t, _ in regsets)
+        notes.append((elf.NT_PRSTATUS, prstatus(arch, proc, th, cursig, fpvalid)))
         if i == 0:
-            notes.append(("CORE", elf.NT_PRPSINFO,
-                          fill_prpsinfo(arch.Prpsinfo, proc, plan)))
-            notes.append(("CORE", elf.NT_SIGINFO, arch.siginfo(cursig)))
+            notes.append((elf.NT_PRPSINFO, fill_prpsinfo(arch, proc, plan)))
+            notes.append((elf.NT_SIGINFO, siginfo_bytes(cursig, arch.siginfo_size,
+                                                        arch.endian)))
             if proc.mm is not None:
-                auxv_words = getattr(arch, "auxv_words", list)
-                notes.append(("CORE", elf.NT_AUXV, auxv_bytes(
-                    auxv_words(proc.mm.auxv), arch.long_t)))
-                notes.append(("CORE", elf.NT_FILE, file_note_bytes(
+                notes.append((elf.NT_AUXV, auxv_bytes(
+                    arch.auxv_words(proc.mm.auxv), arch.long_t)))
+                notes.append((elf.NT_FILE, file_note_bytes(
                     file_note_entries(proc, files), arch.long_t)))
-        notes.extend(arch.thread_notes(proc, th))
+        notes.extend(regsets)
     if threads:
-        notes.extend(arch.process_notes(proc, threads))
-    return notes
-
+        for ntype, encode in arch.process_notes:
+            desc = encode(proc)
+            if desc is not None:
+                notes.append((ntype, desc))
+    return [(note_name(t), t, d) for t, d in notes]

@@ -30,8 +30,8 @@ def summary_line(r):
     """The line printed for one written core (a CoreResult); the comm comes
     from the images, so it is escaped to stay one printable line."""
     warned = _plural(len(r.warnings), "warning") if r.warnings else "no warnings"
-    return one_line("%s: pid %d (%s), %s, %s, %s of memory (%s in holes), %s" % (
-        r.path, r.pid, r.comm, _plural(r.threads, "thread"),
+    return one_line("%s: pid %d (%s), %s, %s, %s, %s of memory (%s in holes), %s" % (
+        r.path, r.pid, r.comm, r.arch, _plural(r.threads, "thread"),
         _plural(r.segments, "segment"), human_size(r.dumped),
         human_size(r.holes), warned))
 
@@ -50,6 +50,7 @@ def core_record(r):
     return {
         "pid": r.pid,
         "comm": r.comm,
+        "arch": r.arch or None,
         "status": status(r),
         "path": r.path,
         "threads": r.threads,

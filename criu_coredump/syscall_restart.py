@@ -86,11 +86,13 @@ syscall_32.tbl, include/uapi/asm-generic/unistd.h (aarch64) and
 arch/arm/tools/syscall.tbl (EABI); x32 numbers (bit 30 set) are not in the
 table and get the fallback.
 
-The per-architecture knowledge is data: ARCHES, keyed by the names
-images.py gives (x86_64, ia32, aarch64, arm), and SYSCALL_NAMES.
+The per-architecture knowledge is data: each arch's `syscall`
+(arch/base.py SyscallABI: entry instructions, registers, whether the
+kernel rewinds first) in arch/<name>.py, and here SYSCALL_NAMES, one
+numbering per system call ABI.  ppc64, s390 and mips have no `syscall`
+yet: their registers are written as CRIU saved them.
 """
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 EINTR = 4
 ERESTARTSYS = 512
@@ -213,51 +215,9 @@ SYSCALL_NAMES = {
 # ---- per architecture ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One way into the kernel: its instruction and calling convention."""
-    insn: bytes                 # the instruction's bytes in memory
-    numbers: str                # key of SYSCALL_NAMES
-    nr: str                     # register holding the system call number
-    args: Tuple[str, ...]       # registers holding its arguments, in order
-    thumb: Optional[bool] = None  # arm: only in this state (cpsr T bit)
-
-
-@dataclass(frozen=True)
-class ArchRestart:
-    bits: int
-    pc: str                     # register names in the image's gpregs;
-    ret: str                    # "regs[N]" is element N of a repeated field
-    entries: Tuple[Entry, ...]
-    # True: the kernel rewinds before the ptrace stop (the saved registers
-    # are already what its core shows); False: after it (x86: undo compel)
-    kernel_rewinds_first: bool
-    orig: Optional[str] = None  # x86: orig_ax (the number; < 0: no call)
-
-
-_I386_ARGS = ("bx", "cx", "dx", "si", "di", "bp")
-_INT80 = b"\xcd\x80"
-
-ARCHES = {
-    "x86_64": ArchRestart(64, "ip", "ax", (
-        Entry(b"\x0f\x05", "x86_64", "orig_ax", ("di", "si", "dx", "r10", "r8", "r9")),
-        Entry(_INT80, "i386", "orig_ax", _I386_ARGS)),
-        kernel_rewinds_first=False, orig="orig_ax"),
-    "ia32": ArchRestart(32, "ip", "ax", (
-        Entry(_INT80, "i386", "orig_ax", _I386_ARGS),),
-        kernel_rewinds_first=False, orig="orig_ax"),
-    "aarch64": ArchRestart(64, "pc", "regs[0]", (
-        Entry(b"\x01\x00\x00\xd4", "generic", "regs[8]",
-              tuple("regs[%d]" % i for i in range(6))),),
-        kernel_rewinds_first=True),
-    "arm": ArchRestart(32, "pc", "r0", (
-        Entry(b"\x00\x00\x00\xef", "arm", "r7",
-              ("r0", "r1", "r2", "r3", "r4", "r5", "r6"), thumb=False),
-        Entry(b"\x00\xdf", "arm", "r7",
-              ("r0", "r1", "r2", "r3", "r4", "r5", "r6"), thumb=True)),
-        kernel_rewinds_first=True),
-}
-ARM_CPSR_T = 1 << 5
+# The per-arch part (the entry instructions, the registers, when the
+# kernel rewinds) is each arch's `syscall` (arch/base.py SyscallABI), in
+# arch/<name>.py; registers are named as in the decoded Regs.gp.
 
 # ---- recognising and undoing ----------------------------------------------
 
@@ -275,13 +235,8 @@ class Restart:
     changed: bool = False
 
 
-def _get(g, name):
-    if name.endswith("]"):
-        field, idx = name[:-1].split("[")
-        vals = getattr(g, field)
-        idx = int(idx)
-        return vals[idx] if idx < len(vals) else 0
-    return getattr(g, name)
+def _get(gp, name):
+    return gp.get(name, 0)
 
 
 def _signed(value, bits):
@@ -307,17 +262,25 @@ def _read(read, addr, n):
         return b""
 
 
+def _spec(arch):
+    from .arch import by_name
+    a = by_name(arch)
+    return a.syscall if a is not None else None
+
+
 def recognise(arch, g, read):
-    """The Restart of a thread's registers `g` (its image gpregs), or None.
-    `read(addr, n)` gives the process's memory."""
-    spec = ARCHES.get(arch)
+    """The Restart of a thread's general registers `g` (Regs.gp, by the
+    kernel's names), or None.  `read(addr, n)` gives the process's memory."""
+    spec = _spec(arch)
     if spec is None:
         return None
     mask = (1 << spec.bits) - 1
     pc = _get(g, spec.pc) & mask
     for e in spec.entries:
-        if e.thumb is not None and bool(g.cpsr & ARM_CPSR_T) != e.thumb:
-            continue
+        if e.thumb is not None:
+            reg, bit = spec.thumb_bit
+            if bool(_get(g, reg) & bit) != e.thumb:
+                continue
         nr = _get(g, e.nr) & mask
         args = [_get(g, a) & mask for a in e.args]
         if spec.kernel_rewinds_first:
@@ -350,11 +313,11 @@ def undo(arch, g, read):
     r = recognise(arch, g, read)
     if r is None or r.how == "kernel":
         return r
-    spec = ARCHES[arch]
+    spec = _spec(arch)
     mask = (1 << spec.bits) - 1
     if r.how == "rewound":
-        setattr(g, spec.pc, (_get(g, spec.pc) + r.insn_len) & mask)
-    setattr(g, spec.ret, -r.code & mask)
+        g[spec.pc] = (_get(g, spec.pc) + r.insn_len) & mask
+    g[spec.ret] = -r.code & mask
     r.changed = True
     return r
 
@@ -362,6 +325,6 @@ def undo(arch, g, read):
 def undo_rewind(proc, plan):
     """Undo CRIU's rewind in every thread of proc (images.Process), reading
     instructions through plan (memory.MemoryPlan).  Returns the Restarts."""
-    found = [undo(th.arch, th.regs.gpregs, plan.read) for th in proc.threads
+    found = [undo(th.arch, th.regs.gp, plan.read) for th in proc.threads
              if th.regs is not None]
     return [r for r in found if r is not None]

@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 
 PKGS="criu gdb libc6-dbg elfutils binutils lldb python3 python3-venv python3-protobuf python3-tqdm groff-base gcc libc6-dev time"
 # Cross-architecture tests (tests/test_cross_arch.py): qemu-user writes the
-# cores of aarch64/armv7 guests, gdb-multiarch reads them.  The ia32 program
+# cores of aarch64/armv7/ppc64le/s390x/mips64el guests, gdb-multiarch reads them.  The ia32 program
 # is built with the i686 cross compiler: Debian's gcc-multilib (-m32)
 # conflicts with the arm cross compilers.
 PKGS="$PKGS qemu-user gdb-multiarch gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
 PKGS="$PKGS gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-i686-linux-gnu libc6-dev-i386-cross"
+PKGS="$PKGS gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-s390x-linux-gnu libc6-dev-s390x-cross"
+PKGS="$PKGS gcc-riscv64-linux-gnu libc6-dev-riscv64-cross gcc-mips64el-linux-gnuabi64 libc6-dev-mips64el-cross"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

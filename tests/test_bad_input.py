@@ -186,9 +186,21 @@ def test_thread_without_registers(imgs, tmp_path):
 
 def test_machine_type_not_supported(imgs, tmp_path):
     d = imgs()
+    with open(img(d, "core-%d.img" % PID), "r+b") as f:
+        raw = f.read()
+        f.seek(raw.index(b"\x08\x01"))  # mtype = X86_64, the entry's first field
+        f.write(b"\x08\x07")  # LOONGARCH64, unknown to pycriu 3.17's enum
+    p, out = convert(d, tmp_path)
+    assert_error(p, out, img(d, "core-%d.img" % PID),
+                 "machine type loongarch64 is not supported")
+
+
+def test_thread_info_of_another_machine(imgs, tmp_path):
+    d = imgs()
     edit_image(img(d, "core-%d.img" % PID), lambda m: setattr(m[0], "mtype", 6))
     p, out = convert(d, tmp_path)
-    assert_error(p, out, img(d, "core-%d.img" % PID), "machine type mips is not supported")
+    assert_error(p, out, img(d, "core-%d.img" % PID),
+                 r"no mips thread info \(registers\)")
 
 
 def test_machine_type_unknown(imgs, tmp_path):

@@ -27,15 +27,16 @@ def test_list_shows_the_tree_and_writes_nothing(fixtures_dir, tmp_path):
     p = run_coredump("-i", imgs, "--list", check=0, cwd=tmp_path)
     assert os.listdir(tmp_path) == []
     lines = p.stdout.splitlines()
-    assert lines[0].split() == ["PID", "PPID", "STATE", "THREADS", "MAPPED",
+    assert lines[0].split() == ["PID", "PPID", "STATE", "THREADS", "ARCH", "MAPPED",
                                 "DUMPED", "COMMAND"]
     rows = [ln.split() for ln in lines[1:]]
     assert [r[:4] for r in rows] == [["13544", "0", "alive", "1"],
                                      ["13547", "13544", "alive", "1"],
                                      ["13548", "13544", "zombie", "0"]]
     # children drawn under their parent; a zombie has no memory to show
-    assert rows[1][-2:] == ["\\_", "prog"] and rows[2][4:6] == ["-", "-"]
-    assert re.match(r"^\d+\.\d MiB$", " ".join(rows[0][4:6]))
+    assert rows[1][-2:] == ["\\_", "prog"] and rows[2][5:7] == ["-", "-"]
+    assert [r[4] for r in rows] == ["x86_64"] * 3
+    assert re.match(r"^\d+\.\d MiB$", " ".join(rows[0][5:7]))
     assert p.stderr == ""
 
 
@@ -44,8 +45,8 @@ def test_list_threads_and_pages(fixtures_dir):
     p = run_coredump("-i", imgs, "--list", "--json", check=0)
     doc = json.loads(p.stdout)
     proc, = doc["processes"]
-    assert (proc["pid"], proc["ppid"], proc["comm"], proc["state"],
-            proc["threads"]) == (13466, 0, "prog", "alive", 4)
+    assert (proc["pid"], proc["ppid"], proc["comm"], proc["arch"], proc["state"],
+            proc["threads"]) == (13466, 0, "prog", "x86_64", "alive", 4)
     # every page CRIU saved is in the pages image the pagemap names (crit
     # reads the name; Debian's crit cannot read CRIU 4.2's page counts)
     crit = need("crit")
@@ -93,7 +94,7 @@ def test_summary_line_per_core(fixtures_dir, tmp_path):
     lines = p.stdout.splitlines()
     assert len(lines) == 2
     for line, pid in zip(lines, (13544, 13547)):
-        m = re.match(r"^(\S+): pid (\d+) \(prog\), 1 thread, (\d+) segments, "
+        m = re.match(r"^(\S+): pid (\d+) \(prog\), x86_64, 1 thread, (\d+) segments, "
                      r"[\d.]+ (KiB|MiB) of memory \([\d.]+ (B|KiB|MiB) in holes\), "
                      r"no warnings$", line)
         assert m, line
@@ -119,6 +120,7 @@ def test_json_is_the_only_stdout_and_matches_the_core(fixtures_dir, tmp_path):
     assert (core["pid"], core["comm"], core["status"], core["threads"]) == \
         (13466, "prog", "written", 4)
     assert core["warnings"] == [] and core["skipped"] is None and core["error"] is None
+    assert core["arch"] == "x86_64"
     loads = _phdrs(core["path"])
     assert core["segments"] == len(loads)
     # dumped bytes: the PT_LOADs' p_filesz, as readelf reads them
@@ -235,7 +237,7 @@ def test_gdb_prints_the_backtrace_of_the_core(fixtures_dir, tmp_path):
     assert re.search(r"in thread_fn \(arg=0x[0-9a-f]+\) at threads.c:25", p.stdout)
     assert "Can't open file" not in p.stdout + p.stderr  # sysroot set first
     # the note says where the core was; the temporary directory is gone
-    assert re.search(r"coredump: note: .*core\.13466: pid 13466 \(prog\), 4 threads",
+    assert re.search(r"coredump: note: .*core\.13466: pid 13466 \(prog\), x86_64, 4 threads",
                      p.stderr)
     assert os.listdir(tmp) == []
 

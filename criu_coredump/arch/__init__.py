@@ -1,19 +1,63 @@
-"""Per-architecture note builders, chosen from the images (core `mtype` and,
-on x86, the register mode), never from the host running the conversion."""
+"""The architectures a core can be written for: one module each, exporting
+an `Arch` description (base.py).  The arch of a process comes from its
+images (core `mtype`, and on x86 the register mode), never from the host
+running the conversion.
+
+Adding an architecture: a module in this package and one line below.
+"""
 from ..errors import BadImage
+from ..model import MARCH_NAMES
+from . import aarch64, arm, ia32, mips, ppc64, s390, x86_64
+from .base import Arch, Regs  # noqa: F401
+
+ARCHES = (
+    x86_64.ARCH,
+    ia32.ARCH,
+    aarch64.ARCH,
+    arm.ARCH,
+    ppc64.ARCH,
+    s390.ARCH,
+    mips.ARCH,
+)
+
+_BY_NAME = {a.name: a for a in ARCHES}
+
+
+def by_name(name):
+    """The Arch called `name` (Process.arch, Thread.arch), or None."""
+    return _BY_NAME.get(name)
+
+
+def by_mtype(mtype):
+    """The Archs CRIU marks with core_entry.march `mtype` (x86_64 and ia32
+    share one)."""
+    return [a for a in ARCHES if a.mtype == mtype]
+
+
+def identify(path, mtype, thread_info_of):
+    """The Arch of a core image: `thread_info_of(arch)` gives the image's
+    thread_info for that arch (None when absent).  Raises BadImage for a
+    machine we do not convert."""
+    candidates = by_mtype(mtype)
+    if not candidates:
+        name = MARCH_NAMES.get(mtype)
+        if name is None:
+            raise BadImage(path, "machine type missing or unknown")
+        raise BadImage(path, "machine type %s is not supported" % name)
+    if len(candidates) == 1:
+        return candidates[0]
+    ti = thread_info_of(candidates[0])
+    if ti is None:
+        return candidates[0]   # the first is the native one; no registers
+    for a in candidates:
+        if a.accepts is None or a.accepts(ti):
+            return a
+    return candidates[0]
 
 
 def for_process(proc, path="core"):
-    """The arch module for a process's images."""
-    name = proc.arch
-    if name == "x86_64":
-        from . import x86_64 as mod
-    elif name == "ia32":
-        from . import ia32 as mod
-    elif name == "aarch64":
-        from . import aarch64 as mod
-    elif name == "arm":
-        from . import arm as mod
-    else:
-        raise BadImage(path, "architecture %s is not supported" % name)
-    return mod
+    """The Arch of a loaded process."""
+    arch = by_name(proc.arch)
+    if arch is None:
+        raise BadImage(path, "architecture %s is not supported" % proc.arch)
+    return arch

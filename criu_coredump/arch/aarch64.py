@@ -1,4 +1,4 @@
-"""aarch64 notes: prstatus with user_pt_regs, FPSIMD and TLS registers.
+"""aarch64: prstatus with user_pt_regs, FPSIMD and TLS registers.
 
 Layouts (Linux): arch/arm64/include/uapi/asm/ptrace.h (struct user_pt_regs:
 x0-x30, sp, pc, pstate; struct user_fpsimd_state: 32 128-bit V registers,
@@ -22,50 +22,79 @@ not described by the images and are left out.
 """
 import ctypes
 import struct
+from dataclasses import dataclass
+from typing import Optional
 
-from .. import elf, notes
+from .. import elf, protodecl
+from .base import Arch, Regs, SyscallABI, SyscallEntry, words
 
-ELF = elf.ELF64
-MACHINE = elf.EM_AARCH64
-OSABI = elf.ELFOSABI_NONE
-EFLAGS = 0
-long_t = ctypes.c_uint64
-uid_t = ctypes.c_uint32
-SIGINFO_SIZE = 128
-
-NGREG = 34          # x0-x30, sp, pc, pstate
+# elf_gregset_t: struct user_pt_regs (arch/arm64/include/uapi/asm/ptrace.h)
+GREGS = tuple("x%d" % i for i in range(31)) + ("sp", "pc", "pstate")
 NVREGS = 32         # V registers, 128 bits each
 TLS_WORDS = 2       # tpidr_el0, tpidr2_el0 (0 without SME)
 
-Prstatus = notes.prstatus_type(long_t, ctypes.c_uint64, NGREG)
-Prpsinfo = notes.prpsinfo_type(long_t, uid_t)
+
+@dataclass
+class PacKeys:
+    """Pointer-authentication state CRIU saved (images/core-aarch64.proto
+    pac_keys): 128-bit keys as (lo, hi) word pairs."""
+    address: Optional[tuple] = None   # apia, apib, apda, apdb: 8 words
+    enabled: int = 0                  # PR_PAC_AP*KEY bits of enabled keys
+    generic: Optional[tuple] = None   # apga: 2 words
 
 
-def words(values, count):
-    """`count` values from a repeated image field, zero-padded."""
-    vals = list(values)[:count]
-    return vals + [0] * (count - len(vals))
+PAC_ADDRESS = ("apiakey_lo", "apiakey_hi", "apibkey_lo", "apibkey_hi",
+               "apdakey_lo", "apdakey_hi", "apdbkey_lo", "apdbkey_hi")
+
+# thread_info_aarch64 reduced to its field 5 (pac_keys, CRIU 3.19+), which
+# pycriu 3.17 does not know; the other fields stay unknown to it.
+PacThreadInfo = protodecl.declare("criu_coredump_pac.proto", [
+    ("pac_address_keys", [(n, i, "uint64") for i, n in
+                          enumerate(PAC_ADDRESS + ("pac_enabled_key",), 1)]),
+    ("pac_generic_keys", [("apgakey_lo", 1, "uint64"), ("apgakey_hi", 2, "uint64")]),
+    ("pac_keys", [("pac_address_keys", 6, "pac_address_keys"),
+                  ("pac_generic_keys", 7, "pac_generic_keys")]),
+    ("thread_info_aarch64_pac", [("pac_keys", 5, "pac_keys")]),
+], "thread_info_aarch64_pac")
 
 
-def prstatus(proc, th, cursig):
-    st = notes.prstatus_head(Prstatus, proc, th, cursig, long_t)
-    g = th.regs.gpregs
-    regs = words(g.regs, 31) + [g.sp, g.pc, g.pstate]
-    for i, value in enumerate(regs):
-        st.pr_reg[i] = value
-    st.pr_fpvalid = 1
-    return bytes(st)
+def decode_pac(ti, reparse):
+    """The PAC keys of a thread_info, or None (no PAC hardware, or a CRIU
+    older than 3.19)."""
+    msg = reparse(PacThreadInfo, ti)
+    if not msg.HasField("pac_keys"):
+        return None
+    keys, pac = msg.pac_keys, PacKeys()
+    if keys.HasField("pac_address_keys"):
+        a = keys.pac_address_keys
+        pac.address = tuple(getattr(a, n) for n in PAC_ADDRESS)
+        pac.enabled = a.pac_enabled_key
+    if keys.HasField("pac_generic_keys"):
+        g = keys.pac_generic_keys
+        pac.generic = (g.apgakey_lo, g.apgakey_hi)
+    return pac
 
 
-def fpsimd(fp):
+def decode(ti, reparse):
+    """thread_info_aarch64: x0-x30 (gpregs.regs), sp, pc, pstate; FPSIMD;
+    tpidr_el0; the PAC keys."""
+    g = ti.gpregs
+    gp = dict(zip(GREGS, words(g.regs, 31) + [g.sp, g.pc, g.pstate]))
+    return Regs(gp=gp, extra={
+        "vregs": words(ti.fpsimd.vregs, 2 * NVREGS), "fpsr": ti.fpsimd.fpsr,
+        "fpcr": ti.fpsimd.fpcr, "tls": ti.tls, "pac": decode_pac(ti, reparse)})
+
+
+def fpsimd(proc, th):
     """struct user_fpsimd_state (528 bytes): CRIU keeps each V register as
     two 64-bit words, low half first, which is its memory order."""
-    return (struct.pack("<%dQ" % (2 * NVREGS), *words(fp.vregs, 2 * NVREGS))
-            + struct.pack("<IIII", fp.fpsr, fp.fpcr, 0, 0))
+    r = th.regs
+    return (struct.pack("<%dQ" % (2 * NVREGS), *r.vregs)
+            + struct.pack("<IIII", r.fpsr, r.fpcr, 0, 0))
 
 
-def tls(ti):
-    return struct.pack("<%dQ" % TLS_WORDS, ti.tls, *[0] * (TLS_WORDS - 1))
+def tls(proc, th):
+    return struct.pack("<%dQ" % TLS_WORDS, th.regs.tls, *[0] * (TLS_WORDS - 1))
 
 
 def va_bits(proc):
@@ -80,29 +109,52 @@ def pac_mask(proc):
     return ((1 << 55) - 1) & ~((1 << low) - 1)
 
 
-def pac_notes(proc, pac):
-    if pac is None:
-        return []
-    out = []
-    if pac.address is not None:
-        mask = pac_mask(proc)
-        out += [("LINUX", elf.NT_ARM_PAC_MASK, struct.pack("<QQ", mask, mask)),
-                ("LINUX", elf.NT_ARM_PAC_ENABLED_KEYS, struct.pack("<Q", pac.enabled)),
-                ("LINUX", elf.NT_ARM_PACA_KEYS, struct.pack("<8Q", *pac.address))]
-    if pac.generic is not None:
-        out.append(("LINUX", elf.NT_ARM_PACG_KEYS, struct.pack("<2Q", *pac.generic)))
-    return out
+def pac_mask_note(proc, th):
+    pac = th.regs.pac
+    if pac is None or pac.address is None:
+        return None
+    mask = pac_mask(proc)
+    return struct.pack("<QQ", mask, mask)
 
 
-def thread_notes(proc, th):
-    ti = th.regs
-    return [("CORE", elf.NT_PRFPREG, fpsimd(ti.fpsimd)),
-            ("LINUX", elf.NT_ARM_TLS, tls(ti))] + pac_notes(proc, th.pac)
+def pac_enabled_note(proc, th):
+    pac = th.regs.pac
+    if pac is None or pac.address is None:
+        return None
+    return struct.pack("<Q", pac.enabled)
 
 
-def process_notes(proc, threads):
-    return []
+def paca_keys_note(proc, th):
+    pac = th.regs.pac
+    if pac is None or pac.address is None:
+        return None
+    return struct.pack("<8Q", *pac.address)
 
 
-def siginfo(signo):
-    return notes.siginfo_bytes(signo, SIGINFO_SIZE)
+def pacg_keys_note(proc, th):
+    pac = th.regs.pac
+    if pac is None or pac.generic is None:
+        return None
+    return struct.pack("<2Q", *pac.generic)
+
+
+ARCH = Arch(
+    name="aarch64", elf=elf.ELF64, machine=elf.EM_AARCH64, endian="little",
+    long_t=ctypes.c_uint64, uid_t=ctypes.c_uint32, page_size=4096,
+    user_va_end=1 << 52, gdb_name="aarch64",
+    mtype=3, ti_field="ti_aarch64",
+    gregs=GREGS, decode=decode,
+    # arch/arm64/kernel/ptrace.c aarch64_regsets, in order (those the
+    # images describe)
+    thread_notes=((elf.NT_PRFPREG, fpsimd),
+                  (elf.NT_ARM_TLS, tls),
+                  (elf.NT_ARM_PAC_MASK, pac_mask_note),
+                  (elf.NT_ARM_PAC_ENABLED_KEYS, pac_enabled_note),
+                  (elf.NT_ARM_PACA_KEYS, paca_keys_note),
+                  (elf.NT_ARM_PACG_KEYS, pacg_keys_note)),
+    native_hosts=("aarch64", "arm64"),
+    syscall=SyscallABI(64, "pc", "x0", (
+        SyscallEntry(struct.pack("<I", 0xD4000001), "generic", "x8",
+                     ("x0", "x1", "x2", "x3", "x4", "x5")),),
+        kernel_rewinds_first=True),
+)

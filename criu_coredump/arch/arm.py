@@ -1,4 +1,4 @@
-"""armv7 (32-bit ARM, EABI) notes: prstatus with the 18 pt_regs words, the
+"""armv7 (32-bit ARM, EABI): prstatus with the 18 pt_regs words, the
 FPA and VFP register sets, and the TLS register.
 
 Layouts (Linux): arch/arm/include/asm/elf.h (ELFCLASS32, EM_ARM, no
@@ -20,51 +20,45 @@ ptrace uses for it), so it is written there, after the kernel's notes.
 import ctypes
 import struct
 
-from .. import elf, notes
+from .. import elf
+from .base import Arch, Regs, SyscallABI, SyscallEntry, words
 
-ELF = elf.ELF32
-MACHINE = elf.EM_ARM
-OSABI = elf.ELFOSABI_NONE
-EFLAGS = 0
-long_t = ctypes.c_uint32
-uid_t = ctypes.c_uint16
-SIGINFO_SIZE = 128
-
+# elf_gregset_t: struct pt_regs (arch/arm/include/uapi/asm/ptrace.h); CRIU's
+# user_arm_regs_entry has the same names
 GREGS = ("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10",
          "fp", "ip", "sp", "lr", "pc", "cpsr", "orig_r0")
 USER_FP_SIZE = 116   # struct user_fp: 8 x 12-byte fp_reg, fpsr, fpcr, ftype[8], init_flag
 NVFP = 32            # d0-d31
 
-Prstatus = notes.prstatus_type(long_t, ctypes.c_uint32, len(GREGS))
-Prpsinfo = notes.prpsinfo_type(long_t, uid_t)
+
+def decode(ti, reparse=None):
+    """thread_info_arm: the 18 pt_regs words, VFP, TPIDRURO."""
+    g = ti.gpregs
+    return Regs(gp={n: getattr(g, n) & 0xFFFFFFFF for n in GREGS},
+                extra={"vfp_regs": words(ti.fpstate.vfp_regs, NVFP),
+                       "fpscr": ti.fpstate.fpscr, "tls": ti.tls & 0xFFFFFFFF})
 
 
-def prstatus(proc, th, cursig):
-    st = notes.prstatus_head(Prstatus, proc, th, cursig, long_t)
-    g = th.regs.gpregs
-    for i, name in enumerate(GREGS):
-        st.pr_reg[i] = getattr(g, name) & 0xFFFFFFFF
-    st.pr_fpvalid = 1
-    return bytes(st)
-
-
-def vfp(fp):
+def vfp(proc, th):
     """struct user_vfp: d0-d31 then fpscr (fpexc and fpinst are not in it)."""
-    regs = list(fp.vfp_regs)[:NVFP]
-    regs += [0] * (NVFP - len(regs))
-    return struct.pack("<%dQI" % NVFP, *regs, fp.fpscr)
+    return struct.pack("<%dQI" % NVFP, *th.regs.vfp_regs, th.regs.fpscr)
 
 
-def thread_notes(proc, th):
-    ti = th.regs
-    return [("CORE", elf.NT_PRFPREG, bytes(USER_FP_SIZE)),
-            ("LINUX", elf.NT_ARM_VFP, vfp(ti.fpstate)),
-            ("LINUX", elf.NT_ARM_TLS, struct.pack("<I", ti.tls & 0xFFFFFFFF))]
-
-
-def process_notes(proc, threads):
-    return []
-
-
-def siginfo(signo):
-    return notes.siginfo_bytes(signo, SIGINFO_SIZE)
+ARCH = Arch(
+    name="arm", elf=elf.ELF32, machine=elf.EM_ARM, endian="little",
+    long_t=ctypes.c_uint32, uid_t=ctypes.c_uint16, page_size=4096,
+    user_va_end=1 << 32, gdb_name="arm",
+    mtype=2, ti_field="ti_arm",
+    gregs=GREGS, decode=decode,
+    # arch/arm/kernel/ptrace.c arm_regsets, then the TLS register
+    thread_notes=((elf.NT_PRFPREG, lambda proc, th: bytes(USER_FP_SIZE)),
+                  (elf.NT_ARM_VFP, vfp),
+                  (elf.NT_ARM_TLS, lambda proc, th: struct.pack("<I", th.regs.tls))),
+    native_hosts=("aarch64", "armv7l", "armv8l"),
+    syscall=SyscallABI(32, "pc", "r0", (
+        SyscallEntry(struct.pack("<I", 0xEF000000), "arm", "r7",
+                     ("r0", "r1", "r2", "r3", "r4", "r5", "r6"), thumb=False),
+        SyscallEntry(b"\x00\xdf", "arm", "r7",
+                     ("r0", "r1", "r2", "r3", "r4", "r5", "r6"), thumb=True)),
+        kernel_rewinds_first=True, thumb_bit=("cpsr", 1 << 5)),
+)

@@ -16,36 +16,36 @@ three slots, when one is in use); then NT_X86_XSAVE_LAYOUT once.
 """
 import ctypes
 import struct
+from types import SimpleNamespace
 
-from .. import elf, notes
+from .. import elf
 from . import x86_64
+from .base import Arch, Regs, SyscallABI, SyscallEntry
 
-ELF = elf.ELF32
-MACHINE = elf.EM_386
-OSABI = elf.ELFOSABI_NONE
-EFLAGS = 0
-long_t = ctypes.c_uint32
-uid_t = ctypes.c_uint16
-SIGINFO_SIZE = 128
-
+# elf_gregset_t: struct user_regs_struct32 (arch/x86/include/asm/user32.h)
 GREGS = ("bx", "cx", "dx", "si", "di", "bp", "ax", "ds", "es", "fs", "gs",
          "orig_ax", "ip", "cs", "flags", "sp", "ss")
 MASK32 = 0xFFFFFFFF
-
-Prstatus = notes.prstatus_type(long_t, ctypes.c_uint32, len(GREGS))
-Prpsinfo = notes.prpsinfo_type(long_t, uid_t)
+_DESC_FIELDS = ("entry_number", "base_addr", "limit", "seg_32bit", "contents_h",
+                "contents_l", "read_exec_only", "limit_in_pages",
+                "seg_not_present", "usable")
 
 # twd_fxsr_to_i387() tags
 TAG_VALID, TAG_ZERO, TAG_SPECIAL, TAG_EMPTY = 0, 1, 2, 3
 
 
-def prstatus(proc, th, cursig):
-    st = notes.prstatus_head(Prstatus, proc, th, cursig, long_t)
-    g = th.regs.gpregs
-    for i, name in enumerate(GREGS):
-        st.pr_reg[i] = getattr(g, name) & MASK32
-    st.pr_fpvalid = 1
-    return bytes(st)
+def decode(ti, reparse=None):
+    """thread_info_x86 of a COMPAT task: the 32-bit registers in the 64-bit
+    fields of the same names."""
+    g = ti.gpregs
+    return Regs(gp={n: getattr(g, n) & MASK32 for n in GREGS},
+                extra={"fpregs": x86_64.decode_fpregs(ti.fpregs),
+                       "tls": [SimpleNamespace(**{n: getattr(t, n) for n in _DESC_FIELDS})
+                               for t in ti.tls]})
+
+
+def accepts(ti):
+    return not x86_64.accepts(ti)
 
 
 def _st_regs(fp):
@@ -81,11 +81,11 @@ def i387(th):
     """struct user_i387_ia32_struct (108 bytes), as convert_from_fxsr() on
     a 64-bit kernel fills it: fcs and fos are the task's cs and ds, since
     64-bit FXSAVE keeps no selectors."""
-    fp, g = th.regs.fpregs, th.regs.gpregs
+    fp, g = th.regs.fpregs, th.regs.gp
     st = _st_regs(fp)
     head = struct.pack("<7I", fp.cwd | 0xFFFF0000, fp.swd | 0xFFFF0000,
-                       i387_tag_word(fp, st), fp.rip & MASK32, g.cs & MASK32,
-                       fp.rdp & MASK32, (g.ds | 0xFFFF0000) & MASK32)
+                       i387_tag_word(fp, st), fp.rip & MASK32, g["cs"],
+                       fp.rdp & MASK32, (g["ds"] | 0xFFFF0000) & MASK32)
     return head + b"".join(r[:10] for r in st)
 
 
@@ -104,25 +104,13 @@ def _tls_empty(t):
             and not t.limit_in_pages and t.seg_not_present and not t.usable)
 
 
-def tls_note(ti):
+def tls_note(proc, th):
     """NT_386_TLS: every slot, written only when one of them is in use
     (regset_tls_active())."""
-    slots = list(ti.tls)
+    slots = th.regs.tls
     if all(_tls_empty(t) for t in slots):
-        return []
-    return [("LINUX", elf.NT_386_TLS, b"".join(user_desc(t) for t in slots))]
-
-
-def thread_notes(proc, th):
-    fp = th.regs.fpregs
-    out = [("CORE", elf.NT_PRFPREG, i387(th)),
-           ("LINUX", elf.NT_PRXFPREG, x86_64.fxsave(fp))]
-    if fp.HasField("xsave"):
-        out.append(("LINUX", elf.NT_X86_XSTATE, x86_64.xstate(fp)[0]))
-    return out + tls_note(th.regs)
-
-
-process_notes = x86_64.process_notes
+        return None
+    return b"".join(user_desc(t) for t in slots)
 
 
 def auxv_words(saved):
@@ -134,5 +122,23 @@ def auxv_words(saved):
     return out
 
 
-def siginfo(signo):
-    return notes.siginfo_bytes(signo, SIGINFO_SIZE)
+ARCH = Arch(
+    name="ia32", elf=elf.ELF32, machine=elf.EM_386, endian="little",
+    long_t=ctypes.c_uint32, uid_t=ctypes.c_uint16, page_size=4096,
+    user_va_end=1 << 32, gdb_name="i386",
+    mtype=1, ti_field="thread_info", accepts=accepts,
+    gregs=GREGS, decode=decode,
+    # arch/x86/kernel/ptrace.c x86_32_regsets, in order
+    thread_notes=((elf.NT_PRFPREG, lambda proc, th: i387(th)),
+                  (elf.NT_PRXFPREG, lambda proc, th: x86_64.fxsave(th.regs.fpregs)),
+                  (elf.NT_X86_XSTATE, x86_64.xstate_note),
+                  (elf.NT_386_TLS, tls_note)),
+    process_notes=x86_64.ARCH.process_notes,
+    auxv_words=auxv_words,
+    native_hosts=("x86_64", "i686", "i386"),
+    # the vDSO's sysenter/syscall paths return to the landing pad after
+    # the `int $0x80` that follows them: a rewound ip is on cd 80 too
+    syscall=SyscallABI(32, "ip", "ax", (
+        SyscallEntry(b"\xcd\x80", "i386", "orig_ax", ("bx", "cx", "dx", "si", "di", "bp")),),
+        kernel_rewinds_first=False, orig="orig_ax"),
+)

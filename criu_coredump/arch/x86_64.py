@@ -1,28 +1,24 @@
-"""x86_64 notes: prstatus with user_regs_struct, FXSAVE and XSAVE areas.
+"""x86_64: prstatus with user_regs_struct, FXSAVE and XSAVE areas.
 
 Layouts: arch/x86/include/asm/user_64.h (user_regs_struct,
 user_i387_struct), arch/x86/kernel/fpu/xstate.c (the XSAVE area as ptrace and
 cores see it: non-compacted, xcr0 in the software-reserved bytes at 464).
+CRIU's images (images/core-x86.proto): mtype X86_64, thread_info with
+gpregs.mode NATIVE (COMPAT is an ia32 task, ia32.py), the general registers
+under the kernel's names, the FXSAVE area and the XSAVE components.
 """
 import ctypes
 import struct
+from types import SimpleNamespace
 
-from .. import elf, notes
+from .. import elf
+from .base import Arch, Regs, SyscallABI, SyscallEntry, words
 
-ELF = elf.ELF64
-MACHINE = elf.EM_X86_64
-OSABI = elf.ELFOSABI_NONE
-EFLAGS = 0
-long_t = ctypes.c_uint64
-uid_t = ctypes.c_uint32
-SIGINFO_SIZE = 128
-
+# elf_gregset_t: struct user_regs_struct (arch/x86/include/asm/user_64.h)
 GREGS = ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8",
          "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp",
          "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")
-
-Prstatus = notes.prstatus_type(long_t, ctypes.c_uint64, len(GREGS))
-Prpsinfo = notes.prpsinfo_type(long_t, uid_t)
+MODE_NATIVE, MODE_COMPAT = 1, 2   # user_x86_regs_mode
 
 # XSAVE components CRIU saves: (xfeature bit, image field, element format,
 # offset and size in the standard (non-compacted) layout, Intel SDM vol. 1
@@ -42,16 +38,33 @@ XSAVE_HEADER = 512
 FX_SIZE = 512
 
 
-def prstatus(proc, th, cursig):
-    """fill_prstatus() + the general registers as CRIU saved them.  The CPU
-    times (pr_utime, pr_stime, pr_cutime, pr_cstime) stay 0: CRIU images
-    carry none."""
-    st = notes.prstatus_head(Prstatus, proc, th, cursig, long_t)
-    g = th.regs.gpregs
-    for i, name in enumerate(GREGS):
-        st.pr_reg[i] = getattr(g, name)
-    st.pr_fpvalid = 1
-    return bytes(st)
+_FX_FIELDS = ("cwd", "swd", "twd", "fop", "rip", "rdp", "mxcsr", "mxcsr_mask")
+
+
+def decode_fpregs(fp):
+    """user_x86_fpregs_entry as a plain record (the same field names), the
+    xsave components as lists, xsave None when the images have none."""
+    out = SimpleNamespace(**{n: getattr(fp, n) for n in _FX_FIELDS})
+    out.st_space = list(fp.st_space)
+    out.xmm_space = list(fp.xmm_space)
+    out.xsave = None
+    if fp.HasField("xsave"):
+        xs = fp.xsave
+        out.xsave = SimpleNamespace(xstate_bv=xs.xstate_bv, **{
+            c[1]: list(getattr(xs, c[1])) for c in XSAVE_COMPONENTS})
+    return out
+
+
+def decode(ti, reparse=None):
+    """thread_info_x86 of a 64-bit task."""
+    g = ti.gpregs
+    return Regs(gp={n: getattr(g, n) for n in GREGS},
+                extra={"fpregs": decode_fpregs(ti.fpregs)})
+
+
+def accepts(ti):
+    """CRIU keeps 64-bit and ia32 tasks under one mtype; the mode tells."""
+    return not (ti.gpregs.HasField("mode") and ti.gpregs.mode == MODE_COMPAT)
 
 
 def fxsave(fp):
@@ -68,9 +81,7 @@ def fxsave(fp):
 
 
 def _words(fmt, values, count):
-    vals = list(values)[:count]
-    vals += [0] * (count - len(vals))
-    return struct.pack("<%d%s" % (count, fmt), *vals)
+    return struct.pack("<%d%s" % (count, fmt), *words(values, count))
 
 
 def xsave_components(xs):
@@ -105,25 +116,39 @@ def xstate(fp):
     return bytes(buf), comps
 
 
-def thread_notes(proc, th):
+def xstate_note(proc, th):
     fp = th.regs.fpregs
-    out = [("CORE", elf.NT_FPREGSET, fxsave(fp))]
-    if fp.HasField("xsave"):
-        out.append(("LINUX", elf.NT_X86_XSTATE, xstate(fp)[0]))
-    return out
+    return xstate(fp)[0] if fp.xsave is not None else None
 
 
-def process_notes(proc, threads):
+def xsave_layout(proc):
     """NT_X86_XSAVE_LAYOUT, as Linux 6.x writes it once per core: one
     {type, size, offset, flags} record per extended component in the note."""
-    fp = threads[0].regs.fpregs
-    if not fp.HasField("xsave"):
-        return []
+    fp = proc.threads[0].regs.fpregs
+    if fp.xsave is None:
+        return None
     comps = xsave_components(fp.xsave)
     desc = b"".join(struct.pack("<IIII", bit, sz, off, 0)
                     for bit, _, _, off, sz in comps)
-    return [("LINUX", elf.NT_X86_XSAVE_LAYOUT, desc)] if desc else []
+    return desc or None
 
 
-def siginfo(signo):
-    return notes.siginfo_bytes(signo, SIGINFO_SIZE)
+ARCH = Arch(
+    name="x86_64", elf=elf.ELF64, machine=elf.EM_X86_64, endian="little",
+    long_t=ctypes.c_uint64, uid_t=ctypes.c_uint32, page_size=4096,
+    # 5-level paging; the vsyscall page above it is the loader's exception
+    user_va_end=1 << 56, gdb_name="i386:x86-64",
+    mtype=1, ti_field="thread_info", accepts=accepts,
+    gregs=GREGS, decode=decode,
+    # arch/x86/kernel/ptrace.c x86_64_regsets, in order
+    thread_notes=((elf.NT_FPREGSET, lambda proc, th: fxsave(th.regs.fpregs)),
+                  (elf.NT_X86_XSTATE, xstate_note)),
+    process_notes=((elf.NT_X86_XSAVE_LAYOUT, xsave_layout),),
+    native_hosts=("x86_64",),
+    syscall=SyscallABI(64, "ip", "ax", (
+        SyscallEntry(b"\x0f\x05", "x86_64", "orig_ax",
+                     ("di", "si", "dx", "r10", "r8", "r9")),
+        # a 64-bit task's int $0x80 takes the i386 numbers
+        SyscallEntry(b"\xcd\x80", "i386", "orig_ax", ("bx", "cx", "dx", "si", "di", "bp"))),
+        kernel_rewinds_first=False, orig="orig_ax"),
+)

@@ -73,12 +73,13 @@ LE = ctypes.LittleEndianStructure
 
 ELFMAG = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
-ELFDATA2LSB = 1
+ELFDATA2LSB, ELFDATA2MSB = 1, 2
 ET_CORE = 4
 PT_LOAD, PT_NOTE, PT_PHDR = 1, 4, 6
 PF_X, PF_W, PF_R = 1, 2, 4
 
 EM_386, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 40, 62, 183
+EM_MIPS, EM_PPC64, EM_S390, EM_RISCV = 8, 21, 22, 243
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2
@@ -88,6 +89,11 @@ NT_AUXV = 6
 NT_386_TLS = 0x200
 NT_X86_XSTATE = 0x202
 NT_X86_XSAVE_LAYOUT = 0x205
+NT_PPC_VMX = 0x100
+NT_PPC_VSX = 0x102
+NT_S390_SYSTEM_CALL = 0x307
+NT_S390_VXRS_LOW = 0x309
+NT_S390_VXRS_HIGH = 0x30A
 NT_ARM_VFP = 0x400
 NT_ARM_TLS = 0x401
 NT_SIGINFO = 0x53494749
@@ -139,48 +145,59 @@ EMPTY_CAPS = [0, 0]
 # ELF structures
 # --------------------------------------------------------------------------
 
-class Elf64Ehdr(LE):
-    _fields_ = [("e_ident", ctypes.c_uint8 * 16), ("e_type", ctypes.c_uint16),
-                ("e_machine", ctypes.c_uint16), ("e_version", ctypes.c_uint32),
-                ("e_entry", ctypes.c_uint64), ("e_phoff", ctypes.c_uint64),
-                ("e_shoff", ctypes.c_uint64), ("e_flags", ctypes.c_uint32),
-                ("e_ehsize", ctypes.c_uint16), ("e_phentsize", ctypes.c_uint16),
-                ("e_phnum", ctypes.c_uint16), ("e_shentsize", ctypes.c_uint16),
-                ("e_shnum", ctypes.c_uint16), ("e_shstrndx", ctypes.c_uint16)]
+def _elf_structures(base):
+    """The ELF header structures in one byte order (`base`)."""
+    class Elf64Ehdr(base):
+        _fields_ = [("e_ident", ctypes.c_uint8 * 16), ("e_type", ctypes.c_uint16),
+                    ("e_machine", ctypes.c_uint16), ("e_version", ctypes.c_uint32),
+                    ("e_entry", ctypes.c_uint64), ("e_phoff", ctypes.c_uint64),
+                    ("e_shoff", ctypes.c_uint64), ("e_flags", ctypes.c_uint32),
+                    ("e_ehsize", ctypes.c_uint16), ("e_phentsize", ctypes.c_uint16),
+                    ("e_phnum", ctypes.c_uint16), ("e_shentsize", ctypes.c_uint16),
+                    ("e_shnum", ctypes.c_uint16), ("e_shstrndx", ctypes.c_uint16)]
 
 
-class Elf32Ehdr(LE):
-    _fields_ = [("e_ident", ctypes.c_uint8 * 16), ("e_type", ctypes.c_uint16),
-                ("e_machine", ctypes.c_uint16), ("e_version", ctypes.c_uint32),
-                ("e_entry", ctypes.c_uint32), ("e_phoff", ctypes.c_uint32),
-                ("e_shoff", ctypes.c_uint32), ("e_flags", ctypes.c_uint32),
-                ("e_ehsize", ctypes.c_uint16), ("e_phentsize", ctypes.c_uint16),
-                ("e_phnum", ctypes.c_uint16), ("e_shentsize", ctypes.c_uint16),
-                ("e_shnum", ctypes.c_uint16), ("e_shstrndx", ctypes.c_uint16)]
+    class Elf32Ehdr(base):
+        _fields_ = [("e_ident", ctypes.c_uint8 * 16), ("e_type", ctypes.c_uint16),
+                    ("e_machine", ctypes.c_uint16), ("e_version", ctypes.c_uint32),
+                    ("e_entry", ctypes.c_uint32), ("e_phoff", ctypes.c_uint32),
+                    ("e_shoff", ctypes.c_uint32), ("e_flags", ctypes.c_uint32),
+                    ("e_ehsize", ctypes.c_uint16), ("e_phentsize", ctypes.c_uint16),
+                    ("e_phnum", ctypes.c_uint16), ("e_shentsize", ctypes.c_uint16),
+                    ("e_shnum", ctypes.c_uint16), ("e_shstrndx", ctypes.c_uint16)]
 
 
-class Elf64Phdr(LE):
-    _fields_ = [("p_type", ctypes.c_uint32), ("p_flags", ctypes.c_uint32),
-                ("p_offset", ctypes.c_uint64), ("p_vaddr", ctypes.c_uint64),
-                ("p_paddr", ctypes.c_uint64), ("p_filesz", ctypes.c_uint64),
-                ("p_memsz", ctypes.c_uint64), ("p_align", ctypes.c_uint64)]
+    class Elf64Phdr(base):
+        _fields_ = [("p_type", ctypes.c_uint32), ("p_flags", ctypes.c_uint32),
+                    ("p_offset", ctypes.c_uint64), ("p_vaddr", ctypes.c_uint64),
+                    ("p_paddr", ctypes.c_uint64), ("p_filesz", ctypes.c_uint64),
+                    ("p_memsz", ctypes.c_uint64), ("p_align", ctypes.c_uint64)]
 
 
-class Elf32Phdr(LE):
-    _fields_ = [("p_type", ctypes.c_uint32), ("p_offset", ctypes.c_uint32),
-                ("p_vaddr", ctypes.c_uint32), ("p_paddr", ctypes.c_uint32),
-                ("p_filesz", ctypes.c_uint32), ("p_memsz", ctypes.c_uint32),
-                ("p_flags", ctypes.c_uint32), ("p_align", ctypes.c_uint32)]
+    class Elf32Phdr(base):
+        _fields_ = [("p_type", ctypes.c_uint32), ("p_offset", ctypes.c_uint32),
+                    ("p_vaddr", ctypes.c_uint32), ("p_paddr", ctypes.c_uint32),
+                    ("p_filesz", ctypes.c_uint32), ("p_memsz", ctypes.c_uint32),
+                    ("p_flags", ctypes.c_uint32), ("p_align", ctypes.c_uint32)]
 
 
-class Nhdr(LE):
-    _fields_ = [("n_namesz", ctypes.c_uint32), ("n_descsz", ctypes.c_uint32),
-                ("n_type", ctypes.c_uint32)]
+    class Nhdr(base):
+        _fields_ = [("n_namesz", ctypes.c_uint32), ("n_descsz", ctypes.c_uint32),
+                    ("n_type", ctypes.c_uint32)]
+
+    return Elf64Ehdr, Elf64Phdr, Elf32Ehdr, Elf32Phdr, Nhdr
 
 
+BE = ctypes.BigEndianStructure
+Elf64Ehdr, Elf64Phdr, Elf32Ehdr, Elf32Phdr, Nhdr = _elf_structures(LE)
+_BE_STRUCTS = _elf_structures(BE)
+
+# (class, data) -> (Ehdr, Phdr, Nhdr, the target's `long`, structure base)
 ELF_CLASSES = {
-    ELFCLASS64: (Elf64Ehdr, Elf64Phdr, ctypes.c_uint64),
-    ELFCLASS32: (Elf32Ehdr, Elf32Phdr, ctypes.c_uint32),
+    (ELFCLASS64, ELFDATA2LSB): (Elf64Ehdr, Elf64Phdr, Nhdr, ctypes.c_uint64, LE),
+    (ELFCLASS32, ELFDATA2LSB): (Elf32Ehdr, Elf32Phdr, Nhdr, ctypes.c_uint32, LE),
+    (ELFCLASS64, ELFDATA2MSB): (_BE_STRUCTS[0], _BE_STRUCTS[1], _BE_STRUCTS[4],
+                                ctypes.c_uint64.__ctype_be__, BE),
 }
 
 
@@ -197,18 +214,17 @@ def decode(struct_type, data, offset=0):
 # Core-note structures (include/uapi/linux/elfcore.h), sized per target
 # --------------------------------------------------------------------------
 
-class ElfSiginfo(LE):
-    _fields_ = [("si_signo", ctypes.c_int32), ("si_code", ctypes.c_int32),
-                ("si_errno", ctypes.c_int32)]
-
-
 @functools.lru_cache(maxsize=None)
-def prstatus_type(word, nregs):
+def prstatus_type(word, nregs, base=LE):
     """struct elf_prstatus for a target whose 'long' is `word`."""
-    class Timeval(LE):
+    class ElfSiginfo(base):
+        _fields_ = [("si_signo", ctypes.c_int32), ("si_code", ctypes.c_int32),
+                    ("si_errno", ctypes.c_int32)]
+
+    class Timeval(base):
         _fields_ = [("tv_sec", word), ("tv_usec", word)]
 
-    class ElfPrstatus(LE):
+    class ElfPrstatus(base):
         _fields_ = [("pr_info", ElfSiginfo), ("pr_cursig", ctypes.c_int16),
                     ("pr_sigpend", word), ("pr_sighold", word),
                     ("pr_pid", ctypes.c_int32), ("pr_ppid", ctypes.c_int32),
@@ -220,9 +236,9 @@ def prstatus_type(word, nregs):
 
 
 @functools.lru_cache(maxsize=None)
-def prpsinfo_type(word, uid_t):
+def prpsinfo_type(word, uid_t, base=LE):
     """struct elf_prpsinfo; uid_t is 16 bits on i386/arm, 32 bits elsewhere."""
-    class ElfPrpsinfo(LE):
+    class ElfPrpsinfo(base):
         _fields_ = [("pr_state", ctypes.c_int8), ("pr_sname", ctypes.c_char),
                     ("pr_zomb", ctypes.c_int8), ("pr_nice", ctypes.c_int8),
                     ("pr_flag", word), ("pr_uid", uid_t), ("pr_gid", uid_t),
@@ -301,11 +317,12 @@ class CoreFile:
         ident = bytes(self.data[:16])
         if ident[:4] != ELFMAG:
             raise ValueError("%s: not an ELF file" % self.path)
-        if ident[5] != ELFDATA2LSB:
-            raise ValueError("%s: only little-endian cores are supported" % self.path)
-        if ident[4] not in ELF_CLASSES:
-            raise ValueError("%s: unknown ELF class %d" % (self.path, ident[4]))
-        ehdr_t, self.phdr_t, self.word = ELF_CLASSES[ident[4]]
+        if (ident[4], ident[5]) not in ELF_CLASSES:
+            raise ValueError("%s: unknown ELF class %d / data encoding %d"
+                             % (self.path, ident[4], ident[5]))
+        ehdr_t, self.phdr_t, self.nhdr_t, self.word, self.base = \
+            ELF_CLASSES[(ident[4], ident[5])]
+        self.endian = "big" if ident[5] == ELFDATA2MSB else "little"
         self.ehdr = decode(ehdr_t, self.data)
         if self.ehdr.e_type != ET_CORE:
             raise ValueError("%s: not a core file (e_type %d)" % (self.path, self.ehdr.e_type))
@@ -323,8 +340,8 @@ class CoreFile:
                 continue
             pos, end = ph.p_offset, ph.p_offset + ph.p_filesz
             while pos + ctypes.sizeof(Nhdr) <= end:
-                nh = decode(Nhdr, self.data, pos)
-                pos += ctypes.sizeof(Nhdr)
+                nh = decode(self.nhdr_t, self.data, pos)
+                pos += ctypes.sizeof(self.nhdr_t)
                 name = bytes(self.data[pos:pos + nh.n_namesz]).rstrip(b"\0")
                 pos += _align4(nh.n_namesz)
                 desc = bytes(self.data[pos:pos + nh.n_descsz])
@@ -377,7 +394,7 @@ class ProcessNotes:
 
 def read_notes(core, spec):
     """Split the note stream into process notes and per-thread notes."""
-    prstatus_t = prstatus_type(core.word, spec.nregs)
+    prstatus_t = prstatus_type(core.word, spec.nregs, core.base)
     process, threads = {}, []
     for _name, ntype, desc in core.notes():
         if ntype == NT_PRSTATUS:
@@ -392,7 +409,8 @@ def read_notes(core, spec):
         raise ValueError("%s: no NT_PRSTATUS note" % core.path)
     page_size, files = parse_nt_file(process.get(NT_FILE, b""), core.word)
     return ProcessNotes(
-        prpsinfo=decode(prpsinfo_type(core.word, spec.uid_t), process[NT_PRPSINFO]),
+        prpsinfo=decode(prpsinfo_type(core.word, spec.uid_t, core.base),
+                        process[NT_PRPSINFO]),
         auxv=parse_auxv(process.get(NT_AUXV, b""), core.word),
         files=files,
         page_size=page_size or 4096,
@@ -451,6 +469,7 @@ class MachineSpec:
     thread_info: Callable     # (ThreadNotes, ProcessNotes) -> dict
     vsyscall: Optional[int] = None   # fixed address of [vsyscall]/[vectors]
     saved_auxv: Callable = list      # NT_AUXV words -> mm_saved_auxv
+    endian: str = "little"
 
 
 # ---- x86_64 ----------------------------------------------------------------
@@ -688,6 +707,77 @@ def arm_thread_info(thread, proc):
     return ti
 
 
+# ---- ppc64 (little-endian) ---------------------------------------------------
+
+def ppc64_thread_info(thread, proc):
+    """thread_info_ppc64: gpr[32], nip, msr, orig_gpr3, ctr, link, xer, ccr
+    and trap from user_pt_regs (softe, dar, dsisr and result are not in
+    CRIU's images); fpstate, vrstate and vsxstate from their notes."""
+    r = thread.regs
+    names = ("nip", "msr", "orig_gpr3", "ctr", "link", "xer", "ccr")
+    gpregs = {"gpr": r[:32], "trap": r[40]}
+    gpregs.update(zip(names, r[32:39]))
+    ti = {"clear_tid_addr": 0, "gpregs": gpregs}
+    if NT_FPREGSET in thread.notes:
+        ti["fpstate"] = {"fpregs": _words(thread.notes[NT_FPREGSET][:33 * 8], ctypes.c_uint64)}
+    if NT_PPC_VMX in thread.notes:
+        vmx = thread.notes[NT_PPC_VMX]
+        ti["vrstate"] = {"vrregs": _words(vmx[:33 * 16], ctypes.c_uint64),
+                         "vrsave": struct.unpack_from("<I", vmx, 33 * 16)[0]}
+    if NT_PPC_VSX in thread.notes:
+        ti["vsxstate"] = {"vsxregs": _words(thread.notes[NT_PPC_VSX][:32 * 8],
+                                            ctypes.c_uint64)}
+    return ti
+
+
+# ---- s390x (big-endian) -----------------------------------------------------
+
+def s390_thread_info(thread, proc):
+    """thread_info_s390: psw, gprs, the 16 32-bit access registers (two in
+    each of elf_gregset_t's words 18-25, big-endian), orig_gpr2; the FP
+    registers, system-call word and vector registers from their notes."""
+    r = thread.regs
+    acrs = []
+    for w in r[18:26]:
+        acrs += [w >> 32, w & 0xFFFFFFFF]
+    call = thread.notes.get(NT_S390_SYSTEM_CALL, b"")
+    ti = {"clear_tid_addr": 0,
+          "gpregs": {"psw_mask": r[0], "psw_addr": r[1], "gprs": r[2:18],
+                     "acrs": acrs, "orig_gpr2": r[26],
+                     "system_call": struct.unpack(">I", call[:4])[0] if len(call) >= 4 else 0},
+          "fpregs": {"fpc": 0, "fprs": [0] * 16}}
+    fp = thread.notes.get(NT_FPREGSET)
+    if fp is not None and len(fp) >= 136:
+        ti["fpregs"] = {"fpc": struct.unpack_from(">I", fp)[0],
+                        "fprs": list(struct.unpack_from(">16Q", fp, 8))}
+    if NT_S390_VXRS_LOW in thread.notes:
+        ti["vxrs_low"] = {"regs": list(struct.unpack(">16Q", thread.notes[NT_S390_VXRS_LOW][:128]))}
+    if NT_S390_VXRS_HIGH in thread.notes:
+        ti["vxrs_high"] = {"regs": list(struct.unpack(">32Q", thread.notes[NT_S390_VXRS_HIGH][:256]))}
+    return ti
+
+
+# ---- mips64 (n64, little-endian) ---------------------------------------------
+
+MIPS_SPECIAL = ("lo", "hi", "cp0_epc", "cp0_badvaddr", "cp0_status", "cp0_cause")
+
+
+def mips_thread_info(thread, proc):
+    """thread_info_mips: r0-r31 and the six special registers at their EF_*
+    offsets (0-37 on a 64-bit kernel); the FPRs, fcr31 and FPU id from
+    NT_PRFPREG, zeros without it."""
+    r = thread.regs
+    gpregs = {"r%d" % i: r[i] for i in range(32)}
+    gpregs.update(zip(MIPS_SPECIAL, r[32:38]))
+    fpregs = dict({"r%d" % i: 0 for i in range(32)}, lo=0, hi=0, fpu_fcr31=0, fpu_id=0)
+    fp = thread.notes.get(NT_FPREGSET)
+    if fp is not None and len(fp) >= 264:
+        vals = struct.unpack_from("<32QII", fp)
+        fpregs.update({"r%d" % i: vals[i] for i in range(32)},
+                      fpu_fcr31=vals[32], fpu_id=vals[33])
+    return {"clear_tid_addr": 0, "tls": 0, "gpregs": gpregs, "fpregs": fpregs}
+
+
 MACHINES = {
     EM_X86_64: MachineSpec("x86_64", "X86_64", "thread_info", 27, ctypes.c_uint32,
                            x86_64_thread_info, vsyscall=0xFFFFFFFFFF600000),
@@ -697,6 +787,12 @@ MACHINES = {
                         arm_thread_info, vsyscall=0xFFFF0000),
     EM_386: MachineSpec("ia32", "X86_64", "thread_info", 17, ctypes.c_uint16,
                         ia32_thread_info, saved_auxv=pack_auxv32),
+    EM_PPC64: MachineSpec("ppc64", "PPC64", "ti_ppc64", 48, ctypes.c_uint32,
+                          ppc64_thread_info),
+    EM_S390: MachineSpec("s390", "S390", "ti_s390", 27, ctypes.c_uint32.__ctype_be__,
+                         s390_thread_info, endian="big"),
+    EM_MIPS: MachineSpec("mips", "MIPS", "ti_mips", 45, ctypes.c_uint32,
+                         mips_thread_info),
 }
 
 
@@ -745,12 +841,13 @@ def compel_rewind(arch, gpregs):
 # Building image entries
 # --------------------------------------------------------------------------
 
-def signal_queue(mask):
+def signal_queue(mask, endian="little"):
     """signal_queue_entry with one SI_USER siginfo per bit set in `mask`."""
     signals = []
+    order = ">" if endian == "big" else "<"
     for bit in range(64):
         if mask & (1 << bit):
-            raw = struct.pack("<iii", bit + 1, 0, SI_USER).ljust(SIGINFO_SIZE, b"\0")
+            raw = struct.pack(order + "iii", bit + 1, 0, SI_USER).ljust(SIGINFO_SIZE, b"\0")
             signals.append({"siginfo": base64.b64encode(raw).decode()})
     return {"signals": signals} if signals else {}
 
@@ -777,7 +874,7 @@ def core_entry(thread, proc, spec, task_state, is_main):
             "blk_sigset": thread.prstatus.pr_sighold,
             "creds": creds_entry(psinfo),
             "comm": comm,
-            "signals_p": signal_queue(thread.prstatus.pr_sigpend),
+            "signals_p": signal_queue(thread.prstatus.pr_sigpend, spec.endian),
         },
     }
     if is_main:
@@ -843,7 +940,7 @@ def reg_file(fid, path, flags=0):
 def _read_word(core, addr):
     wsize = ctypes.sizeof(core.word)
     raw = core.read(addr, wsize)
-    return None if raw is None else int.from_bytes(raw, "little")
+    return None if raw is None else int.from_bytes(raw, core.endian)
 
 
 def _read_cstr_len(core, addr, limit=1 << 16):
