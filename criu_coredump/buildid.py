@@ -9,85 +9,83 @@ PT_NOTE segments are read (where most linkers put .note.gnu.build-id), a
 few KiB at most, through the descriptor that the pages are copied from,
 then the SHT_NOTE sections for a file whose build-id note no PT_NOTE covers.
 """
+import ctypes
 import os
-import struct
+
+from . import elf
 
 PT_NOTE = 4
 SHT_NOTE = 7
 NT_GNU_BUILD_ID = 3
-_MAX_NOTES = 1 << 16   # bytes of PT_NOTE read at most
-_MAX_PHNUM = 4096
+_MAX_NOTES = 1 << 16   # bytes of notes read at most from one segment/section
+_MAX_ENTRIES = 4096    # program or section headers read at most
+
+# (Ehdr, Phdr, Shdr, Nhdr) by (EI_CLASS, EI_DATA)
+_LAYOUTS = {(c, d): (s[i], s[i + 1], s[i + 2], s[6])
+            for d, s in ((1, elf._structures(elf._LE)), (2, elf._BIG))
+            for c, i in ((2, 0), (1, 3))}
 
 
 def read_build_id(fd):
     """The build-id bytes of the ELF file open on `fd`, or None when it is
     not an ELF file or has no build-id note."""
     head = os.pread(fd, 64, 0)
-    if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) \
-            or head[5] not in (1, 2):
+    if len(head) < 52 or head[:4] != b"\x7fELF":
         return None
-    is64 = head[4] == 2
-    e = "<" if head[5] == 1 else ">"
-    if is64:
-        phoff, = struct.unpack_from(e + "Q", head, 32)
-        phentsize, phnum = struct.unpack_from(e + "HH", head, 54)
-        ph_fmt, ph_min = e + "IIQQQQQQ", 56
-    else:
-        phoff, = struct.unpack_from(e + "I", head, 28)
-        phentsize, phnum = struct.unpack_from(e + "HH", head, 42)
-        ph_fmt, ph_min = e + "IIIIIIII", 32
-    if phentsize >= ph_min and 0 < phnum <= _MAX_PHNUM:
-        table = os.pread(fd, phentsize * phnum, phoff)
-        for i in range(len(table) // phentsize):
-            ph = struct.unpack_from(ph_fmt, table, i * phentsize)
-            if ph[0] == PT_NOTE:
-                offset, size = (ph[2], ph[5]) if is64 else (ph[1], ph[4])
-                found = _in_notes(os.pread(fd, min(size, _MAX_NOTES), offset), e)
-                if found is not None:
-                    return found
-    # Go's linker puts .note.gnu.build-id in the text segment, covered by no
-    # PT_NOTE: look through the SHT_NOTE sections too
-    if is64:
-        shoff, = struct.unpack_from(e + "Q", head, 40)
-        shentsize, shnum = struct.unpack_from(e + "HH", head, 58)
-        sh_fmt, sh_min = e + "IIQQQQIIQQ", 64
-    else:
-        shoff, = struct.unpack_from(e + "I", head, 32)
-        shentsize, shnum = struct.unpack_from(e + "HH", head, 46)
-        sh_fmt, sh_min = e + "IIIIIIIIII", 40
-    if shentsize < sh_min or not 0 < shnum <= _MAX_PHNUM:
+    layout = _LAYOUTS.get((head[4], head[5]))
+    if layout is None:
         return None
-    table = os.pread(fd, shentsize * shnum, shoff)
-    for i in range(len(table) // shentsize):
-        sh = struct.unpack_from(sh_fmt, table, i * shentsize)
-        if sh[1] == SHT_NOTE:
-            found = _in_notes(os.pread(fd, min(sh[5], _MAX_NOTES), sh[4]), e)
-            if found is not None:
-                return found
+    Ehdr, Phdr, Shdr, Nhdr = layout
+    eh = Ehdr.from_buffer_copy(head.ljust(64, b"\0")[:ctypes.sizeof(Ehdr)])
+    # PT_NOTE segments first; then the SHT_NOTE sections, for Go's linker,
+    # which puts .note.gnu.build-id in the text segment, in no PT_NOTE
+    places = [(p.p_offset, p.p_filesz) for p in _table(
+        fd, Phdr, eh.e_phoff, eh.e_phentsize, eh.e_phnum) if p.p_type == PT_NOTE]
+    places += [(sh.sh_offset, sh.sh_size) for sh in _table(
+        fd, Shdr, eh.e_shoff, eh.e_shentsize, eh.e_shnum) if sh.sh_type == SHT_NOTE]
+    for offset, size in places:
+        found = _in_notes(os.pread(fd, min(size, _MAX_NOTES), offset), Nhdr)
+        if found is not None:
+            return found
     return None
 
 
-def _in_notes(data, e):
+def _table(fd, cls, offset, entsize, count):
+    """The entries of a header table, or none when it is implausible."""
+    if entsize < ctypes.sizeof(cls) or not 0 < count <= _MAX_ENTRIES:
+        return []
+    raw = os.pread(fd, entsize * count, offset)
+    return [cls.from_buffer_copy(raw, i * entsize)
+            for i in range(len(raw) // entsize)
+            if (i + 1) * entsize <= len(raw)]
+
+
+def _in_notes(data, Nhdr):
+    hsize = ctypes.sizeof(Nhdr)
     pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from(e + "III", data, pos)
-        name_at = pos + 12
-        desc_at = name_at + ((namesz + 3) & ~3)
-        end = desc_at + ((descsz + 3) & ~3)
-        if end > len(data) + 3:
+    while pos + hsize <= len(data):
+        n = Nhdr.from_buffer_copy(data, pos)
+        name_at = pos + hsize
+        desc_at = name_at + elf.align4(n.n_namesz)
+        end = desc_at + elf.align4(n.n_descsz)
+        if desc_at + n.n_descsz > len(data):
             return None
-        if ntype == NT_GNU_BUILD_ID and data[name_at:name_at + namesz] == b"GNU\0":
-            return bytes(data[desc_at:desc_at + descsz])
+        if n.n_type == NT_GNU_BUILD_ID and data[name_at:name_at + n.n_namesz] == b"GNU\0":
+            return bytes(data[desc_at:desc_at + n.n_descsz])
         pos = end
     return None
 
 
 def same_build(recorded, found):
-    """Whether the build-id CRIU recorded (whole 32-bit words, so padded
-    with zeros to a multiple of 4) is `found`."""
+    """Whether the build-id CRIU recorded is `found`.  CRIU copies the note's
+    bytes into 32-bit words of the machine that dumped (so padded with
+    zeros to a multiple of 4); the words are read back here little-endian,
+    so on a big-endian machine's images (s390x) each word is reversed."""
     if found is None:
         return False
-    return recorded == found + bytes(-len(found) % 4)
+    padded = found + bytes(-len(found) % 4)
+    swapped = b"".join(padded[i:i + 4][::-1] for i in range(0, len(padded), 4))
+    return recorded in (padded, swapped)
 
 
 def shown(build_id):
