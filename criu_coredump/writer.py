@@ -261,12 +261,22 @@ class CoreWriter:
                             raise BadImage(src.path, "cannot open: %s"
                                            % e.strerror) from None
                         last_src = src
-                    _copy(src_fd, fd, length, src_off, base + addr,
-                          src.path, self.path)
-                    written += length
-                    writeback.wrote(base + addr, length)
                     if progress:
                         progress(length)
+                    if src_fd is None:
+                        continue  # the source is gone (warned): a hole
+                    got = _copy(src_fd, fd, length, src_off, base + addr,
+                                src.path, self.path)
+                    if got < length:
+                        # the source ends early: the rest stays a hole
+                        # (fds decides whether that is an error)
+                        short = getattr(fds, "short_read", None)
+                        if short is None:
+                            raise BadImage(src.path, "ends before the data "
+                                           "at offset %d" % (src_off + got))
+                        short(src, addr + got, length - got)
+                    written += got
+                    writeback.wrote(base + addr, got)
             if shdr:
                 os.pwrite(fd, shdr, layout.shoff)
             os.ftruncate(fd, layout.file_size)
