@@ -24,6 +24,7 @@ from .dump_filter import (DEFAULT_FILTER, MMF_ANON_PRIVATE, MMF_ANON_SHARED,
                           MMF_HUGETLB_SHARED, MMF_MAPPED_PRIVATE,
                           MMF_MAPPED_SHARED)
 from .errors import BadImage
+from .notes import nt_file_name
 from .pagemap import HERE, PageIndex
 
 P = images.PAGE_SIZE
@@ -245,6 +246,12 @@ class MemoryPlan:
                                "out of NT_FILE and its pages not in the "
                                "pagemap are holes" % (vma.shmid, where))
                     continue
+                if nt_file_name(f.kernel_name)[1]:
+                    self._once(("name", f.id), files_img if f.kind == "reg"
+                               else os.path.join(self.ckpt.dir, "memfd.img"),
+                               "the name of file %d, mapped at %s, holds a NUL "
+                               "or a character no path can hold; NT_FILE has "
+                               "it escaped" % (f.id, where))
                 if f.kind == "memfd" and f.shmem_id is None:
                     self._once(("inode", f.id),
                                os.path.join(self.ckpt.dir, "memfd.img"),

@@ -196,36 +196,50 @@ def file_note_entries(proc, files):
     return out
 
 
+def nt_file_name(name):
+    """(bytes, escaped) of a name for NT_FILE.  Names are NUL-terminated one
+    after the other: a NUL inside one would end it early and give every
+    later mapping the name of the one before.  A NUL (no Linux path holds
+    one) and a character that is no byte of a path (a lone surrogate) are
+    written as backslash escapes; `escaped` says a name was changed."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "backslashreplace")
+        return raw.replace(b"\0", b"\\x00"), True
+    if b"\0" in raw:
+        return raw.replace(b"\0", b"\\x00"), True
+    return raw, False
+
+
 def file_note_bytes(entries, long_t):
     """NT_FILE: count, page size, (start, end, pgoff) triples, then names."""
     words = [len(entries), images.PAGE_SIZE]
     for s, e, off, _ in entries:
         words += [s, e, off]
     arr = (long_t * len(words))(*words)
-    names = b"".join(n.encode("utf-8", "surrogateescape") + b"\0"
-                     for *_, n in entries)
+    names = b"".join(nt_file_name(n)[0] + b"\0" for *_, n in entries)
     return bytes(arr) + names
 
 
 def build_notes(proc, plan, files, arch):
-    """All notes of one process, in the kernel's order, as (name, type, desc)."""
-    notes = []
+    """All notes of one process, in the kernel's order, as (name, type, desc),
+    one at a time (a generator): a process of 100,000 threads has hundreds
+    of MiB of notes, which are written as they come, never held together."""
     cursig = current_signal(proc)
     threads = proc.threads
     for i, th in enumerate(threads):
-        notes.append(("CORE", elf.NT_PRSTATUS, arch.prstatus(proc, th, cursig)))
+        yield ("CORE", elf.NT_PRSTATUS, arch.prstatus(proc, th, cursig))
         if i == 0:
-            notes.append(("CORE", elf.NT_PRPSINFO,
-                          fill_prpsinfo(arch.Prpsinfo, proc, plan)))
-            notes.append(("CORE", elf.NT_SIGINFO, arch.siginfo(cursig)))
+            yield ("CORE", elf.NT_PRPSINFO,
+                   fill_prpsinfo(arch.Prpsinfo, proc, plan))
+            yield ("CORE", elf.NT_SIGINFO, arch.siginfo(cursig))
             if proc.mm is not None:
                 auxv_words = getattr(arch, "auxv_words", list)
-                notes.append(("CORE", elf.NT_AUXV, auxv_bytes(
-                    auxv_words(proc.mm.auxv), arch.long_t)))
-                notes.append(("CORE", elf.NT_FILE, file_note_bytes(
-                    file_note_entries(proc, files), arch.long_t)))
-        notes.extend(arch.thread_notes(proc, th))
+                yield ("CORE", elf.NT_AUXV, auxv_bytes(
+                    auxv_words(proc.mm.auxv), arch.long_t))
+                yield ("CORE", elf.NT_FILE, file_note_bytes(
+                    file_note_entries(proc, files), arch.long_t))
+        yield from arch.thread_notes(proc, th)
     if threads:
-        notes.extend(arch.process_notes(proc, threads))
-    return notes
-
+        yield from arch.process_notes(proc, threads)
