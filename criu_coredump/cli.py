@@ -35,6 +35,7 @@ exit codes:
   130  interrupted by SIGINT (Ctrl-C): the unfinished core is removed and
        the program dies of the signal (a shell shows 128 + its number)
   143  terminated by SIGTERM: the same
+  129  hung up (SIGHUP, the terminal closed): the same
   --gdb exits with gdb's own code, or 127 when gdb is not installed
 
 examples:
@@ -312,6 +313,9 @@ def main(argv=None):
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except MemoryError:
+        _say("error", "%s: out of memory" % args.images_dir)
+        return EXIT_BAD_INPUT
     except OSError as e:
         _say("error", "%s: %s" % (e.filename or args.images_dir, e.strerror or e))
         return EXIT_BAD_INPUT

@@ -236,3 +236,270 @@ def test_without_pagemap_shmem_the_shared_memory_is_a_warning(copy, tmp_path, sh
     warn = _warnings(p.stderr)
     assert len(warn) == 1 and warn[0].startswith(
         "coredump: warning: %s: missing: the shared memory mapped at " % gone), p.stderr
+
+
+# -- names and ids no kernel gives ------------------------------------------------
+
+def _nt_file(core):
+    import struct
+    from .helpers.corefile import NT_PRSTATUS  # noqa: F401 (same module)
+    for name, typ, desc in core[1]:
+        if typ == 0x46494c45:  # NT_FILE
+            count, _ = struct.unpack_from("<QQ", desc)
+            return count, desc[16 + 24 * count:]
+    raise AssertionError("no NT_FILE")
+
+
+def test_nul_in_a_file_name_is_escaped_in_nt_file(copy, tmp_path):
+    """A NUL would end the name early and shift every later name onto the
+    wrong mapping: it is escaped, with a warning."""
+    fx = copy("threads")
+    files = os.path.join(fx, "images", "files.img")
+    bad = {}
+
+    def plant(msgs):
+        for m in msgs:
+            if m.HasField("reg") and m.reg.name.endswith("/prog"):
+                m.reg.name = m.reg.name + "\0evil"
+                bad["id"] = m.id
+                return
+    edit_image(files, plant)
+    p, out = _convert(fx, tmp_path)
+    assert p.returncode == 3, p.stderr
+    assert any(w.startswith("coredump: warning: %s: the name of file %d" % (files, bad["id"]))
+               and "NT_FILE has it escaped" in w for w in _warnings(p.stderr)), p.stderr
+    count, names = _nt_file(read_core(os.path.join(out, "core.13466")))
+    parts = names.split(b"\0")
+    assert len(parts) == count + 1 and parts[-1] == b"", parts
+    assert any(n.endswith(b"/prog\\x00evil") for n in parts)
+    assert not any(n == b"evil" for n in parts)
+
+
+def _rename_pid(d, old, new):
+    """pstree names `new` for process `old`, and its images follow."""
+    def edit(msgs):
+        for e in msgs:
+            if e.pid == old:
+                e.pid = new
+                e.threads[:] = [new if t == old else t for t in e.threads]
+    edit_image(os.path.join(d, "pstree.img"), edit)
+    for kind in ("core", "mm", "pagemap"):
+        os.rename(os.path.join(d, "%s-%d.img" % (kind, old)),
+                  os.path.join(d, "%s-%d.img" % (kind, new)))
+
+
+@pytest.mark.parametrize("pid", [1 << 31, (1 << 32) - 1, (1 << 22) + 1])
+def test_impossible_pid_is_rejected(copy, tmp_path, pid):
+    """pid_max cannot exceed 2^22 (PID_MAX_LIMIT): 2^31 and up would wrap
+    into a negative pr_pid."""
+    fx = copy("stopped_static")
+    imgs = os.path.join(fx, "images")
+    _rename_pid(imgs, 13508, pid)
+    p, out = _convert(fx, tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.splitlines() == [
+        "coredump: error: %s/pstree.img: process id %d is not a possible pid "
+        "(1 to 4194304)" % (imgs, pid)]
+    assert os.listdir(out) == []
+
+
+def test_impossible_thread_id_is_rejected(copy, tmp_path):
+    fx = copy("threads")
+    imgs = os.path.join(fx, "images")
+
+    def edit(msgs):
+        msgs[0].threads[1] = 1 << 31
+    edit_image(os.path.join(imgs, "pstree.img"), edit)
+    p, out = _convert(fx, tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.splitlines() == [
+        "coredump: error: %s/pstree.img: thread id %d is not a possible pid "
+        "(1 to 4194304)" % (imgs, 1 << 31)]
+
+
+@pytest.mark.parametrize("cycle", ["self", "pair"])
+def test_list_keeps_processes_whose_parents_loop(copy, cycle):
+    fx = copy("tree")
+    imgs = os.path.join(fx, "images")
+    pids = []
+
+    def edit(msgs):
+        pids.extend(e.pid for e in msgs)
+        if cycle == "self":
+            msgs[0].ppid = msgs[0].pid
+        else:
+            msgs[0].ppid = msgs[1].pid  # and msgs[1]'s parent is msgs[0]
+    edit_image(os.path.join(imgs, "pstree.img"), edit)
+    p = run_coredump("-i", imgs, "--list")
+    _clean(p.stderr)
+    assert p.returncode == 3, p.stderr
+    listed = [int(ln.split()[0]) for ln in p.stdout.splitlines()[1:]]
+    assert sorted(listed) == sorted(pids), p.stdout
+    assert re.fullmatch(r"coredump: warning: %s/pstree\.img: process %d: its chain "
+                        r"of parents loops \(ppid \d+\); listed at the top"
+                        % (re.escape(imgs), pids[0]), _warnings(p.stderr)[0])
+
+
+def test_image_directory_without_search_permission(fixtures_dir):
+    import tempfile
+    base = tempfile.mkdtemp(prefix="ccd-perm-")
+    try:
+        os.chmod(base, 0o755)
+        imgs = os.path.join(base, "images")
+        shutil.copytree(os.path.join(fixtures_dir("stopped_static"), "images"), imgs)
+        os.chmod(imgs, 0o644)  # readable, not searchable
+        out = os.path.join(base, "out")
+        os.mkdir(out)
+        os.chmod(out, 0o777)
+        p = run_coredump("-i", imgs, "-o", out, preexec_fn=_unprivileged)
+        _clean(p.stderr)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.splitlines() == [
+            "coredump: error: %s: cannot read: Permission denied" % imgs]
+    finally:
+        os.chmod(os.path.join(base, "images"), 0o755)
+        shutil.rmtree(base)
+
+
+def _unprivileged():
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+
+
+# -- the standard streams --------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_stdout_that_is_not_utf8(copy, tmp_path, encoding):
+    """A summary naming a non-ASCII OUTDIR on a stdout that cannot encode
+    it: escapes, not a UnicodeEncodeError after the core is written."""
+    fx = copy("stopped_static")
+    out = tmp_path / "sortie-\u00e9t\u00e9-\u6838"
+    out.mkdir()
+    env = dict(os.environ, PYTHONIOENCODING=encoding)
+    p = run_coredump("-i", os.path.join(fx, "images"), "-o", out,
+                     "--root", os.path.join(fx, "root"), env=env, encoding=encoding)
+    _clean(p.stderr)
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(out) == ["core.13508"]
+    assert "core.13508: pid 13508" in p.stdout
+
+
+def _run_with_stdout(fx, stdout, *extra, **kw):
+    import subprocess
+    import sys
+    from .conftest import COREDUMP
+    return subprocess.run([sys.executable, COREDUMP, "-i", os.path.join(fx, "images"),
+                           "--root", os.path.join(fx, "root")] + [str(a) for a in extra],
+                          stdout=stdout, stderr=subprocess.PIPE, text=True,
+                          timeout=120, **kw)
+
+
+@pytest.mark.parametrize("json", [False, True])
+def test_stdout_on_a_full_disk(copy, tmp_path, json):
+    fx = copy("stopped_static")
+    out = tmp_path / "out"
+    out.mkdir()
+    with open("/dev/full", "w") as full:
+        p = _run_with_stdout(fx, full, "-o", out, *(["--json"] if json else []))
+    _clean(p.stderr)
+    assert p.stderr.splitlines() == [
+        "coredump: error: <stdout>: cannot write: No space left on device"]
+    assert p.returncode == 2
+    assert os.listdir(out) == ["core.13508"]  # written, and complete
+
+
+def test_stdout_a_closed_pipe(copy, tmp_path):
+    fx = copy("stopped_static")
+    out = tmp_path / "out"
+    out.mkdir()
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = _run_with_stdout(fx, w, "-o", out, "--json")
+    finally:
+        os.close(w)
+    _clean(p.stderr)
+    assert p.stderr.splitlines() == ["coredump: error: <stdout>: cannot write: Broken pipe"]
+    assert p.returncode == 2
+    assert os.listdir(out) == ["core.13508"]
+
+
+@pytest.mark.parametrize("closed", [(2,), (1, 2), (0, 1, 2)])
+def test_closed_standard_streams(copy, tmp_path, closed):
+    """`2>&-`: the conversion runs as with stderr on /dev/null (and no image
+    or core gets descriptor 2 to be written into by messages)."""
+    import subprocess
+    import sys
+    from .conftest import COREDUMP
+    from .helpers.corefile import PT_LOAD
+    fx = copy("stopped_static")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def close():
+        for fd in closed:
+            os.close(fd)
+    p = subprocess.run([sys.executable, COREDUMP, "-i", os.path.join(fx, "images"),
+                        "-o", str(out), "--root", os.path.join(fx, "root")],
+                       preexec_fn=close, timeout=120)
+    assert p.returncode == 0
+    assert os.listdir(out) == ["core.13508"]
+    core = read_core(os.path.join(out, "core.13508"))
+    assert any(ph["type"] == PT_LOAD for ph in core[0])
+    assert b"coredump:" not in core[2]
+
+
+# -- temporaries of runs killed outright -------------------------------------------------
+
+def test_stale_temporaries_of_dead_runs_are_removed(copy, tmp_path):
+    """SIGKILL leaves .core.PID.WRITER.XXXXXXXX.tmp: the next run into the
+    same OUTDIR removes those whose writer is gone, and only those."""
+    import fcntl
+    import subprocess
+    fx = copy("stopped_static")
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = out / (".core.13508.%d.abcd1234.tmp" % dead.pid)
+    live = out / (".core.99.%d.efgh5678.tmp" % os.getpid())
+    locked = out / (".core.98.%d.ijkl9012.tmp" % dead.pid)
+    other = out / ".core.97.notours.tmp"
+    for f in (stale, live, locked, other):
+        f.write_bytes(b"partial")
+    holder = os.open(locked, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a writer in another pid namespace
+    try:
+        p, _ = _convert(fx, tmp_path)
+    finally:
+        os.close(holder)
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(out)) == sorted(["core.13508", live.name, locked.name,
+                                              other.name])
+
+
+# -- many threads -----------------------------------------------------------------------
+
+def _limit_as():
+    import resource
+    # 30,000 threads have 50 MiB of notes, held twice when they were built
+    # at once (the list, then the joined blob): that failed under 250 MiB;
+    # streamed, the conversion runs in 150 MiB
+    resource.setrlimit(resource.RLIMIT_AS, (220 << 20, 220 << 20))
+
+
+def test_notes_of_many_threads_are_streamed(tmp_path):
+    from . import synth
+    ck = synth.Checkpoint(tmp_path / "images")
+    ck.many_threads(1000, 30000)
+    ck.write()
+    out = tmp_path / "out"
+    out.mkdir()
+    p = run_coredump("-q", "-i", tmp_path / "images", "-o", out, preexec_fn=_limit_as)
+    _clean(p.stderr)
+    assert p.returncode == 0, p.stderr
+    core = read_core(os.path.join(out, "core.1000"))
+    prstatus = [d for (n, t, d) in core[1] if t == 1]
+    assert len(prstatus) == 30000
