@@ -4,6 +4,7 @@ Errors are caught here, once, and printed as one line
 `coredump: error: <file>: <what>`; no traceback reaches the user.
 """
 import argparse
+import io
 import os
 import sys
 
@@ -34,6 +35,7 @@ exit codes:
   130  interrupted by SIGINT (Ctrl-C): the unfinished core is removed and
        the program dies of the signal (a shell shows 128 + its number)
   143  terminated by SIGTERM: the same
+  129  hung up (SIGHUP, the terminal closed): the same
   --gdb exits with gdb's own code, or 127 when gdb is not installed
 
 examples:
@@ -137,8 +139,73 @@ def parse_args(argv=None):
     return args
 
 
+STDOUT = "<stdout>"  # how messages name standard output
+
+
+class _StdoutError(Exception):
+    """Standard output could not be written (a full disk, a closed pipe)."""
+
+    def __init__(self, err):
+        super().__init__(err.strerror or str(err))
+
+
+def _print(text):
+    """A line on stdout, flushed now: a failure is _StdoutError, reported as
+    what it is (not as an error of the images)."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except OSError as e:
+        raise _StdoutError(e) from None
+
+
+def _std_streams():
+    """Make the standard streams safe to use whatever the caller gave us.
+
+    * A closed descriptor 0, 1 or 2 (`2>&-`) is opened on /dev/null: else
+      the first file we open (an image, a core) would get its number, and
+      messages would be written into it (Python then also has no
+      sys.stderr at all).
+    * Text that the stream's encoding cannot carry (PYTHONIOENCODING=ascii,
+      a C locale, a non-ASCII OUTDIR) is written as backslash escapes, not
+      a UnicodeEncodeError after the cores are written."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
+def _drop_stdout():
+    """After a failed write: what is left in stdout's buffer goes to
+    /dev/null, so that the interpreter's last flush does not fail again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    except OSError:
+        pass
+
+
 def _say(kind, text):
-    sys.stderr.write("%s: %s: %s\n" % (PROG, kind, one_line(text)))
+    try:
+        sys.stderr.write("%s: %s: %s\n" % (PROG, kind, one_line(text)))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # nowhere to say it: the exit code still tells
 
 
 def _messages(progress):
@@ -176,8 +243,8 @@ def run(args):
                            jobs=args.jobs or default_jobs())
     except CoredumpError as e:
         if args.json:
-            print(report.json_document([], e.exit_code, args.images_dir,
-                                       out_dir, error=str(e)))
+            _print(report.json_document([], e.exit_code, args.images_dir,
+                                        out_dir, error=str(e)))
         raise
     for r in results:
         if r.error is not None:
@@ -186,10 +253,10 @@ def run(args):
             if not args.quiet:
                 say("note", "process %d (%s) skipped: %s" % (r.pid, r.comm, r.skipped))
         elif not args.quiet and not args.json:
-            print(report.summary_line(r))
+            _print(report.summary_line(r))
     code = report.exit_code(results)
     if args.json:
-        print(report.json_document(results, code, args.images_dir, out_dir))
+        _print(report.json_document(results, code, args.images_dir, out_dir))
     return code
 
 
@@ -197,13 +264,15 @@ def list_tree(args):
     from . import listing
     rows = listing.list_processes(args.images_dir)
     for r in rows:
+        for w in r.warnings:
+            _say("warning", str(w))
         if r.error is not None:
             _say("error", str(r.error))
     code = report.exit_code(rows)
     if args.json:
-        print(listing.json_document(rows, code, args.images_dir))
+        _print(listing.json_document(rows, code, args.images_dir))
     else:
-        print(listing.format_table(rows))
+        _print(listing.format_table(rows))
     return code
 
 
@@ -227,10 +296,15 @@ def open_in_gdb(args):
 
 
 def main(argv=None):
+    _std_streams()
     args = parse_args(argv)
     install_signal_cleanup()
     try:
         return run(args)
+    except _StdoutError as e:
+        _drop_stdout()
+        _say("error", "%s: cannot write: %s" % (STDOUT, e))
+        return EXIT_BAD_INPUT
     except CoredumpError as e:
         _say("error", str(e))
         return e.exit_code
@@ -239,6 +313,9 @@ def main(argv=None):
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except MemoryError:
+        _say("error", "%s: out of memory" % args.images_dir)
+        return EXIT_BAD_INPUT
     except OSError as e:
         _say("error", "%s: %s" % (e.filename or args.images_dir, e.strerror or e))
         return EXIT_BAD_INPUT

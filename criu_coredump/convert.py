@@ -42,8 +42,9 @@ def core_name(pid):
 
 
 def notes_blob(proc, plan, files, arch):
-    return b"".join(elf.note_bytes(n, t, d, arch.endian)
-                    for n, t, d in notes.build_notes(proc, plan, files, arch))
+    """The notes, one note's bytes at a time: the writer streams them."""
+    return (elf.note_bytes(n, t, d, arch.endian)
+            for n, t, d in notes.build_notes(proc, plan, files, arch))
 
 
 def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,

@@ -258,6 +258,7 @@ def _signals(queue):
 
 
 def _load_thread(images_dir, tid):
+    check_pid(_path(images_dir, "pstree.img"), "thread id", tid)
     path = _path(images_dir, "core-%d.img" % tid)
     core = load_one(path, "CORE", _pb.core_entry)
     arch, regs = _arch_of(path, core)
@@ -515,11 +516,20 @@ def load_ghost(path):
 
 def open_checkpoint(images_dir):
     """Read pstree and files: what every process of the tree shares."""
-    if not os.path.isdir(images_dir):
-        raise BadImage(images_dir, "not a directory" if os.path.exists(images_dir)
-                       else "no such image directory")
+    try:
+        st = os.stat(images_dir)
+    except FileNotFoundError:
+        raise BadImage(images_dir, "no such image directory") from None
+    except OSError as e:  # a parent not searchable, a loop of links
+        raise BadImage(images_dir, "cannot read: %s" % e.strerror) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise BadImage(images_dir, "not a directory")
     tree_path = _path(images_dir, "pstree.img")
-    if not os.path.lexists(tree_path):
+    try:
+        os.lstat(tree_path)
+    except PermissionError as e:  # the directory is not searchable
+        raise BadImage(images_dir, "cannot read: %s" % e.strerror) from None
+    except OSError:
         try:
             empty = not os.listdir(images_dir)
         except OSError as e:
@@ -530,6 +540,7 @@ def open_checkpoint(images_dir):
     if not entries:
         raise BadImage(tree_path, "no process in the tree")
     _check_tree(tree_path, entries)
+    _check_ids(tree_path, entries)
     return Checkpoint(dir=images_dir, entries=entries,
                       files=_load_files(images_dir))
 
@@ -562,6 +573,30 @@ def _check_tree(path, entries):
             if t != e.pid and t in seen:
                 raise BadImage(path, "id %d appears twice in the process tree" % t)
             seen.add(t)
+
+
+# The largest pid Linux can hand out (PID_MAX_LIMIT, 4 * 1024 * 1024 on 64
+# bit; pid_max cannot be set above it).  Anything larger, such as 2^31 or
+# 2^32 - 1, did not come from a kernel, and would wrap into a negative
+# pr_pid in the core's 32-bit fields.
+PID_MAX_LIMIT = 1 << 22
+
+
+def check_pid(path, what, value, zero_ok=False):
+    if not (0 if zero_ok else 1) <= value <= PID_MAX_LIMIT:
+        raise BadImage(path, "%s %d is not a possible pid (1 to %d)"
+                       % (what, value, PID_MAX_LIMIT))
+
+
+def _check_ids(path, entries):
+    """pids, parents, groups and sessions within what a kernel gives out
+    (ppid, pgid and sid are 0 when they lie outside the checkpoint's pid
+    namespace); thread ids are checked as their core images are loaded."""
+    for e in entries:
+        check_pid(path, "process id", e.pid)
+        for what, v in (("parent id", e.ppid), ("process group id", e.pgid),
+                        ("session id", e.sid)):
+            check_pid(path, "process %d: %s" % (e.pid, what), v, zero_ok=True)
 
 
 def select(ckpt, pids):

@@ -8,11 +8,16 @@ before converting it; a process whose images are broken is listed with its
 error and the exit code says so (the same codes as a conversion).
 """
 import json
-from dataclasses import dataclass
-from typing import Optional
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 from . import images
 from .errors import CoredumpError, one_line
+
+
+class TreeWarning(CoredumpError):
+    """pstree.img is odd but every process is listed (exit 3)."""
 from .pagemap import LAZY, PageIndex
 from .report import JSON_FORMAT, human_size
 
@@ -33,13 +38,19 @@ class ProcessRow:
     mapped_bytes: Optional[int] = None    # None: no address space (zombie)
     dumped_pages: Optional[int] = None    # pages with data in the images
     error: Optional[CoredumpError] = None
+    warnings: List[CoredumpError] = field(default_factory=list)
+
+    @property
+    def incomplete(self):
+        return bool(self.warnings)
 
     def record(self):
         return {"pid": self.pid, "ppid": self.ppid, "comm": self.comm,
                 "arch": self.arch or None, "state": self.state, "threads": self.threads,
                 "mapped_bytes": self.mapped_bytes,
                 "dumped_pages": self.dumped_pages,
-                "error": str(self.error) if self.error is not None else None}
+                "error": str(self.error) if self.error is not None else None,
+                "warnings": [str(w) for w in self.warnings]}
 
 
 def _dumped_pages(images_dir, pid):
@@ -66,25 +77,49 @@ def _row(images_dir, entry, depth):
 
 def _forest(entries):
     """pstree entries in tree order (parents first, siblings as in pstree),
-    each with its depth."""
+    each with its depth, and the entries whose chain of parents loops (a
+    ppid cycle, a process its own parent): they are listed too, at the top,
+    never dropped."""
     pids = {e.pid for e in entries}
     children = {}
     for e in entries:
         children.setdefault(e.ppid, []).append(e)
     out = []
-    todo = [(e, 0) for e in reversed(entries) if e.ppid not in pids]
-    while todo:
-        e, depth = todo.pop()
-        out.append((e, depth))
-        todo.extend((c, depth + 1) for c in reversed(children.get(e.pid, [])))
-    return out
+    seen = set()
+    looping = []
+
+    def walk(roots):
+        todo = [(e, 0) for e in reversed(roots)]
+        while todo:
+            e, depth = todo.pop()
+            if e.pid in seen:
+                continue
+            seen.add(e.pid)
+            out.append((e, depth))
+            todo.extend((c, depth + 1) for c in reversed(children.get(e.pid, []))
+                        if c.pid not in seen)
+    walk([e for e in entries if e.ppid not in pids])
+    for e in entries:  # in pstree order: what no root reached
+        if e.pid not in seen:
+            looping.append(e)
+            walk([e])
+    return out, looping
 
 
 def list_processes(images_dir):
     """ProcessRows of the checkpoint in tree order.  Raises CoredumpError
     when the checkpoint itself (pstree.img) cannot be read."""
     ckpt = images.open_checkpoint(images_dir)
-    return [_row(images_dir, e, depth) for e, depth in _forest(ckpt.entries)]
+    order, looping = _forest(ckpt.entries)
+    rows = [_row(images_dir, e, depth) for e, depth in order]
+    tree = os.path.join(images_dir, "pstree.img")
+    for e in looping:
+        for r in rows:
+            if r.pid == e.pid:
+                r.warnings.append(TreeWarning(tree, "process %d: its chain of "
+                                              "parents loops (ppid %d); listed "
+                                              "at the top" % (e.pid, e.ppid)))
+    return rows
 
 
 HEADER = ("PID", "PPID", "STATE", "THREADS", "ARCH", "MAPPED", "DUMPED", "COMMAND")

@@ -9,7 +9,9 @@ mapped file at the VMA's offset, else it is a hole (zeros, written sparse).
 Nothing here reads page contents except `read()` (for the few bytes the
 notes need, such as the command line); the writer streams the chunks.
 """
+import errno
 import os
+import stat
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from .dump_filter import (DEFAULT_FILTER, MMF_ANON_PRIVATE, MMF_ANON_SHARED,
 from .buildid import read_build_id, same_build
 from .buildid import shown as show_build_id
 from .errors import BadImage
+from .notes import nt_file_name
 from .pagemap import HERE, PageIndex
 
 P = images.PAGE_SIZE
@@ -35,6 +38,8 @@ class Source:
     path: str          # host path, for messages
     kind: str          # "pages" (an image) or "mapped" (a process's file)
     open_path: str = ""  # for "mapped": the path in the process's view
+    sized: bool = True   # for "mapped": its size at checkpoint time is known,
+    #                      so a copy that ends early lost pages
 
 
 @dataclass
@@ -65,13 +70,36 @@ class PlanStats:
     missing_files: List[str] = field(default_factory=list)
 
 
-class FdCache:
-    """Keeps a bounded number of source files open across segments."""
+def open_image_file(path):
+    """A read-only fd of an image file (a pages image): opened non-blocking
+    and checked on the descriptor itself, so that a FIFO or device put in
+    its place (even after every check) neither hangs nor is read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
-    def __init__(self, rootfs, limit=64):
+
+class FdCache:
+    """Keeps a bounded number of source files open across segments.
+
+    A pages image that cannot be opened is an error (BadImage): the images
+    promised its pages.  A mapped file that cannot be opened now (removed,
+    replaced by something that is not a regular file since the plan checked
+    it) costs its pages, with a warning, as it does when it is missing from
+    the start: `fd()` returns None and its chunks stay holes.  Likewise a
+    source that ends before a chunk (`short_read`)."""
+
+    def __init__(self, rootfs, limit=64, warn=None):
         self.rootfs = rootfs
         self.limit = limit
         self._fds = OrderedDict()
+        self._warn = warn or (lambda path, what: None)
+        self._gone = set()    # mapped files warned about: no more warnings
 
     def fd(self, src):
         key = (src.kind, src.path)
@@ -79,15 +107,44 @@ class FdCache:
         if fd is not None:
             self._fds.move_to_end(key)
             return fd
+        if key in self._gone:
+            return None
         if src.kind == "pages":
-            fd = os.open(src.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = open_image_file(src.path)
+            except OSError as e:
+                raise BadImage(src.path, "cannot open: %s"
+                               % (e.strerror or e)) from None
         else:
-            fd = self.rootfs.open(src.open_path)
+            try:
+                fd = self.rootfs.open(src.open_path)
+            except OSError as e:
+                self._lost(src, "cannot read mapped file (%s); its pages are "
+                           "holes" % (e.strerror or e))
+                return None
         self._fds[key] = fd
         if len(self._fds) > self.limit:
             _, old = self._fds.popitem(last=False)
             os.close(old)
         return fd
+
+    def short_read(self, src, addr, missing):
+        """`missing` bytes at addr were not in src (it ended before them)."""
+        if src.kind == "pages":
+            raise BadImage(src.path, "ends before the pages its pagemap "
+                           "places at 0x%x (it changed during the conversion?)"
+                           % addr)
+        if not src.sized:
+            return  # read up to its end, as the kernel would
+        self._lost(src, "ends before the mapping at 0x%x needs it (it is "
+                   "shorter than when it was checkpointed?); the pages past "
+                   "its end are holes" % addr)
+
+    def _lost(self, src, what):
+        key = (src.kind, src.path)
+        if key not in self._gone:
+            self._gone.add(key)
+            self._warn(src.path, what)
 
     def close(self):
         for fd in self._fds.values():
@@ -115,8 +172,9 @@ class MemoryPlan:
         self._shmem = shmem_cache if shmem_cache is not None else {}
         self._file_ok = {}
         self._page_srcs = {}
-        self.fds = FdCache(rootfs)
+        self.fds = FdCache(rootfs, warn=self._warn)
         self.segments = []
+        self._warned = set()
         self.index = None
         mm = proc.mm
         if mm is None:
@@ -129,6 +187,7 @@ class MemoryPlan:
             self._check_inside_vmas(mm.vmas)
         for vma in mm.vmas:
             self.segments.append(self._segment(vma))
+        self._check_promises()
 
     def close(self):
         self.fds.close()
@@ -153,12 +212,63 @@ class MemoryPlan:
                 pos = vmas[j].end
 
     def _shmem_index(self, shmid):
+        """The page index of a shared-memory object, or None when its image
+        is absent (_check_promises warns about it)."""
         if shmid not in self._shmem:
             name = "pagemap-shmem-%d.img" % shmid
-            path = os.path.join(self.ckpt.dir, name)
-            self._shmem[shmid] = PageIndex(self.ckpt.dir, name) \
-                if os.path.exists(path) else None
+            try:
+                os.lstat(os.path.join(self.ckpt.dir, name))
+                self._shmem[shmid] = PageIndex(self.ckpt.dir, name)
+            except FileNotFoundError:
+                self._shmem[shmid] = None
         return self._shmem[shmid]
+
+    def _once(self, key, path, what):
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warn(path, what)
+
+    def _check_promises(self):
+        """Warn about every mapping whose file or pages the images promise
+        and do not hold: a file VMA whose id names no regular file or memfd
+        (files.img absent, or the id names a pipe or nothing), a memfd whose
+        inode memfd.img lacks, shared memory without its pagemap-shmem image
+        (CRIU writes one for every shared-memory object it dumps, untouched
+        ones included).  Such a mapping is left out of NT_FILE and what the
+        pagemap does not hold of it is a hole."""
+        files_img = os.path.join(self.ckpt.dir, "files.img")
+        for vma, seg in zip(self.proc.mm.vmas, self.segments):
+            where = "0x%x-0x%x" % (vma.start, vma.end)
+            if vma.is_file or vma.has(images.VMA_AREA_MEMFD):
+                f = self.ckpt.files.get(vma.shmid)
+                if f is None:
+                    self._once(("file", vma.shmid), files_img,
+                               "no regular file or memfd with id %d, which "
+                               "the mapping at %s names; the mapping is left "
+                               "out of NT_FILE and its pages not in the "
+                               "pagemap are holes" % (vma.shmid, where))
+                    continue
+                if nt_file_name(f.kernel_name)[1]:
+                    self._once(("name", f.id), files_img if f.kind == "reg"
+                               else os.path.join(self.ckpt.dir, "memfd.img"),
+                               "the name of file %d, mapped at %s, holds a NUL "
+                               "or a character no path can hold; NT_FILE has "
+                               "it escaped" % (f.id, where))
+                if f.kind == "memfd" and f.shmem_id is None:
+                    self._once(("inode", f.id),
+                               os.path.join(self.ckpt.dir, "memfd.img"),
+                               "no inode for memfd file %d, which the mapping "
+                               "at %s names; its name is unknown and its pages "
+                               "are holes" % (f.id, where))
+                    continue
+            if not seg.dump_size:
+                continue
+            sid = self._shmem_id(vma)
+            if sid is not None and self._shmem_index(sid) is None:
+                self._once(("shmem", sid), os.path.join(
+                    self.ckpt.dir, "pagemap-shmem-%d.img" % sid),
+                    "missing: the shared memory mapped at %s has no pages; "
+                    "they are holes" % where)
 
     def _mapped_file(self, vma):
         if vma.has(images.VMA_AREA_MEMFD) or vma.is_file:
@@ -212,7 +322,7 @@ class MemoryPlan:
                        "the checkpoint recorded %s; its pages are holes"
                        % (show_build_id(found), show_build_id(f.build_id)))
             return False
-        return Source(shown, "mapped", path)
+        return Source(shown, "mapped", path, sized=f.size is not None)
 
     def _pages_source(self, path):
         """One Source per pages image, shared by all its runs."""
@@ -401,6 +511,8 @@ class MemoryPlan:
             for (ra, rl, src, off) in self._unguarded(
                     self._layered(self._sources(vma), pos, b)):
                 fd = self.fds.fd(src)
+                if fd is None:
+                    continue  # a mapped file gone since the plan: a hole
                 data = os.pread(fd, rl, off)
                 out[ra - addr:ra - addr + len(data)] = data
             pos = b

@@ -226,14 +226,29 @@ def file_note_entries(proc, files):
     return out
 
 
+def nt_file_name(name):
+    """(bytes, escaped) of a name for NT_FILE.  Names are NUL-terminated one
+    after the other: a NUL inside one would end it early and give every
+    later mapping the name of the one before.  A NUL (no Linux path holds
+    one) and a character that is no byte of a path (a lone surrogate) are
+    written as backslash escapes; `escaped` says a name was changed."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "backslashreplace")
+        return raw.replace(b"\0", b"\\x00"), True
+    if b"\0" in raw:
+        return raw.replace(b"\0", b"\\x00"), True
+    return raw, False
+
+
 def file_note_bytes(entries, long_t):
     """NT_FILE: count, page size, (start, end, pgoff) triples, then names."""
     words = [len(entries), model.PAGE_SIZE]
     for s, e, off, _ in entries:
         words += [s, e, off]
     arr = (long_t * len(words))(*words)
-    names = b"".join(n.encode("utf-8", "surrogateescape") + b"\0"
-                     for *_, n in entries)
+    names = b"".join(nt_file_name(n)[0] + b"\0" for *_, n in entries)
     return bytes(arr) + names
 
 
@@ -250,27 +265,32 @@ def thread_regsets(arch, proc, th):
 
 
 def build_notes(proc, plan, files, arch):
-    """All notes of one process, in the kernel's order, as (name, type, desc)."""
-    notes = []
+    """All notes of one process, in the kernel's order, as (name, type, desc),
+    one at a time (a generator): a process of 100,000 threads has hundreds
+    of MiB of notes, which are written as they come, never held together."""
     cursig = current_signal(proc)
     threads = proc.threads
     for i, th in enumerate(threads):
         regsets = thread_regsets(arch, proc, th)
         fpvalid = any(t == elf.NT_PRFPREG for t, _ in regsets)
-        notes.append((elf.NT_PRSTATUS, prstatus(arch, proc, th, cursig, fpvalid)))
+        yield _named(elf.NT_PRSTATUS, prstatus(arch, proc, th, cursig, fpvalid))
         if i == 0:
-            notes.append((elf.NT_PRPSINFO, fill_prpsinfo(arch, proc, plan)))
-            notes.append((elf.NT_SIGINFO, siginfo_bytes(cursig, arch.siginfo_size,
-                                                        arch.endian)))
+            yield _named(elf.NT_PRPSINFO, fill_prpsinfo(arch, proc, plan))
+            yield _named(elf.NT_SIGINFO, siginfo_bytes(cursig, arch.siginfo_size,
+                                                       arch.endian))
             if proc.mm is not None:
-                notes.append((elf.NT_AUXV, auxv_bytes(
-                    arch.auxv_words(proc.mm.auxv), arch.long_t)))
-                notes.append((elf.NT_FILE, file_note_bytes(
-                    file_note_entries(proc, files), arch.long_t)))
-        notes.extend(regsets)
+                yield _named(elf.NT_AUXV, auxv_bytes(
+                    arch.auxv_words(proc.mm.auxv), arch.long_t))
+                yield _named(elf.NT_FILE, file_note_bytes(
+                    file_note_entries(proc, files), arch.long_t))
+        for t, d in regsets:
+            yield _named(t, d)
     if threads:
         for ntype, encode in arch.process_notes:
             desc = encode(proc)
             if desc is not None:
-                notes.append((ntype, desc))
-    return [(note_name(t), t, d) for t, d in notes]
+                yield _named(ntype, desc)
+
+
+def _named(ntype, desc):
+    return (note_name(ntype), ntype, desc)

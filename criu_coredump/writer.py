@@ -15,8 +15,11 @@ instead of waiting for the whole core at the end.
 """
 import ctypes
 import errno
+import fcntl
 import os
+import re
 import signal
+import stat
 import tempfile
 from dataclasses import dataclass
 
@@ -44,11 +47,18 @@ class Layout:
     shoff: int
 
 
+def notes_offset(cls, segments):
+    """Where the notes start: after the file header and the program headers
+    (PT_NOTE, then one PT_LOAD per segment), whatever the notes' size."""
+    return ctypes.sizeof(cls.Ehdr) + (len(segments) + 1) * ctypes.sizeof(cls.Phdr)
+
+
 def compute_layout(cls, notes_blob, segments):
+    """notes_blob: the notes' bytes, or their size."""
     nseg = len(segments) + 1  # PT_NOTE first
-    ehsize = ctypes.sizeof(cls.Ehdr)
-    notes_offset = ehsize + nseg * ctypes.sizeof(cls.Phdr)
-    data = page_up(notes_offset + len(notes_blob))
+    notes_size = notes_blob if isinstance(notes_blob, int) else len(notes_blob)
+    start = notes_offset(cls, segments)
+    data = page_up(start + notes_size)
     offs = []
     pos = data
     for seg in segments:
@@ -59,7 +69,7 @@ def compute_layout(cls, notes_blob, segments):
     if nseg >= elf.PN_XNUM:
         shoff = pos
         end = pos + ctypes.sizeof(cls.Shdr)
-    return Layout(nseg, notes_offset, len(notes_blob), data, offs, end, shoff)
+    return Layout(nseg, start, notes_size, data, offs, end, shoff)
 
 
 def headers(cls, arch, layout, segments):
@@ -200,8 +210,58 @@ class _Writeback:
 
 
 def tmp_prefix(path):
-    """Temporary cores for `path` are named <dir>/.<name>.XXXXXXXX.tmp."""
+    """Temporary cores for `path` are named <dir>/.<name>.<writer pid>.XXXXXXXX.tmp
+    (this prefix, then the pid of the process writing it)."""
     return ".%s." % os.path.basename(path)
+
+
+# .core.<pid>.<writer pid>.<mkstemp's letters>.tmp
+_TMP_NAME = re.compile(r"\.core\.\d+\.(\d+)\.[A-Za-z0-9_]+\.tmp\Z")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: it exists
+    return True
+
+
+def remove_stale_temps(d):
+    """Remove the temporary cores that runs killed outright (SIGKILL, a
+    machine crash) left in directory d, and only those: the name carries
+    the writer's pid, and a temporary is removed when that process is gone
+    and no one holds the lock every writer keeps on its temporary (another
+    PID namespace writing into the same directory keeps its files).
+    Returns the names removed."""
+    removed = []
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_NAME.match(name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        path = os.path.join(d, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+            removed.append(name)
+        except OSError:
+            continue  # locked: its writer lives
+        finally:
+            os.close(fd)
+    return removed
 
 
 class CoreWriter:
@@ -223,10 +283,17 @@ class CoreWriter:
         with _signals_held():
             try:
                 self.fd, self.tmp = tempfile.mkstemp(
-                    prefix=tmp_prefix(self.path), suffix=TMP_SUFFIX, dir=d)
+                    prefix="%s%d." % (tmp_prefix(self.path), os.getpid()),
+                    suffix=TMP_SUFFIX, dir=d)
             except OSError as e:
                 raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
             _register_tmp(self.tmp)
+            try:
+                # held until the fd is closed: remove_stale_temps() of
+                # another run leaves the file alone meanwhile
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # a filesystem without locks: the pid still protects it
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -238,16 +305,22 @@ class CoreWriter:
             self.tmp = None
         return False
 
-    def write(self, cls, arch, notes_blob, segments, fds):
+    def write(self, cls, arch, notes, segments, fds):
         """Stream the whole core, then rename it into place; returns the
-        bytes of memory copied (the rest of the dumped ranges are holes)."""
-        layout = compute_layout(cls, notes_blob, segments)
-        head, shdr = headers(cls, arch, layout, segments)
+        bytes of memory copied (the rest of the dumped ranges are holes).
+
+        `notes`: their bytes, or an iterable of byte strings (one a note)
+        that is consumed once: the notes are written first, at their offset
+        (which does not depend on their size), so memory does not grow with
+        them; the size they turn out to have then places the segments."""
         fd = self.fd
         written = 0
         try:
+            size = _write_stream(fd, [notes] if isinstance(notes, (bytes, bytearray))
+                                 else notes, notes_offset(cls, segments))
+            layout = compute_layout(cls, size, segments)
+            head, shdr = headers(cls, arch, layout, segments)
             os.pwrite(fd, head, 0)
-            os.pwrite(fd, notes_blob, layout.notes_offset)
             progress = self.progress
             writeback = _Writeback(fd)
             last_src = src_fd = None
@@ -261,12 +334,22 @@ class CoreWriter:
                             raise BadImage(src.path, "cannot open: %s"
                                            % e.strerror) from None
                         last_src = src
-                    _copy(src_fd, fd, length, src_off, base + addr,
-                          src.path, self.path)
-                    written += length
-                    writeback.wrote(base + addr, length)
                     if progress:
                         progress(length)
+                    if src_fd is None:
+                        continue  # the source is gone (warned): a hole
+                    got = _copy(src_fd, fd, length, src_off, base + addr,
+                                src.path, self.path)
+                    if got < length:
+                        # the source ends early: the rest stays a hole
+                        # (fds decides whether that is an error)
+                        short = getattr(fds, "short_read", None)
+                        if short is None:
+                            raise BadImage(src.path, "ends before the data "
+                                           "at offset %d" % (src_off + got))
+                        short(src, addr + got, length - got)
+                    written += got
+                    writeback.wrote(base + addr, got)
             if shdr:
                 os.pwrite(fd, shdr, layout.shoff)
             os.ftruncate(fd, layout.file_size)
@@ -285,6 +368,28 @@ class CoreWriter:
         _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         self.layout = layout
         return written
+
+
+NOTES_BUFFER = 1 << 20
+
+
+def _write_stream(fd, chunks, offset):
+    """Write byte strings one after the other from offset, gathered in
+    writes of about NOTES_BUFFER bytes; returns the bytes written."""
+    buf = []
+    pending = 0
+    pos = offset
+    for chunk in chunks:
+        buf.append(chunk)
+        pending += len(chunk)
+        if pending >= NOTES_BUFFER:
+            os.pwrite(fd, b"".join(buf), pos)
+            pos += pending
+            buf, pending = [], 0
+    if buf:
+        os.pwrite(fd, b"".join(buf), pos)
+        pos += pending
+    return pos - offset
 
 
 def _fsync_dir(d):
@@ -316,11 +421,14 @@ def check_out_dir(d):
                           % e.strerror) from None
     os.close(fd)
     os.unlink(probe)
+    remove_stale_temps(d)
 
 
-# -- temporary files removed on SIGINT/SIGTERM --------------------------------
+# -- temporary files removed on SIGINT/SIGTERM/SIGHUP ------------------------
 
-CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the terminal went away (the workers of --jobs, in the same
+# process group, get it too, and clean up the same way)
+CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _pending = set()
 
 

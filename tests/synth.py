@@ -209,9 +209,19 @@ class Process:
         return core
 
     def write(self, d):
+        thread_core = None  # the same bytes for every thread but the main one
         for tid in self.tids:
-            write_image(os.path.join(d, "core-%d.img" % tid), "CORE",
-                        [self._core(tid)])
+            path = os.path.join(d, "core-%d.img" % tid)
+            if tid != self.pid and len(self.tids) > 100:
+                if thread_core is None:
+                    write_image(path, "CORE", [self._core(tid)])
+                    with open(path, "rb") as f:
+                        thread_core = f.read()
+                else:
+                    with open(path, "wb") as f:
+                        f.write(thread_core)
+                continue
+            write_image(path, "CORE", [self._core(tid)])
         if self.state == 2:  # zombie: core image only
             return
         arg = self.arg or (0, 0)
@@ -262,6 +272,14 @@ class Checkpoint:
         self.files = []        # file_entry dicts
         self.shmem = {}        # shmid -> [(vaddr offset, data)]
         self._next_pages_id = 1
+
+    def many_threads(self, pid, count, **kw):
+        """A process of `count` threads (tids pid, pid + 1, ...) with a
+        small address space: a stack page for each thread, one heap page."""
+        p = self.process(pid, tids=list(range(pid, pid + count)), **kw)
+        p.vma(0x10000000, 0x10001000).pages(0x10000000, nr_pages=1)
+        p.vma(0x7ff000000000, 0x7ff000000000 + count * PAGE)
+        return p
 
     def process(self, pid, **kw):
         kw.setdefault("pages_id", self._next_pages_id)

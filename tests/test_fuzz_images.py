@@ -3,6 +3,10 @@
 The fixtures' images are mutated (bit flips, truncation, entries duplicated,
 dropped or swapped, frame sizes changed, absurd numbers and hostile paths
 put into protobuf fields) and converted in-process by the CLI's main().
+Half of the mutations are structure-aware (tests/helpers/imagefuzz.py): the
+images stay valid protobuf and their meaning breaks: VMAs or pagemap entries
+unsorted, overlapping or beyond the address space, file, inode and shmem ids
+that name nothing or the wrong thing, ppid cycles, impossible pids.
 Acceptable outcomes only:
 
 * exit 2 with `coredump: error: <file>: <what>` lines and no core at all;
@@ -14,12 +18,16 @@ Acceptable outcomes only:
   planted outside --root (reached through absolute or ../ symlinks and paths).
 
 Bounded by time: CCD_FUZZ_SECONDS (default 60) for CI; run longer locally,
-e.g. `CCD_FUZZ_SECONDS=600 .venv/bin/python -m pytest -s tests/test_fuzz_images.py`.
-The number of inputs and the time are printed.
+e.g. `CCD_FUZZ_SECONDS=1800 CCD_FUZZ_KEEP_GOING=1 nice .venv/bin/python -m
+pytest -s tests/test_fuzz_images.py`: with CCD_FUZZ_KEEP_GOING a failing
+batch is printed (its shrunk example) and the run goes on, failing at the
+end.  An input that takes more than CCD_FUZZ_HANG_SECONDS (default 60) is a
+hang.  The number of inputs, the time and the mutations are printed.
 """
 import os
 import re
 import shutil
+import signal
 import struct
 import tempfile
 import time
@@ -37,7 +45,12 @@ from .helpers import imgedit as ie
 from .helpers.corefile import NT_PRSTATUS, PT_LOAD, PT_NOTE, read_core
 
 FUZZ_SECONDS = float(os.environ.get("CCD_FUZZ_SECONDS", "60"))
-NAMES = ("threads", "stopped_static", "tree", "shmem")
+HANG_SECONDS = float(os.environ.get("CCD_FUZZ_HANG_SECONDS", "60"))
+KEEP_GOING = bool(os.environ.get("CCD_FUZZ_KEEP_GOING"))
+NAMES = ("threads", "stopped_static", "tree", "shmem", "zdtm/memfd00")
+# mutations that change how an image is written, not what it means: the
+# core must be the same as from the pristine images
+EQUIVALENT = ("pagemap:split",)
 SECRET_MARK = b"CCD-FUZZ-SECRET-OUTSIDE-ROOT!"
 # Paths a hostile files.img could name; all must stay inside --root.
 HOSTILE_PATHS = ("/escape-abs", "/escape-rel", "/opt/escape-deep",
@@ -89,12 +102,57 @@ class World:
             self.fx[name] = dict(images=imgs, root=root, files=files, ref=cores,
                                  weighted=sorted(files) + 3 * sorted(read),
                                  threads={e.pid: list(e.threads) or [e.pid]
-                                          for e in tree})
+                                          for e in tree},
+                                 ctx=_context(files))
+
+
+def _context(files):
+    """Ids the images of a checkpoint use, for mutations that make one name
+    another: file ids (files.img) and shmem ids (memfd.img, pagemaps)."""
+    ctx = {"file_ids": set(), "shmids": set()}
+    if "files.img" in files:
+        for e in ie.frame(files["files.img"])[1]:
+            ctx["file_ids"].add(pb.file_entry.FromString(e).id)
+    if "memfd.img" in files:
+        for e in ie.frame(files["memfd.img"])[1]:
+            ctx["shmids"].add(pb.memfd_inode_entry.FromString(e).shmid)
+    for fn in files:
+        m = re.match(r"pagemap-shmem-(\d+)\.img$", fn)
+        if m:
+            ctx["shmids"].add(int(m.group(1)))
+    return ctx
 
 
 # -- mutations ----------------------------------------------------------------
 
-def _mutate(data, name, draw):
+def _semantic(data, framed, draw, ctx):
+    """A structure-aware mutation: decode the whole image, break its
+    meaning (imagefuzz.semantic_mutation), encode it again."""
+    head, entries, tail = framed
+    magic = ie.magic_name(head)
+    try:
+        with strict_decoding() as strict, quiet_protobuf_log():
+            msgs = [ie.message_class(magic, i).FromString(e)
+                    for i, e in enumerate(entries)]
+            if strict.log:
+                return data, ("undecodable",)
+    except Exception:
+        return data, ("undecodable",)
+    try:
+        what = fz.semantic_mutation(magic, msgs, draw, ctx)
+    except ValueError:  # a closed (proto2) enum refuses the value
+        return data, ("unsettable",)
+    if what is None:
+        return data, ("no-sem",)
+    try:
+        with quiet_protobuf_log():
+            blob = ie.unframe(head, [m.SerializeToString() for m in msgs], tail)
+    except Exception:
+        return data, ("unencodable",)
+    return blob, (what,)
+
+
+def _mutate(data, name, draw, ctx=None):
     """One mutation of an image's bytes; returns (bytes, description)."""
     framed = ie.frame(data) if not name.startswith("pages-") else None
     kinds = ["flip", "truncate", "extend"]
@@ -103,7 +161,11 @@ def _mutate(data, name, draw):
         if name in ("files.img", "memfd.img"):
             kinds += ["str"] * 4  # hostile paths: --root confinement
             kinds += ["utf8"] * 2  # names that are not UTF-8
+        if ie.magic_name(framed[0]) in fz.SEMANTIC:
+            kinds += ["sem"] * (len(kinds) + 4)  # about half of them
     kind = draw(st.sampled_from(kinds))
+    if kind == "sem":
+        return _semantic(data, framed, draw, ctx or {})
     if kind == "flip":
         out = bytearray(data)
         flips = draw(st.lists(st.tuples(st.integers(0, max(0, len(data) - 1)),
@@ -201,8 +263,9 @@ def _affects(fx, pid, name):
 
 # -- the oracle ---------------------------------------------------------------
 
-def _judge(fx, imgdir, outdir, rc, err, changed):
-    """Assert the outcome is a clean error or correct cores."""
+def _judge(fx, imgdir, outdir, rc, err, changed, equivalent=()):
+    """Assert the outcome is a clean error or correct cores.  `equivalent`:
+    images whose changes keep their meaning (EQUIVALENT mutations only)."""
     lines = err.splitlines()
     for ln in lines:
         assert LINE.fullmatch(ln), "not a clean message: %r" % ln
@@ -219,7 +282,12 @@ def _judge(fx, imgdir, outdir, rc, err, changed):
         assert errors and not names, (err, names)
     if rc == 3:
         assert names and (errors or "warning" in err), (err, names)
-    meaning_same = {n: _same_meaning(n, fx["files"][n], b) for n, b in changed.items()}
+    meaning_same = {n: n in equivalent or _same_meaning(n, fx["files"][n], b)
+                    for n, b in changed.items()}
+    if all(meaning_same.values()):
+        # nothing means anything else: the same outcome as the pristine images
+        assert rc == 0 and sorted(names) == sorted("core.%d" % p for p in fx["ref"]), \
+            (rc, err)
     for n in names:
         pid = int(fz.CORE_NAME.match(n).group(1))
         core = read_core(os.path.join(outdir, n))
@@ -265,6 +333,24 @@ def _check_structure(imgdir, pid, phdrs, notes):
 
 # -- the test -----------------------------------------------------------------
 
+class Hang(BaseException):
+    """An input took more than HANG_SECONDS (not an Exception: the code
+    under test must not be able to catch it)."""
+
+
+class _hang_alarm:
+    def __enter__(self):
+        def ring(signum, frame):
+            raise Hang("no answer in %.0f s" % HANG_SECONDS)
+        self.old = signal.signal(signal.SIGALRM, ring)
+        signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
+
+    def __exit__(self, *exc):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.old)
+        return False
+
+
 def test_mutated_images_give_clean_error_or_correct_core(fixtures_dir, tmp_path):
     world = World(str(tmp_path / "world"), fixtures_dir)
     work = str(tmp_path / "work")
@@ -278,11 +364,14 @@ def test_mutated_images_give_clean_error_or_correct_core(fixtures_dir, tmp_path)
         name = draw(st.sampled_from(NAMES))
         fx = world.fx[name]
         changed = {}
+        kinds = {}
         for _ in range(draw(st.integers(1, 3))):
             fn = draw(st.sampled_from(fx["weighted"]))
-            img, kind = _mutate(changed.get(fn, fx["files"][fn]), fn, draw)
+            img, kind = _mutate(changed.get(fn, fx["files"][fn]), fn, draw, fx["ctx"])
             changed[fn] = img
+            kinds.setdefault(fn, []).append(kind[0])
             stats["mut:" + kind[0]] += 1
+        equivalent = [fn for fn, ks in kinds.items() if all(k in EQUIVALENT for k in ks)]
         d = tempfile.mkdtemp(dir=work)
         try:
             imgdir, outdir = os.path.join(d, "images"), os.path.join(d, "out")
@@ -294,13 +383,15 @@ def test_mutated_images_give_clean_error_or_correct_core(fixtures_dir, tmp_path)
                         f.write(changed[fn])
                 else:
                     os.symlink(os.path.join(fx["images"], fn), os.path.join(imgdir, fn))
-            rc, _, err = run_main(["-q", "-i", imgdir, "-o", outdir, "--root", fx["root"]])
+            with _hang_alarm():
+                rc, _, err = run_main(["-q", "-i", imgdir, "-o", outdir,
+                                       "--root", fx["root"]])
             stats["rc%d" % rc] += 1
             for ln in err.splitlines():
                 what = re.sub(r"0x[0-9a-f]+|\d+", "N", ln.replace(d, "D"))
                 messages[what[:110]] += 1
             stats["inputs"] += 1
-            _judge(fx, imgdir, outdir, rc, err, changed)
+            _judge(fx, imgdir, outdir, rc, err, changed, equivalent)
         finally:
             shutil.rmtree(d)
 
@@ -308,8 +399,17 @@ def test_mutated_images_give_clean_error_or_correct_core(fixtures_dir, tmp_path)
                      suppress_health_check=list(HealthCheck))(one)
     start = time.monotonic()
     batches = 0
+    failures = []
     while time.monotonic() - start < FUZZ_SECONDS:
-        batch()  # each call draws from a fresh random seed
+        try:
+            batch()  # each call draws from a fresh random seed
+        except (Exception, Hang) as exc:
+            if not KEEP_GOING:
+                raise
+            failures.append(exc)
+            print("\nfuzz: FAILURE %d after %.0f s: %s: %s"
+                  % (len(failures), time.monotonic() - start,
+                     type(exc).__name__, str(exc)[:2000]), flush=True)
         batches += 1
     took = time.monotonic() - start
     print("\nfuzz: %d inputs in %.0f s (%d batches); exit codes %s; mutations %s"
@@ -320,3 +420,4 @@ def test_mutated_images_give_clean_error_or_correct_core(fixtures_dir, tmp_path)
         for m, n in messages.most_common():
             print("%6d  %s" % (n, m))
     assert stats["inputs"] > 0
+    assert not failures, "%d failing batches" % len(failures)

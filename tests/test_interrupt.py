@@ -87,7 +87,7 @@ def _interrupt(images, out, signum):
     return p.returncode, err
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupted_conversion_leaves_nothing(big_images, tmp_path, signum):
     out = tmp_path / "out"
     out.mkdir()
