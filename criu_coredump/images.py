@@ -34,7 +34,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the CLI test
     raise ImportError(
         "pycriu is not importable: install the distribution package that "
-        "ships it ('criu' on Debian/Ubuntu, 'python3-criu' on Fedora)") from exc
+        "ships it ('python3-pycriu' on Debian 13+, 'criu' on Debian 12/Ubuntu, "
+        "'python3-criu' on Fedora)") from exc
 
 # VMA status bits (criu/include/image.h)
 VMA_AREA_REGULAR = 1 << 0
