@@ -134,8 +134,17 @@ fi
 [ "$what" = build ] && exit 0
 
 # The host's network settings: name servers, and the local certificate
-# authorities its egress may need (pip, apt over https).
+# authorities its egress may need (pip, apt over https); and, when the host's
+# apt accepts Release files past their Valid-Until (a mirror snapshot older
+# than this machine's clock), the root's apt does too.
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+conf=$root/etc/apt/apt.conf.d/99ccd-host
+: >"$conf"
+for opt in Acquire::Check-Valid-Until Acquire::Check-Date; do
+  if apt-config dump 2>/dev/null | grep -qx "$opt \"false\";"; then
+    echo "$opt \"false\";" >>"$conf"
+  fi
+done
 if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
   mkdir -p "$root/usr/local/share/ca-certificates"
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
