@@ -28,6 +28,10 @@ set -euo pipefail
 
 die() { echo "distro: $*" >&2; exit 2; }
 
+# All in a function: bash reads a script as it runs, a function whole, so
+# editing this file while it runs cannot derail a run.
+main() {
+
 if [ "${1:-}" = --inner ]; then
   # Second stage, in the private mount namespace: mount, chroot, unmount.
   shift
@@ -55,7 +59,8 @@ if [ "${1:-}" = --inner ]; then
   env_keep=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
             LANG=C.UTF-8 TERM="${TERM:-dumb}" CI="${CI:-}")
   for v in $(compgen -e); do
-    case $v in PIP_*|http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|CCD_*|PYTEST_*)
+    case $v in PIP_INDEX_URL|PIP_EXTRA_INDEX_URL|PIP_TRUSTED_HOST|PIP_CERT|PIP_DEFAULT_TIMEOUT|\
+               http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|CCD_*|PYTEST_*)
       env_keep+=("$v=${!v}");;
     esac
   done
@@ -181,3 +186,7 @@ if [ "${CCD_KEEP:-}" != 1 ] && [ "${CCD_FRESH_ROOT:-}" != 1 ]; then
   unmount_below "$ci"; rm -rf "$ci"
 fi
 exit $rc
+}
+
+main "$@"
+exit $?
