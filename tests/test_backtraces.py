@@ -29,9 +29,9 @@ CORES = [("threads", 13466), ("stopped_static", 13508), ("tree", 13544),
 LLDB_NOISE = re.compile(r"^(Traceback|  File \"<string>\"|NameError|ModuleNotFoundError)")
 
 
-def _run(args):
+def _run(args, timeout=300):
     return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=300).stdout
+                          text=True, timeout=timeout).stdout
 
 
 UNNAMED = re.compile(r"^(\?\?|___lldb_unnamed_symbol\d+)?$")
@@ -58,10 +58,18 @@ def gdb_frames(fixture, core, *extra):
 def lldb_frames(fixture, core):
     """{tid: [(pc, function)]} from lldb's `thread backtrace all`."""
     need("lldb")
-    out = _run(["lldb", "--batch",
-                "-o", "platform select remote-linux --sysroot " + os.path.join(fixture, "root"),
-                "-o", "target create --core %s %s" % (core, fixture_exe(fixture)),
-                "-o", "image list", "-o", "thread list", "-o", "thread backtrace all"])
+    try:
+        out = _run(["lldb", "--batch",
+                    "-o", "platform select remote-linux --sysroot " + os.path.join(fixture, "root"),
+                    "-o", "target create --core %s %s" % (core, fixture_exe(fixture)),
+                    "-o", "image list", "-o", "thread list", "-o", "thread backtrace all"],
+                   timeout=90)
+    except subprocess.TimeoutExpired as exc:
+        # lldb 21 (Debian sid) never finishes loading a core in which no
+        # thread has a signal (NT_SIGINFO si_signo and pr_cursig 0, as in
+        # our cores of a task CRIU froze while it ran)
+        pytest.fail("lldb did not finish in 90 s: it hangs loading a core where no "
+                    "thread has a signal:\n%s" % (exc.output or b"").decode(errors="replace"))
     out = "\n".join(line for line in out.splitlines() if not LLDB_NOISE.match(line))
     tids = dict(re.findall(r"^[* ] thread #(\d+): tid = (\d+),", out, re.M))
     frames = per_thread(out, r"^[* ] thread #(\d+),",
