@@ -45,7 +45,8 @@ def test_gdb_answers_match_gcore(name, fixtures_dir, cores):
     out, root = gdb_cmds_answers(fx, core)
     got = facts(out, root)
     assert want["frames"] and want["threads"], want
-    assert differences(want, got) == [], out
+    diff = differences(want, got)
+    assert not diff, "\n".join(diff) + "\n\ngdb said:\n" + out
 
 
 def test_tree_writes_every_live_process_and_skips_the_zombie(cores):
