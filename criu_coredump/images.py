@@ -35,7 +35,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the CLI test
     raise ImportError(
         "pycriu is not importable: install the distribution package that "
-        "ships it ('criu' on Debian/Ubuntu, 'python3-criu' on Fedora)") from exc
+        "ships it ('python3-pycriu' on Debian 13+, 'criu' on Debian 12/Ubuntu, "
+        "'python3-criu' on Fedora)") from exc
 
 from .model import (  # noqa: F401  (the records and constants, re-exported)
     KNOWN_VMA_STATUS, MADV_DONTDUMP, MAP_ANON, MAP_HUGETLB, MAP_PRIVATE,

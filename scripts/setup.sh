@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up on Debian/Ubuntu: system packages, then a venv in .venv.
+# Tested on Debian 12 (bookworm), 13 (trixie) and sid (scripts/distro.sh).
 #
-# pycriu is not on PyPI: it ships in the distribution's `criu` package, for the
-# distribution's python3.  The venv is therefore made from /usr/bin/python3
-# with --system-site-packages, so it sees pycriu (and protobuf) from Debian.
+# pycriu is not on PyPI: it ships with the distribution's CRIU, for the
+# distribution's python3: in the `criu` package up to Debian 12 (and Ubuntu),
+# in its own `python3-pycriu` from Debian 13 on (criu only recommends it).
+# The venv is therefore made from /usr/bin/python3 with
+# --system-site-packages, so it sees pycriu (and protobuf) from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,15 +19,25 @@ PKGS="$PKGS qemu-user gdb-multiarch gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
 PKGS="$PKGS gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-i686-linux-gnu libc6-dev-i386-cross"
 PKGS="$PKGS gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-s390x-linux-gnu libc6-dev-s390x-cross"
 PKGS="$PKGS gcc-riscv64-linux-gnu libc6-dev-riscv64-cross gcc-mips64el-linux-gnuabi64 libc6-dev-mips64el-cross"
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+pycriu_ok() { /usr/bin/python3 -c 'import pycriu.images.pb, pycriu.images.magic' 2>/dev/null; }
 missing=""
 for p in $PKGS; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  installed "$p" || missing="$missing $p"
 done
-if [ -n "$missing" ]; then
+if [ -n "$missing" ] || ! pycriu_ok; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  echo "setup: installing system packages:$missing" >&2
   $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >&2
+  # Debian 13 and later: pycriu is python3-pycriu (named, not left to
+  # criu's Recommends, which apt may be told not to install)
+  if apt-cache show python3-pycriu >/dev/null 2>&1 && ! installed python3-pycriu; then
+    missing="$missing python3-pycriu"
+  fi
+  if [ -n "$missing" ]; then
+    echo "setup: installing system packages:$missing" >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >&2
+  fi
+  pycriu_ok || { echo "setup: pycriu is still not importable by /usr/bin/python3" >&2; exit 1; }
 fi
 
 PY=/usr/bin/python3

@@ -7,6 +7,7 @@ hold the link target; `fixture()` makes a private copy with those links
 restored, so gdb's sysroot resolves as it did on the machine that made them.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,36 @@ def gdbcheck(fixture, core):
     return subprocess.run([sys.executable, GDBCHECK, fixture, core, "--show"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=600)
+
+
+def real_criu_status():
+    """(collect, why) for tests/test_real_criu.py, which checkpoints live
+    processes with the real CRIU: collected where CRIU 4.0 or later is
+    installed and we are root (Debian 12's criu 3.17 cannot checkpoint on
+    today's kernels), and always where CCD_REAL_CRIU=1 requires them: there
+    a CRIU that cannot run fails the tests, loudly."""
+    required = os.environ.get("CCD_REAL_CRIU") == "1"
+    criu = shutil.which("criu")
+    version = None
+    if criu:
+        out = subprocess.run([criu, "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True).stdout
+        m = re.search(r"Version: (\d+)\.(\d+)(?:\.(\d+))?", out)
+        if m:
+            version = tuple(int(x or 0) for x in m.groups())
+    have = "criu %s" % ".".join(map(str, version)) if version else "no criu"
+    if required:
+        return True, "required (CCD_REAL_CRIU=1), %s" % have
+    if version is None or version < (4, 0):
+        return False, "%s: needs CRIU 4.0 or later, not collected" % have
+    if os.geteuid() != 0:
+        return False, "%s: needs root, not collected" % have
+    return True, have
+
+
+REAL_CRIU = real_criu_status()
+collect_ignore = [] if REAL_CRIU[0] else ["test_real_criu.py"]
+
+
+def pytest_report_header(config):
+    return "real CRIU tests (tests/test_real_criu.py): %s" % REAL_CRIU[1]

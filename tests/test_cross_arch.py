@@ -17,6 +17,7 @@ ia32 core has every note, so ours must carry the same bytes.  qemu emulates
 pointer authentication: a program built with -mbranch-protection=pac-ret
 unwinds in gdb on our core (images with PAC keys) and not on qemu's.
 """
+import dataclasses
 import glob
 import os
 import re
@@ -56,7 +57,12 @@ class Target:
 
 
 TARGETS = {
-    "aarch64": Target("aarch64", "aarch64-linux-gnu-gcc", ("qemu-aarch64",),
+    # a CPU without pointer authentication: on "max" (qemu's default) the
+    # auxv says PAC, gdb 16 then needs the PAC mask to unwind and stops at
+    # the first frame of both cores, qemu's having no mask note and ours,
+    # from images without PAC keys, none either (see the PAC test below)
+    "aarch64": Target("aarch64", "aarch64-linux-gnu-gcc",
+                      ("qemu-aarch64", "-cpu", "cortex-a72"),
                       "gdb-multiarch",
                       tuple("x%d" % i for i in range(31)) + ("sp", "pc", "cpsr")),
     "armv7": Target("armv7", "arm-linux-gnueabihf-gcc", ("qemu-arm",),
@@ -116,8 +122,8 @@ def build(target, work, *flags):
 
 def reference_core(target, exe, work):
     """Run the program until it aborts; return the guest's or kernel's core."""
-    for tool in target.runner:
-        need(tool)
+    if target.runner:
+        need(target.runner[0])
     prefix, pattern = _core_prefix()
     if prefix is None and not target.runner:
         pytest.fail("kernel.core_pattern is %r: the ia32 test needs the kernel "
@@ -558,7 +564,7 @@ def test_aarch64_pac_mask_lets_gdb_unwind_signed_return_addresses(tmp_path):
     addresses carry PAC bits (qemu emulates pointer authentication).
     qemu's core has no NT_ARM_PAC_MASK and gdb cannot unwind past them;
     ours, from images with PAC keys, has the mask and the full stacks."""
-    target = TARGETS["aarch64"]
+    target = dataclasses.replace(TARGETS["aarch64"], runner=("qemu-aarch64", "-cpu", "max"))
     work = str(tmp_path)
     exe = build(target, work, "-mbranch-protection=pac-ret")
     ref = reference_core(target, exe, work)
@@ -581,7 +587,9 @@ def test_aarch64_pac_mask_lets_gdb_unwind_signed_return_addresses(tmp_path):
     workers = [lwp for lwp, f in ours.items() if any(" worker (" in l for l in f)]
     assert len(workers) == 3, ours
     for lwp in workers:
-        assert len(theirs[lwp]) < 3, theirs[lwp]     # qemu's core: stuck at PAC
+        # qemu's core: stuck at PAC (gdb 13: a frame or two; gdb 16 stops
+        # `thread apply all` at the first thread: "Register N is not available")
+        assert len(theirs.get(lwp, [])) < 3, theirs
         assert sum("[PAC] in recurse (" in l for l in ours[lwp]) >= 3, ours[lwp]
     bits = (highest_vma_end(images, summary["pid"]) - 1).bit_length()
     mask = "%#x" % (((1 << 55) - 1) & ~((1 << bits) - 1))

@@ -33,7 +33,9 @@ def _help_options():
 
 def _rendered_man():
     groff = need("groff")
-    p = subprocess.run([groff, "-man", "-Tascii", "-ww", MAN], stdout=subprocess.PIPE,
+    # -P-c: grotty's overstrike output, as groff 1.22 (Debian 12) gives by
+    # default; groff 1.23 (Debian 13) would write SGR escape sequences
+    p = subprocess.run([groff, "-man", "-Tascii", "-P-c", "-ww", MAN], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, check=True)
     return re.sub(".\b", "", p.stdout), p.stderr  # drop bold/underline overstrikes
 

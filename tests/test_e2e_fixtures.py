@@ -1,5 +1,13 @@
 """End to end: real CRIU images -> our core -> real gdb, compared with what
-gdb said on a gcore of the same live process (shared/tools/gdbcheck.py)."""
+gdb said on a gcore of the same live process.
+
+A fixture with a reference core (ref.core.xz) is judged by
+shared/tools/gdbcheck.py: the gdb of this machine answers on both cores,
+line for line.  The four first fixtures have only expected.txt, gdb 13.1's
+answers on Debian 12: they are compared fact by fact
+(tests/helpers/gdbfacts.py: threads, frames, values, auxv, libraries), the
+facts that do not depend on gdb's version or this machine's debug files.
+"""
 import os
 import re
 import subprocess
@@ -9,6 +17,20 @@ import pytest
 from criu_coredump import images
 
 from .conftest import FIXTURES, gdbcheck, need, run_coredump
+from .helpers.debuggers import fixture_exe
+from .helpers.gdbfacts import differences, facts
+
+
+def gdb_cmds_answers(fx, core):
+    """gdb's answers to the fixture's gdb.cmds on a core, as gdbcheck.py asks."""
+    need("gdb")
+    root = os.path.abspath(os.path.join(fx, "root"))
+    out = subprocess.run(["gdb", "-batch", "-nx", "-iex", "set sysroot " + root,
+                          "-iex", "set debuginfod enabled off",
+                          "-x", os.path.join(fx, "gdb.cmds"), fixture_exe(fx), core],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=300).stdout
+    return out, root
 
 
 ZDTM = sorted(os.listdir(os.path.join(FIXTURES, "zdtm")))
@@ -21,6 +43,15 @@ def first_pid(fx):
     return images.open_checkpoint(os.path.join(fx, "images")).entries[0].pid
 
 
+def gdb_is_the_fixtures():
+    """expected.txt is gdb 13.1's answer: a gdb 13 compares with it line
+    for line (gdbcheck.py); another version words things its own way."""
+    need("gdb")
+    out = subprocess.run(["gdb", "--version"], stdout=subprocess.PIPE,
+                         text=True).stdout
+    return re.search(r"^GNU gdb .* 13\.\d+", out, re.M) is not None
+
+
 @pytest.mark.parametrize("name", EXACT)
 def test_gdb_answers_match_gcore(name, fixtures_dir, cores):
     """Every address, register and line gdb gives on our core is what it
@@ -28,28 +59,28 @@ def test_gdb_answers_match_gcore(name, fixtures_dir, cores):
     checks it)."""
     fx = fixtures_dir(name)
     core = os.path.join(cores(name), "core.%d" % first_pid(fx))
-    r = gdbcheck(fx, core)
-    assert r.returncode == 0, r.stdout
-    assert re.search(r"^all \d+ expected lines match$", r.stdout, re.M), r.stdout
+    if os.path.exists(os.path.join(fx, "ref.core.xz")) or gdb_is_the_fixtures():
+        r = gdbcheck(fx, core)
+        assert r.returncode == 0, r.stdout
+        assert re.search(r"^all \d+ expected lines match$", r.stdout, re.M), r.stdout
+        return
+    with open(os.path.join(fx, "expected.txt")) as f:
+        want = facts(f.read())
+    out, root = gdb_cmds_answers(fx, core)
+    got = facts(out, root)
+    assert want["frames"] and want["threads"], want
+    diff = differences(want, got)
+    assert not diff, "\n".join(diff) + "\n\ngdb said:\n" + out
 
 
 def test_tree_child_is_exact_too(fixtures_dir, cores):
     """The sleeping child of `tree` has no gcore of its own; it forked from
     the parent, so its libc sits at the same addresses and its frame 0 is
     the parent's pc, with its own LWP, role and caller line."""
-    need("gdb")
     fx = fixtures_dir("tree")
-    root = os.path.join(fx, "root")
-    out = subprocess.run(
-        ["gdb", "-batch", "-nx", "-iex", "set sysroot " + root,
-         "-iex", "set debuginfod enabled off", "-x", os.path.join(fx, "gdb.cmds"),
-         os.path.join(root, "opt/ccd/tree/prog"),
-         os.path.join(cores("tree"), "core.13547")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=300).stdout
-    assert re.search(r"^\* 1 +Thread 0x[0-9a-f]+ \(LWP 13547\) 0x00007fbe797a7dd0 "
-                     r"in __libc_pause \(\) at \.\./sysdeps/unix/sysv/linux/"
-                     r"pause\.c:29$", out, re.M), out
+    out, _ = gdb_cmds_answers(fx, os.path.join(cores("tree"), "core.13547"))
+    assert re.search(r"^\* 1 +.*LWP 13547\)? +0x00007fbe797a7dd0 in \S*pause ",
+                     out, re.M), out
     assert re.search(r"^#1  0x[0-9a-f]+ in wait_as \(role=2\) at tree\.c:11$",
                      out, re.M), out
     assert re.search(r"^#2  0x[0-9a-f]+ in main \(\) at tree\.c:16$", out, re.M), out

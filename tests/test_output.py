@@ -8,11 +8,12 @@ import resource
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 
 import pytest
 
-from .conftest import run_coredump
+from .conftest import REPO, run_coredump
 from .helpers.inprocess import run_main
 
 PID = 13508
@@ -62,7 +63,23 @@ def test_outdir_not_writable(fx):
         out = os.path.join(base, "out")
         os.mkdir(out, 0o555)
         os.chmod(out, 0o555)
-        p = run_coredump("-i", images, "-o", out, preexec_fn=_as_unprivileged)
+        # the program and the images copied where uid 65534 can read them:
+        # the clone and its venv may be below a directory it cannot enter
+        # (/root is 0700); the distribution's python3 has pycriu and tqdm
+        app = os.path.join(base, "app")
+        for d in ("bin", "criu_coredump"):
+            shutil.copytree(os.path.join(REPO, d), os.path.join(app, d),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        imgs = shutil.copytree(images, os.path.join(base, "images"))
+        for d, dirs, files in os.walk(base):
+            for n in dirs + files:
+                p = os.path.join(d, n)
+                if p != out:
+                    os.chmod(p, 0o755)
+        p = subprocess.run(["/usr/bin/python3", "-B", os.path.join(app, "bin", "coredump"),
+                            "-i", imgs, "-o", out], preexec_fn=_as_unprivileged,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=600)
         assert p.returncode == 2, p.stderr
         _only_error(p.stderr, "%s: cannot create a file in the output directory: "
                     "Permission denied" % out)

@@ -92,6 +92,6 @@ def test_without_pycriu_the_message_names_the_package(installed, fixtures_dir, t
         assert p.stdout == ""
         assert p.stderr == (
             "coredump: error: pycriu is not importable: install the distribution "
-            "package that ships it ('criu' on Debian/Ubuntu, 'python3-criu' on "
-            "Fedora)\n")
+            "package that ships it ('python3-pycriu' on Debian 13+, 'criu' on "
+            "Debian 12/Ubuntu, 'python3-criu' on Fedora)\n")
     assert os.listdir(tmp_path) == []

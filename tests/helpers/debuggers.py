@@ -37,8 +37,10 @@ def fixture_exe(fixture):
 def gdb_on_fixture(fixture, core, *commands):
     """gdb's output for `commands` on a core of a fixture, with the
     fixture's root as sysroot."""
-    args = ["gdb", "-batch", "-nx", "-ex", "set sysroot " + os.path.join(fixture, "root"),
-            "-ex", "set debuginfod enabled off"]
+    # -iex: the sysroot must be set before gdb loads the core and its
+    # libraries (gdb 16 otherwise first loads this machine's libc)
+    args = ["gdb", "-batch", "-nx", "-iex", "set sysroot " + os.path.abspath(os.path.join(fixture, "root")),
+            "-iex", "set debuginfod enabled off"]
     for c in commands:
         args += ["-ex", c]
     return subprocess.run(args + [fixture_exe(fixture), core], stdout=subprocess.PIPE,

@@ -1,0 +1,186 @@
+"""End to end with the real CRIU: a live process is checkpointed with
+`criu dump --leave-running`, gcore takes the reference core of the same
+moment right after, the images are converted with coredump, and gdb must
+answer the same on both cores, exactly (shared/tools/gdbcheck.py's
+normalisation: only gdb's notices, the signal banner and source lines are
+set aside; every address and register must be equal).
+
+CRIU must be 4.0 or later (Debian 12's criu 3.17 cannot checkpoint on
+today's kernels): these tests are collected where `criu --version` says so,
+and where CCD_REAL_CRIU=1 asks for them (.ci/run does inside the Debian 13
+and sid roots); there a CRIU that cannot run is a failure, never a skip.  See
+conftest.py's real_criu_status().
+
+The programs: the fixtures' threads.c (four threads parked in pause()
+under recursive frames) and a multi-threaded python3 (threads asleep in
+time.sleep and in a lock).
+"""
+import importlib.util
+import os
+import difflib
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import FIXTURES, GDBCHECK, need, run_coredump
+from .helpers.kernelcore import wait_until
+
+SRC = os.path.join(FIXTURES, "src", "threads.c")
+
+# gdb's questions, the same on both cores; threads visited in LWP order (gdb
+# numbers them in the order of the core's notes, which is gcore's own).
+# (Not $_siginfo: gcore reports the signal that stopped the thread for gdb,
+# a checkpoint has none.)
+PER_THREAD = ["bt", "info registers", "p/x $mxcsr"]
+PROCESS = ["info sharedlibrary", "info auxv", "info proc mappings"]
+PROGRAM_VALUES = {"threads": ["p global_counter", "p heap_msg", "p fvals"],
+                  "python3": []}
+
+
+def _gdbcheck():
+    spec = importlib.util.spec_from_file_location("gdbcheck", GDBCHECK)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def gdb_script(path, values):
+    lines = ["set pagination off", "set confirm off", "set width 0",
+             "set debuginfod enabled off"] + values + PROCESS
+    lines += ["python",
+              "for t in sorted(gdb.selected_inferior().threads(), key=lambda t: t.ptid[1]):",
+              "    t.switch()",
+              "    print('== LWP %d' % t.ptid[1])"]
+    lines += ["    gdb.execute(%r)" % c for c in PER_THREAD]
+    lines += ["end"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def gdb_answers(exe, core, script):
+    need("gdb")
+    p = subprocess.run(["gdb", "-batch", "-nx", "-iex", "set debuginfod enabled off",
+                        "-x", script, exe, core], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=300)
+    return p.stdout
+
+
+class Live:
+    """A program running in its own session, stdout to a file."""
+
+    def __init__(self, argv, work):
+        self.out = os.path.join(work, "prog.out")
+        with open(self.out, "w") as o, open(os.devnull) as i:
+            self.proc = subprocess.Popen(argv, stdin=i, stdout=o, stderr=subprocess.STDOUT,
+                                         cwd=work, start_new_session=True, close_fds=True)
+
+    def wait_output(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.out) as f:
+                text = f.read()
+            if text.strip():
+                return text
+            assert self.proc.poll() is None, "program exited: %r" % text
+            time.sleep(0.05)
+        raise AssertionError("program printed nothing")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+def checkpoint_and_gcore(pid, work):
+    """criu dump --leave-running, then gcore at once: (images dir, gcore)."""
+    criu, gcore = need("criu"), need("gcore")
+    images = os.path.join(work, "images")
+    os.mkdir(images)
+    p = subprocess.run([criu, "dump", "-t", str(pid), "-D", images, "--shell-job",
+                        "--leave-running", "-v4", "-o", "dump.log"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=300, close_fds=True)
+    if p.returncode != 0:
+        with open(os.path.join(images, "dump.log")) as f:
+            log = f.read()
+        pytest.fail("criu dump failed (%d): %s\n...\n%s"
+                    % (p.returncode, p.stdout, log[-4000:]))
+    q = subprocess.run([gcore, "-o", os.path.join(work, "gcore"), str(pid)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=300)
+    ref = os.path.join(work, "gcore.%d" % pid)
+    assert q.returncode == 0 and os.path.exists(ref), q.stdout
+    return images, ref
+
+
+def compare(name, exe, pid, images, ref, work):
+    out = os.path.join(work, "out")
+    os.mkdir(out)
+    run_coredump("-i", images, "-o", out, "-q", check=0)
+    ours = os.path.join(out, "core.%d" % pid)
+    script = gdb_script(os.path.join(work, "gdb.cmds"), PROGRAM_VALUES[name])
+    check = _gdbcheck()
+    want_text = gdb_answers(exe, ref, script)
+    got_text = gdb_answers(exe, ours, script)
+    want = check.normalise(want_text, "/nonexistent-root")
+    got = check.normalise(got_text, "/nonexistent-root")
+    # the answers must say something: threads, frames, registers, libraries
+    assert sum(l.startswith("== LWP ") for l in want) >= 4, want_text
+    assert any(l.startswith("#2 ") for l in want), want_text
+    assert any(l.startswith("rip ") for l in want), want_text
+    diff = [l for l in difflib.unified_diff(want, got, "gcore", "ours", lineterm="", n=1)]
+    assert want == got, "gdb on our core differs from gdb on gcore's:\n" + "\n".join(diff)
+
+
+def test_threads_program_checkpointed_by_criu(tmp_path):
+    need("gcc")
+    work = str(tmp_path)
+    exe = os.path.join(work, "prog")
+    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", exe, SRC], check=True)
+    live = Live([exe, "with", "an", "argument"], work)
+    try:
+        pid = int(live.wait_output().split()[0])
+        assert pid == live.proc.pid
+        # four threads, each in pause() (system call 34)
+        wait_until(pid, lambda calls: len(calls) == 4 and set(calls) == {"34"})
+        images, ref = checkpoint_and_gcore(pid, work)
+    finally:
+        live.kill()
+    compare("threads", exe, pid, images, ref, work)
+
+
+PY = ("import threading, time\n"
+      "lock = threading.Lock(); lock.acquire()\n"
+      "def sleeper(): time.sleep(600)\n"
+      "def waiter(): lock.acquire()\n"
+      "ts = [threading.Thread(target=f) for f in (sleeper, sleeper, waiter)]\n"
+      "[t.start() for t in ts]\n"
+      "print('ready', flush=True)\n"
+      "time.sleep(600)\n")
+
+
+def test_python3_checkpointed_by_criu(tmp_path):
+    work = str(tmp_path)
+    exe = os.path.realpath(shutil.which("python3") or sys.executable)
+    live = Live([exe, "-c", PY], work)
+    try:
+        assert live.wait_output().startswith("ready")
+        pid = live.proc.pid
+        # every thread asleep: no thread is running (state S)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            tasks = os.listdir("/proc/%d/task" % pid)
+            states = [open("/proc/%d/task/%s/stat" % (pid, t)).read().split(") ")[1][0]
+                      for t in tasks]
+            if len(tasks) == 4 and all(s == "S" for s in states):
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        images, ref = checkpoint_and_gcore(pid, work)
+    finally:
+        live.kill()
+    compare("python3", exe, pid, images, ref, work)
