@@ -570,6 +570,8 @@ def _check_tree(path, entries):
         tids = thread_ids(e)
         if e.pid not in tids:
             continue
+        if tids.count(e.pid) > 1:
+            raise BadImage(path, "id %d appears twice in the process tree" % e.pid)
         for t in tids:
             if t != e.pid and t in seen:
                 raise BadImage(path, "id %d appears twice in the process tree" % t)

@@ -15,7 +15,8 @@ except ImportError as exc:  # pragma: no cover - exercised by the packaging test
     # may be imported first
     raise ImportError(
         "pycriu is not importable: install the distribution package that "
-        "ships it ('criu' on Debian/Ubuntu, 'python3-criu' on Fedora)") from exc
+        "ships it ('python3-pycriu' on Debian 13+, 'criu' on Debian 12/Ubuntu, "
+        "'python3-criu' on Fedora)") from exc
 
 PACKAGE = "criu_coredump"
 _F = descriptor_pb2.FieldDescriptorProto

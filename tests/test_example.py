@@ -16,7 +16,7 @@ def test_example_script_shows_every_thread_and_frame_without_warnings(tmp_path):
                        timeout=1200, cwd=REPO)
     out = p.stdout
     assert p.returncode == 0, out
-    assert "core.13466: pid 13466 (prog), 4 threads" in out
+    assert "core.13466: pid 13466 (prog), x86_64, 4 threads" in out
     gdb_part = out.split("gdb on ", 1)[1]
     assert not re.search(r"warning|error|\?\?|[Nn]o such file|not available", gdb_part,
                          re.I), gdb_part
