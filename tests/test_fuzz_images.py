@@ -327,7 +327,9 @@ def _check_structure(imgdir, pid, phdrs, notes):
         tree = [pb.pstree_entry.FromString(e) for e in ie.frame(f.read())[1]]
     entry = [e for e in tree if e.pid == pid]
     assert len(entry) == 1
-    tids = list(entry[0].threads) or [pid]
+    # a thread id of 0 names no thread (CRIU writes [0] for a zombie): the
+    # loader reads such a list as the main thread alone
+    tids = [t for t in entry[0].threads if t] or [pid]
     prs = [struct.unpack_from("<i", d, 32)[0] for (nm, t, d) in notes
            if nm == b"CORE" and t == NT_PRSTATUS]
     assert sorted(prs) == sorted(tids)
