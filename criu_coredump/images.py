@@ -166,12 +166,61 @@ def parse(path, cls, buf):
     msg = cls()
     with strict_decoding() as strict:
         try:
-            msg.ParseFromString(buf)
+            try:
+                msg.ParseFromString(buf)
+            except UnicodeDecodeError:
+                # the pure-Python protobuf refuses a string field that is
+                # not UTF-8 (see _bytes_class)
+                msg = _bytes_class(cls)()
+                msg.ParseFromString(buf)
         except Exception as e:  # DecodeError or RuntimeError
             raise BadImage(path, "cannot decode %s entry: %s"
                            % (cls.DESCRIPTOR.name, e)) from None
         strict.check(path, "%s entry" % cls.DESCRIPTOR.name)
     return msg
+
+
+_BYTES_CLASSES = {}
+
+
+def _bytes_class(cls):
+    """cls with every string field (its own, its sub-messages') declared as
+    bytes.  CRIU stores names as the bytes they are; protobuf's C++
+    implementation hands a string field that is not UTF-8 back as bytes,
+    the pure-Python one (Debian sid's python3-protobuf under Python 3.14)
+    raises instead.  Used only for the messages that hold such a field;
+    _text() decodes the bytes."""
+    name = cls.DESCRIPTOR.full_name
+    if name not in _BYTES_CLASSES:
+        pool = descriptor_pool.DescriptorPool()
+        added = set()
+
+        def bytes_fields(messages):
+            for m in messages:
+                for f in m.field:
+                    if f.type == f.TYPE_STRING:
+                        f.type = f.TYPE_BYTES
+                bytes_fields(m.nested_type)
+
+        def add(fd):
+            if fd.name in added:
+                return
+            added.add(fd.name)
+            for dep in fd.dependencies:
+                add(dep)
+            fdp = descriptor_pb2.FileDescriptorProto()
+            fd.CopyToProto(fdp)
+            if fd.package != "google.protobuf":
+                bytes_fields(fdp.message_type)
+            pool.Add(fdp)
+
+        add(cls.DESCRIPTOR.file)
+        desc = pool.FindMessageTypeByName(name)
+        if hasattr(message_factory, "GetMessageClass"):
+            _BYTES_CLASSES[name] = message_factory.GetMessageClass(desc)
+        else:
+            _BYTES_CLASSES[name] = message_factory.MessageFactory(pool).GetPrototype(desc)
+    return _BYTES_CLASSES[name]
 
 
 def load_messages(path, expect, cls):
@@ -182,7 +231,8 @@ def load_messages(path, expect, cls):
 def _text(value):
     """A string field as str.  CRIU stores file names and comms as they are
     (any bytes); protobuf's C++ implementation hands a field that is not
-    UTF-8 back as bytes, decoded here the way os functions take them back."""
+    UTF-8 back as bytes (and parse() reads it as bytes with the Python one),
+    decoded here the way os functions take them back."""
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 

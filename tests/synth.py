@@ -6,10 +6,12 @@ lazy pages.  Every image here is a real CRIU image: the messages are pycriu's
 own protobuf classes (`pycriu.images.dump` for whole images), the pages image
 is raw pages.  Pagemaps come in both encodings CRIU has written:
 
-* "3.x": the page count in field 2 (`nr_pages` for pycriu 3.17);
+* "3.x": the page count in field 2 (`nr_pages` for pycriu 3.17 and 4.1,
+  `compat_nr_pages` for pycriu 4.2, which also makes it required);
 * "4.2": field 2 left 0 and the count in the uint64 field 5 that CRIU 4.2
-  added (pycriu 3.17 does not know it, so its varint bytes are appended to
-  each entry pycriu serialized, as CRIU's own encoder places them).
+  added (pycriu before 4.2 does not know it, so its varint bytes are
+  appended to each entry pycriu serialized, as CRIU's own encoder places
+  them).
 
 Page contents default to a pattern that names its own address
 (`page_pattern`), so a reader of the core can check any page.
@@ -28,6 +30,26 @@ from pycriu import images as pimages
 from pycriu.images import pb
 
 PAGE = 4096
+
+# pagemap_entry's field 2 (the 32-bit page count) by the installed pycriu's
+# name for it: `nr_pages` up to pycriu 4.1, `compat_nr_pages` from 4.2 on
+# (where `nr_pages` is the uint64 field 5)
+PAGEMAP_FIELD2 = ("compat_nr_pages"
+                  if "compat_nr_pages" in pb.pagemap_entry.DESCRIPTOR.fields_by_name
+                  else "nr_pages")
+
+
+def pagemap_field2(entry):
+    """Field 2 of a pagemap entry decoded by pycriu (a dict), any pycriu."""
+    return entry.get(PAGEMAP_FIELD2, 0)
+
+
+def pagemap_count(entry):
+    """The page count of a pagemap entry decoded by pycriu (a dict), in
+    either encoding, with any pycriu that knows the encoding."""
+    if PAGEMAP_FIELD2 == "compat_nr_pages":
+        return entry.get("nr_pages") or entry.get("compat_nr_pages", 0)
+    return entry.get("nr_pages", 0)
 
 PE_PARENT, PE_LAZY, PE_PRESENT = 1, 2, 4
 
@@ -96,7 +118,7 @@ def pagemap_entry_bytes(vaddr, nr_pages, flags, fmt, in_parent=False):
     """One serialized pagemap entry in CRIU 3.x or 4.2 encoding."""
     e = pb.pagemap_entry()
     e.vaddr = vaddr
-    e.nr_pages = nr_pages if fmt == "3.x" else 0
+    setattr(e, PAGEMAP_FIELD2, nr_pages if fmt == "3.x" else 0)
     if in_parent:
         e.in_parent = True
     if flags is not None:

@@ -29,9 +29,19 @@ XCR0_OFFSET = 464
 GDB_XSTATE_SIZES = ((1 << 9, 2696), (0xE0, 2688), (0x18, 1088), (1 << 2, 832))
 
 
+# Notes an older readelf does not name (binutils 2.40, Debian 12, wrote the
+# kernel's layout file) and a newer one does (sid's binutils names 0x205)
+UNNAMED = {0x205: "NT_X86_XSAVE_LAYOUT (x86 XSAVE Layout description)"}
+
+
+def _named(desc):
+    m = re.match(r"Unknown note type: \(0x([0-9a-f]+)\)$", desc)
+    return UNNAMED.get(int(m.group(1), 16), desc) if m else desc
+
+
 def readelf_rows(text):
     """(owner, size, description) of every note `readelf -n` lists."""
-    return [(m.group(1), int(m.group(2), 16), m.group(3).strip())
+    return [(m.group(1), int(m.group(2), 16), _named(m.group(3).strip()))
             for m in map(NOTE_ROW.match, text.splitlines()) if m]
 
 

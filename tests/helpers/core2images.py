@@ -691,6 +691,10 @@ ARM_GREGS = "r0 r1 r2 r3 r4 r5 r6 r7 r8 r9 r10 fp ip sp lr pc cpsr orig_r0".spli
 class UserVfp(LE):
     """struct user_vfp (NT_ARM_VFP): 32 x 64-bit D regs and FPSCR."""
     _pack_ = 4
+    # with _pack_, Python 3.14 asks for the layout to be named (else a
+    # DeprecationWarning); "ms" is what _pack_ always gave, older Pythons
+    # ignore the attribute.  260 bytes, as the kernel's.
+    _layout_ = "ms"
     _fields_ = [("fpregs", ctypes.c_uint64 * 32), ("fpscr", ctypes.c_uint32)]
 
 
@@ -1183,6 +1187,11 @@ def _varint(n):
             return bytes(out)
 
 
+PAGEMAP_FIELD2 = ("compat_nr_pages"
+                  if "compat_nr_pages" in pb.pagemap_entry.DESCRIPTOR.fields_by_name
+                  else "nr_pages")
+
+
 def pagemap_records(core, page_size, nr_pages_field):
     """Serialized pagemap entries in either encoding.
 
@@ -1194,8 +1203,9 @@ def pagemap_records(core, page_size, nr_pages_field):
     records = [head]
     for seg in dumped_segments(core):
         nr = (seg.filesz + page_size - 1) // page_size
-        msg = pb.pagemap_entry(vaddr=seg.vaddr, flags=PE_PRESENT,
-                               nr_pages=nr if nr_pages_field == 2 else 0)
+        msg = pb.pagemap_entry(vaddr=seg.vaddr, flags=PE_PRESENT)
+        # field 2: `nr_pages` to pycriu up to 4.1, `compat_nr_pages` from 4.2
+        setattr(msg, PAGEMAP_FIELD2, nr if nr_pages_field == 2 else 0)
         raw = msg.SerializeToString()
         if nr_pages_field == 5:
             raw += _varint(5 << 3) + _varint(nr)
