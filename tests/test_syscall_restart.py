@@ -14,7 +14,7 @@ aarch64 and arm alone, whose kernels rewind before the ptrace stop.
   for a 32-bit build, and again after a SIGSTOP/SIGCONT that leaves the
   sleepers in restart_syscall;
 - aarch64 (qemu-user): a thread saved on its `svc` is left there;
-- the real CRIU fixtures, through gdbcheck.
+- the real CRIU fixtures: tests/test_e2e_fixtures.py.
 """
 import collections
 import ctypes
@@ -31,7 +31,7 @@ from pycriu.images import pb
 from criu_coredump import syscall_restart as sr
 from criu_coredump.arch import by_name
 
-from .conftest import REPO, gdbcheck, need, run_coredump
+from .conftest import REPO, need, run_coredump
 from .helpers import core2images
 from .helpers.kernelcore import allow_core, find_core, wait_until
 
@@ -438,16 +438,5 @@ def test_aarch64_thread_saved_on_its_svc_is_left_there(tmp_path, plain_core_patt
     assert sorted(calls) == ["other", "ppoll", "ppoll", "ppoll"], calls
 
 
-# ---- the real CRIU fixtures ------------------------------------------------
-
-@pytest.mark.parametrize("name", ["zdtm/futex", "zdtm/sleeping00", "zdtm/pthread00",
-                                  "zdtm/aio00", "zdtm/memfd00", "zdtm/shmemfd",
-                                  "zdtm/packet_sock_mmap"])
-def test_zdtm_fixture_frames_match_gcore(name, fixtures_dir, tmp_path):
-    fx = fixtures_dir(name)
-    run_coredump("-i", os.path.join(fx, "images"), "-o", tmp_path,
-                 "--root", os.path.join(fx, "root"), check=0)
-    core = min(glob.glob(str(tmp_path / "core.*")), key=lambda p: int(p.rsplit(".", 1)[1]))
-    r = gdbcheck(fx, core)
-    assert r.returncode == 0, r.stdout
-    assert re.search(r"^all \d+ expected lines match$", r.stdout, re.M), r.stdout
+# The real CRIU fixtures are compared with their gcores, exactly, in
+# tests/test_e2e_fixtures.py (every zdtm program among them).

@@ -127,6 +127,15 @@ def differences(want, got):
         if len(ours) != len(frames):
             diff.append("LWP %d: %d frames, expected %d" % (lwp, len(ours), len(frames)))
         for w, g in zip(frames, ours):
+            if w["pc"] is None and g["pc"] is not None:
+                # gdb prints no pc for a frame at the start of a source line,
+                # which it knows only with the library's debug file: the
+                # fixture's libc has one on Debian 12 (libc6-dbg of that
+                # build), not elsewhere; then the function is what compares
+                if _function(w["text"]) != _function(g["text"]):
+                    diff.append("LWP %d frame #%d: %r, expected %r"
+                                % (lwp, w["num"], g["text"], w["text"]))
+                continue
             if w["pc"] != g["pc"] or w["library"] != g["library"]:
                 diff.append("LWP %d frame #%d: pc %s, expected %s"
                             % (lwp, w["num"], g["pc"] and hex(g["pc"]),
@@ -138,3 +147,10 @@ def differences(want, got):
                 diff.append("LWP %d frame #%d: %r, expected %r"
                             % (lwp, w["num"], g["source"], w["source"]))
     return diff
+
+
+def _function(text):
+    """The function a frame's text names ("0x... in f (args) at ..." or
+    "f (args) at ...")."""
+    m = re.match(r"(?:0x[0-9a-f]+ in )?(\S+) \(", text)
+    return m.group(1) if m else text
