@@ -80,6 +80,7 @@ def facts(text, root=None):
                 continue            # the current frame gdb shows on loading
             num, pc, call, where, lineno, lib = m.groups()
             frame = {"num": int(num), "pc": int(pc, 16) if pc else None,
+                     "call": call,
                      "library": _library_frame(where, lib),
                      "source": None if where is None else (call, where, int(lineno)),
                      "text": None if _library_frame(where, lib) else
@@ -132,9 +133,9 @@ def differences(want, got):
                 # which it knows only with the library's debug file: the
                 # fixture's libc has one on Debian 12 (libc6-dbg of that
                 # build), not elsewhere; then the function is what compares
-                if _function(w["text"]) != _function(g["text"]):
+                if _function(w["call"]) != _function(g["call"]):
                     diff.append("LWP %d frame #%d: %r, expected %r"
-                                % (lwp, w["num"], g["text"], w["text"]))
+                                % (lwp, w["num"], g["call"], w["call"]))
                 continue
             if w["pc"] != g["pc"] or w["library"] != g["library"]:
                 diff.append("LWP %d frame #%d: pc %s, expected %s"
@@ -149,8 +150,7 @@ def differences(want, got):
     return diff
 
 
-def _function(text):
-    """The function a frame's text names ("0x... in f (args) at ..." or
-    "f (args) at ...")."""
-    m = re.match(r"(?:0x[0-9a-f]+ in )?(\S+) \(", text)
-    return m.group(1) if m else text
+def _function(call):
+    """The function a frame's call names ("f (args)")."""
+    m = re.match(r"(\S+) \(", call or "")
+    return m.group(1) if m else call
