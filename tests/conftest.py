@@ -54,6 +54,23 @@ def _restore_links(root):
 
 
 _cache = {}
+DEBUG_FILES = os.path.join(REPO, "examples", "threads", "root", "usr", "lib",
+                           "debug", ".build-id")
+
+
+def _add_debug_files(root):
+    """The fixtures' Debian 12 libc (build-id 93ac61ec...) with its debug
+    file, which the bundled example carries: gdb finds it below the
+    sysroot by build-id, so it unwinds (inlined frames, lines) as gdb 13
+    did with Debian 12's libc6-dbg when the fixtures were made, on any
+    distribution."""
+    for d, _, files in os.walk(DEBUG_FILES):
+        for f in files:
+            rel = os.path.relpath(os.path.join(d, f), DEBUG_FILES)
+            dst = os.path.join(root, "usr", "lib", "debug", ".build-id", rel)
+            if not os.path.exists(dst):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(os.path.join(d, f), dst)
 
 
 def fixture_copy(name, base):
@@ -71,6 +88,7 @@ def fixture_copy(name, base):
                 if not os.path.islink(p):
                     os.chmod(p, 0o644 if not os.access(p, os.X_OK) else 0o755)
         _restore_links(os.path.join(dst, "root"))
+        _add_debug_files(os.path.join(dst, "root"))
         _cache[name] = dst
     return _cache[name]
 
