@@ -143,9 +143,10 @@ def gdbcheck(fixture, core):
 def real_criu_status():
     """(collect, why) for tests/test_real_criu.py, which checkpoints live
     processes with the real CRIU: collected where CRIU 4.0 or later is
-    installed and we are root (Debian 12's criu 3.17 cannot checkpoint on
-    today's kernels), and always where CCD_REAL_CRIU=1 requires them: there
-    a CRIU that cannot run fails the tests, loudly."""
+    installed, we are root and `criu check` says the kernel allows it
+    (Debian 12's criu 3.17 cannot checkpoint on today's kernels), and always
+    where CCD_REAL_CRIU=1 requires them: there a CRIU that cannot run fails
+    the tests, loudly."""
     required = os.environ.get("CCD_REAL_CRIU") == "1"
     criu = shutil.which("criu")
     version = None
@@ -162,7 +163,12 @@ def real_criu_status():
         return False, "%s: needs CRIU 4.0 or later, not collected" % have
     if os.geteuid() != 0:
         return False, "%s: needs root, not collected" % have
-    return True, have
+    check = subprocess.run([criu, "check"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    if check.returncode != 0:
+        last = (check.stdout.strip().splitlines() or ["?"])[-1]
+        return False, "%s: `criu check` fails (%s), not collected" % (have, last)
+    return True, have + ", criu check: ok"
 
 
 REAL_CRIU = real_criu_status()

@@ -6,10 +6,10 @@ normalisation: only gdb's notices, the signal banner and source lines are
 set aside; every address and register must be equal).
 
 CRIU must be 4.0 or later (Debian 12's criu 3.17 cannot checkpoint on
-today's kernels): these tests are collected where `criu --version` says so,
-and where CCD_REAL_CRIU=1 asks for them (.ci/run does inside the Debian 13
-and sid roots); there a CRIU that cannot run is a failure, never a skip.  See
-conftest.py's real_criu_status().
+today's kernels): these tests are collected where `criu --version` says so
+and `criu check` passes, and where CCD_REAL_CRIU=1 asks for them (.ci/run
+does inside the Debian 13 and sid roots); there a CRIU that cannot run is a
+failure, never a skip.  See conftest.py's real_criu_status().
 
 The programs: the fixtures' threads.c (four threads parked in pause()
 under recursive frames) and a multi-threaded python3 (threads asleep in
