@@ -62,8 +62,10 @@ def _add_debug_files(root):
     """The fixtures' Debian 12 libc (build-id 93ac61ec...) with its debug
     file, which the bundled example carries: gdb finds it below the
     sysroot by build-id, so it unwinds (inlined frames, lines) as gdb 13
-    did with Debian 12's libc6-dbg when the fixtures were made, on any
-    distribution."""
+    did with Debian 12's libc6-dbg when the zdtm fixtures' answers were
+    made, on any distribution.  Only the zdtm fixtures get it: their
+    frames 0 are inlined libc functions; the others are compared with
+    readers (lldb, eu-stack) that do not read it."""
     for d, _, files in os.walk(DEBUG_FILES):
         for f in files:
             rel = os.path.relpath(os.path.join(d, f), DEBUG_FILES)
@@ -88,7 +90,8 @@ def fixture_copy(name, base):
                 if not os.path.islink(p):
                     os.chmod(p, 0o644 if not os.access(p, os.X_OK) else 0o755)
         _restore_links(os.path.join(dst, "root"))
-        _add_debug_files(os.path.join(dst, "root"))
+        if name.startswith("zdtm/"):
+            _add_debug_files(os.path.join(dst, "root"))
         _cache[name] = dst
     return _cache[name]
 
