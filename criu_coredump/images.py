@@ -19,11 +19,13 @@ import stat
 import struct
 import sys
 import warnings
+from bisect import bisect_right
 from contextlib import contextmanager
 
 from . import arch as arches
 from . import protodecl
 from .errors import BadImage
+from .rootfs import NotRegular, open_regular
 
 try:
     import pycriu  # noqa: F401  (the distribution's package, see README)
@@ -73,19 +75,16 @@ def read_entries(path, expect):
 
 
 def _open_regular(path):
-    """A descriptor of an image file, which must be a regular file; opened
-    non-blocking so that a FIFO planted in an image directory cannot hang
-    us, and checked on the descriptor, not before the open."""
+    """A descriptor of an image file, which must be a regular file
+    (rootfs.open_regular: non-blocking, checked on the descriptor)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        return open_regular(path)
     except FileNotFoundError:
         raise BadImage(path, "missing") from None
+    except NotRegular:
+        raise BadImage(path, "not a regular file") from None
     except OSError as e:
         raise BadImage(path, "cannot open: %s" % e.strerror) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise BadImage(path, "not a regular file")
-    return fd
 
 
 def _read_magic(f, path, expect):
@@ -382,7 +381,6 @@ def _inside_vmas(guards, vmas, notices):
     """The guard ranges, sorted and merged, each cut to the VMAs it lies
     in: a guard is a property of pages of a VMA, never a mapping of its own.
     A range outside every VMA guards nothing and is reported."""
-    from bisect import bisect_right
     starts = [v.start for v in vmas]
     out = []
     for a, b in sorted(guards):

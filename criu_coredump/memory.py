@@ -9,9 +9,7 @@ mapped file at the VMA's offset, else it is a hole (zeros, written sparse).
 Nothing here reads page contents except `read()` (for the few bytes the
 notes need, such as the command line); the writer streams the chunks.
 """
-import errno
 import os
-import stat
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from .buildid import shown as show_build_id
 from .errors import BadImage
 from .notes import nt_file_name
 from .pagemap import HERE, PageIndex
+from .rootfs import open_regular
 
 P = images.PAGE_SIZE
 
@@ -70,20 +69,6 @@ class PlanStats:
     missing_files: List[str] = field(default_factory=list)
 
 
-def open_image_file(path):
-    """A read-only fd of an image file (a pages image): opened non-blocking
-    and checked on the descriptor itself, so that a FIFO or device put in
-    its place (even after every check) neither hangs nor is read."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 class FdCache:
     """Keeps a bounded number of source files open across segments.
 
@@ -111,7 +96,7 @@ class FdCache:
             return None
         if src.kind == "pages":
             try:
-                fd = open_image_file(src.path)
+                fd = open_regular(src.path)
             except OSError as e:
                 raise BadImage(src.path, "cannot open: %s"
                                % (e.strerror or e)) from None

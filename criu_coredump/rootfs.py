@@ -51,6 +51,32 @@ def _openat2(dirfd, path, flags, resolve):
     return fd
 
 
+# Read-only, and non-blocking: a FIFO or device put where a file was
+# expected (even after every check) must neither hang nor be read.
+READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+
+
+class NotRegular(OSError):
+    """What was opened is not a regular file (a FIFO, a device, ...)."""
+
+
+def regular(fd, path):
+    """`fd` when it is a regular file; else it is closed and OSError raised.
+    The check is made on the opened descriptor, never before the open."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegular(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_regular(path):
+    """A read-only descriptor of the regular file at `path` (an image file)."""
+    return regular(os.open(path, READ_FLAGS), path)
+
+
 class RootFS:
     """Opens mapped files by their path in the checkpointed process's view."""
 
@@ -89,7 +115,7 @@ class RootFS:
         """A read-only fd of a regular file, or OSError."""
         if "\0" in path:
             raise OSError(errno.EINVAL, "NUL byte in the file name", path)
-        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+        flags = READ_FLAGS
         if self._rootfd is None:
             fd = os.open("/" + path.lstrip("/"), flags)
         else:
@@ -98,13 +124,7 @@ class RootFS:
                 fd = self._openat2(path, flags)
             if fd is None:
                 fd = self._walk(path, flags)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", path)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return regular(fd, path)
 
     def _openat2(self, path, flags):
         """openat2(RESOLVE_IN_ROOT); None when the kernel (or a seccomp
