@@ -10,6 +10,11 @@ EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 3
 EXIT_INTERRUPTED = 130
 
+# ImportError's text where pycriu (or the protobuf it brings) is missing
+PYCRIU_MISSING = ("pycriu is not importable: install the distribution package "
+                  "that ships it ('python3-pycriu' on Debian 13+, 'criu' on "
+                  "Debian 12/Ubuntu, 'python3-criu' on Fedora)")
+
 
 def one_line(text):
     """text with control characters escaped: a file name taken from an

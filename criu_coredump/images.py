@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from . import arch as arches
 from . import protodecl
-from .errors import BadImage
+from .errors import PYCRIU_MISSING, BadImage
 from .rootfs import NotRegular, open_regular
 
 try:
@@ -35,10 +35,7 @@ try:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: F401
     from google.protobuf.internal import api_implementation as _api_implementation
 except ImportError as exc:  # pragma: no cover - exercised by the CLI test
-    raise ImportError(
-        "pycriu is not importable: install the distribution package that "
-        "ships it ('python3-pycriu' on Debian 13+, 'criu' on Debian 12/Ubuntu, "
-        "'python3-criu' on Fedora)") from exc
+    raise ImportError(PYCRIU_MISSING) from exc
 
 from .model import (  # noqa: F401  (the records and constants, re-exported)
     KNOWN_VMA_STATUS, MADV_DONTDUMP, MAP_ANON, MAP_HUGETLB, MAP_PRIVATE,

@@ -7,16 +7,15 @@ A leaf module: it needs protobuf only.  A declaration is written as CRIU's
 being a scalar name ("uint64", "uint32") or another message of the same
 declaration; "repeated " in front of the type makes the field repeated.
 """
+from .errors import PYCRIU_MISSING
+
 try:
     # protobuf comes with pycriu (the distribution's python3-protobuf)
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 except ImportError as exc:  # pragma: no cover - exercised by the packaging test
     # the message images.py gives when pycriu is missing: the arch modules
     # may be imported first
-    raise ImportError(
-        "pycriu is not importable: install the distribution package that "
-        "ships it ('python3-pycriu' on Debian 13+, 'criu' on Debian 12/Ubuntu, "
-        "'python3-criu' on Fedora)") from exc
+    raise ImportError(PYCRIU_MISSING) from exc
 
 PACKAGE = "criu_coredump"
 _F = descriptor_pb2.FieldDescriptorProto

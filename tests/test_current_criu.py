@@ -19,11 +19,11 @@ from pycriu import images as pimages
 from . import synth
 from .conftest import need, run_coredump
 from .corecheck import convert, gdb_memory, loads
+from .helpers import corefile
 from .helpers.corefile import read_core
 
 P = synth.PAGE
 GUARD = 1 << 16
-NT_FILE = 0x46494C45
 
 
 def load_img(path):
@@ -34,12 +34,9 @@ def load_img(path):
 def nt_file(core):
     """[(start, end, name)] of a core's NT_FILE (file offsets left out:
     gdb's gcore writes them in bytes with a page size of 1)."""
-    _, notes, _ = read_core(core)
-    desc = next(d for _, t, d in notes if t == NT_FILE)
-    count, _ = struct.unpack_from("<QQ", desc)
-    triples = [struct.unpack_from("<QQQ", desc, 16 + 24 * i) for i in range(count)]
-    names = desc[16 + 24 * count:].split(b"\0")[:count]
-    return [(s, e, n.decode()) for (s, e, _), n in zip(triples, names)]
+    count, triples, names = corefile.nt_file(read_core(core)[1])
+    return [(s, e, n.decode()) for (s, e, _), n in
+            zip(triples, names.split(b"\0")[:count])]
 
 
 # -- guard regions ---------------------------------------------------------

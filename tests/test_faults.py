@@ -19,7 +19,7 @@ import pytest
 from criu_coredump import memory, pagemap
 
 from .conftest import run_coredump
-from .helpers.corefile import read_core
+from .helpers.corefile import nt_file, read_core
 from .helpers.imgedit import edit_image
 from .helpers.inprocess import run_main
 
@@ -240,16 +240,6 @@ def test_without_pagemap_shmem_the_shared_memory_is_a_warning(copy, tmp_path, sh
 
 # -- names and ids no kernel gives ------------------------------------------------
 
-def _nt_file(core):
-    import struct
-    from .helpers.corefile import NT_PRSTATUS  # noqa: F401 (same module)
-    for name, typ, desc in core[1]:
-        if typ == 0x46494c45:  # NT_FILE
-            count, _ = struct.unpack_from("<QQ", desc)
-            return count, desc[16 + 24 * count:]
-    raise AssertionError("no NT_FILE")
-
-
 def test_nul_in_a_file_name_is_escaped_in_nt_file(copy, tmp_path):
     """A NUL would end the name early and shift every later name onto the
     wrong mapping: it is escaped, with a warning."""
@@ -268,7 +258,7 @@ def test_nul_in_a_file_name_is_escaped_in_nt_file(copy, tmp_path):
     assert p.returncode == 3, p.stderr
     assert any(w.startswith("coredump: warning: %s: the name of file %d" % (files, bad["id"]))
                and "NT_FILE has it escaped" in w for w in _warnings(p.stderr)), p.stderr
-    count, names = _nt_file(read_core(os.path.join(out, "core.13466")))
+    count, _, names = nt_file(read_core(os.path.join(out, "core.13466"))[1])
     parts = names.split(b"\0")
     assert len(parts) == count + 1 and parts[-1] == b"", parts
     assert any(n.endswith(b"/prog\\x00evil") for n in parts)

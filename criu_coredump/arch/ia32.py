@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from .. import elf
 from . import x86_64
-from .base import Arch, Regs, SyscallABI, SyscallEntry
+from .base import Arch, Regs, SyscallABI
 
 # elf_gregset_t: struct user_regs_struct32 (arch/x86/include/asm/user32.h)
 GREGS = ("bx", "cx", "dx", "si", "di", "bp", "ax", "ds", "es", "fs", "gs",
@@ -139,6 +139,6 @@ ARCH = Arch(
     # the vDSO's sysenter/syscall paths return to the landing pad after
     # the `int $0x80` that follows them: a rewound ip is on cd 80 too
     syscall=SyscallABI(32, "ip", "ax", (
-        SyscallEntry(b"\xcd\x80", "i386", "orig_ax", ("bx", "cx", "dx", "si", "di", "bp")),),
+        x86_64.INT80,),
         kernel_rewinds_first=False, orig="orig_ax"),
 )

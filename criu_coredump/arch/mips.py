@@ -22,7 +22,7 @@ import ctypes
 import struct
 
 from .. import elf
-from .base import Arch, Regs, SyscallABI
+from .base import Arch, Regs
 
 _CRIU_SPECIAL = ("lo", "hi", "cp0_epc", "cp0_badvaddr", "cp0_status", "cp0_cause")
 # elf_gregset_t by the EF_* offsets

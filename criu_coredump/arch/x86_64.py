@@ -133,6 +133,11 @@ def xsave_layout(proc):
     return desc or None
 
 
+# `int $0x80`, the i386 entry (ia32 tasks; a 64-bit task may use it too)
+INT80 = SyscallEntry(b"\xcd\x80", "i386", "orig_ax",
+                     ("bx", "cx", "dx", "si", "di", "bp"))
+
+
 ARCH = Arch(
     name="x86_64", elf=elf.ELF64, machine=elf.EM_X86_64, endian="little",
     long_t=ctypes.c_uint64, uid_t=ctypes.c_uint32, page_size=4096,
@@ -148,7 +153,6 @@ ARCH = Arch(
     syscall=SyscallABI(64, "ip", "ax", (
         SyscallEntry(b"\x0f\x05", "x86_64", "orig_ax",
                      ("di", "si", "dx", "r10", "r8", "r9")),
-        # a 64-bit task's int $0x80 takes the i386 numbers
-        SyscallEntry(b"\xcd\x80", "i386", "orig_ax", ("bx", "cx", "dx", "si", "di", "bp"))),
+        INT80),   # a 64-bit task's int $0x80 takes the i386 numbers
         kernel_rewinds_first=False, orig="orig_ax"),
 )

@@ -42,3 +42,16 @@ def read_core(path):
         assert pos == end, "notes overrun their segment"
     return phdrs, notes, data
 
+
+
+NT_FILE = 0x46494C45
+
+
+def nt_file(notes):
+    """(count, [(start, end, page offset)], names) of a 64-bit LE core's
+    NT_FILE note, the names left as the raw NUL-separated bytes."""
+    desc = next((d for _, t, d in notes if t == NT_FILE), None)
+    assert desc is not None, "no NT_FILE"
+    count, _ = struct.unpack_from("<QQ", desc)
+    triples = [struct.unpack_from("<QQQ", desc, 16 + 24 * i) for i in range(count)]
+    return count, triples, desc[16 + 24 * count:]
