@@ -56,8 +56,7 @@ def _table(fd, cls, offset, entsize, count):
         return []
     raw = os.pread(fd, entsize * count, offset)
     return [cls.from_buffer_copy(raw, i * entsize)
-            for i in range(len(raw) // entsize)
-            if (i + 1) * entsize <= len(raw)]
+            for i in range(len(raw) // entsize)]
 
 
 def _in_notes(data, Nhdr):

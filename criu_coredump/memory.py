@@ -165,6 +165,7 @@ class MemoryPlan:
         if mm is None:
             return
         self._vma_starts = [v.start for v in mm.vmas]
+        self._guard_starts = [g[0] for g in mm.guards]
         pm = "pagemap-%d.img" % proc.pid
         self.index = PageIndex(ckpt.dir, pm)
         self.stats.lazy_pages = self.index.lazy_pages
@@ -458,7 +459,7 @@ class MemoryPlan:
         if not guards:
             yield from runs
             return
-        starts = [g[0] for g in guards]
+        starts = self._guard_starts
         for (ra, rl, src, off) in runs:
             pos, end = ra, ra + rl
             i = max(bisect_right(starts, pos) - 1, 0)

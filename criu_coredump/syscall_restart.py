@@ -94,6 +94,8 @@ yet: their registers are written as CRIU saved them.
 """
 from dataclasses import dataclass
 
+from .arch import by_name
+
 EINTR = 4
 ERESTARTSYS = 512
 ERESTARTNOINTR = 513
@@ -263,7 +265,6 @@ def _read(read, addr, n):
 
 
 def _spec(arch):
-    from .arch import by_name
     a = by_name(arch)
     return a.syscall if a is not None else None
 
