@@ -106,8 +106,8 @@ build_root() {
   local r=$1 t0=$SECONDS
   command -v debootstrap >/dev/null || {
     echo "distro: installing debootstrap" >&2
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+    apt-get -o DPkg::Lock::Timeout=900 update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq debootstrap >&2
   }
   unmount_below "$r.new"; rm -rf "$r.new"
   echo "distro: building a Debian $suite root in $r (debootstrap from $MIRROR)" >&2

@@ -27,7 +27,7 @@ for p in $PKGS; do
 done
 if [ -n "$missing" ] || ! pycriu_ok; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq >&2
+  $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq >&2
   # Debian 13 and later: pycriu is python3-pycriu (named, not left to
   # criu's Recommends, which apt may be told not to install)
   if apt-cache show python3-pycriu >/dev/null 2>&1 && ! installed python3-pycriu; then
@@ -35,7 +35,7 @@ if [ -n "$missing" ] || ! pycriu_ok; then
   fi
   if [ -n "$missing" ]; then
     echo "setup: installing system packages:$missing" >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq $missing >&2
   fi
   pycriu_ok || { echo "setup: pycriu is still not importable by /usr/bin/python3" >&2; exit 1; }
 fi
