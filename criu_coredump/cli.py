@@ -200,9 +200,14 @@ def _drop_stdout():
         pass
 
 
+# how a message names files: an archive's members by the archive's name,
+# not by the private directory they were unpacked into (container.Input)
+_show = [lambda text: text]
+
+
 def _say(kind, text):
     try:
-        sys.stderr.write("%s: %s: %s\n" % (PROG, kind, one_line(text)))
+        sys.stderr.write("%s: %s: %s\n" % (PROG, kind, one_line(_show[0](text))))
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # nowhere to say it: the exit code still tells
@@ -212,14 +217,48 @@ def _messages(progress):
     """say(kind, text) that does not break a progress bar being drawn."""
     if progress is None:
         return _say
-    return lambda kind, text: progress.write("%s: %s: %s" % (PROG, kind, one_line(text)))
+    return lambda kind, text: progress.write(
+        "%s: %s: %s" % (PROG, kind, one_line(_show[0](text))))
 
 
 def _check_dirs(out_dir, root):
     if out_dir is not None:
         check_out_dir(out_dir)
-    if root is not None and not os.path.isdir(root):
-        raise CoredumpError(root, "--root is not a directory")
+    if root is not None and not os.path.isdir(root) and not os.path.isfile(root):
+        raise CoredumpError(root, "--root is neither a directory nor a tar "
+                            "archive of one")
+
+
+def _open_input(args, parent, listing=False):
+    """-i (and --root) opened: an archive is unpacked as far as needed into
+    a private directory in `parent`; the Input removes it when closed."""
+    from . import container
+    inp = container.open_input(args.images_dir, parent, listing)
+    try:
+        container.root_input(getattr(args, "root", None), inp, parent)
+    except BaseException:
+        inp.close()
+        raise
+    if inp.tmp:
+        _show[0] = inp.show
+    return inp
+
+
+def _root_arg(args, inp):
+    """What generate() reads mapped files below: --root as given for an
+    image directory (unchanged behaviour), the container's files for an
+    archive or an image root given as a tar."""
+    return inp.rootfs(args.root) if inp.tmp else args.root
+
+
+def _with_container(doc, inp):
+    """A JSON answer with the archive's container added."""
+    if inp.container is None:
+        return inp.show(doc)
+    import json
+    d = json.loads(doc)
+    d["container"] = inp.container.record()
+    return inp.show(json.dumps(d, indent=2))
 
 
 def run(args):
@@ -232,19 +271,24 @@ def run(args):
 
     out_dir = args.out_dir if args.out_dir is not None else "."
     _check_dirs(out_dir, args.root)
+    with _open_input(args, out_dir) as inp:
+        return _convert(args, out_dir, inp, generate, for_stream)
+
+
+def _convert(args, out_dir, inp, generate, for_stream):
     progress = for_stream(sys.stderr, quiet=args.quiet)
     say = _messages(progress)
     warn = (lambda path, what: say("warning", "%s: %s" % (path, what)))
     from .parallel import default_jobs
     try:
-        results = generate(args.images_dir, out_dir, pids=args.pid,
-                           root=args.root, dump_filter=args.filter,
+        results = generate(inp.images_dir, out_dir, pids=args.pid,
+                           root=_root_arg(args, inp), dump_filter=args.filter,
                            progress=progress, warn=warn,
                            jobs=args.jobs or default_jobs())
     except CoredumpError as e:
         if args.json:
-            _print(report.json_document([], e.exit_code, args.images_dir,
-                                        out_dir, error=str(e)))
+            _print(_with_container(report.json_document(
+                [], e.exit_code, args.images_dir, out_dir, error=str(e)), inp))
         raise
     for r in results:
         if r.error is not None:
@@ -256,24 +300,29 @@ def run(args):
             _print(report.summary_line(r))
     code = report.exit_code(results)
     if args.json:
-        _print(report.json_document(results, code, args.images_dir, out_dir))
+        _print(_with_container(report.json_document(
+            results, code, args.images_dir, out_dir), inp))
     return code
 
 
 def list_tree(args):
     from . import listing
-    rows = listing.list_processes(args.images_dir)
-    for r in rows:
-        for w in r.warnings:
-            _say("warning", str(w))
-        if r.error is not None:
-            _say("error", str(r.error))
-    code = report.exit_code(rows)
-    if args.json:
-        _print(listing.json_document(rows, code, args.images_dir))
-    else:
-        _print(listing.format_table(rows))
-    return code
+    with _open_input(args, None, listing=True) as inp:
+        rows = listing.list_processes(inp.images_dir)
+        for r in rows:
+            for w in r.warnings:
+                _say("warning", str(w))
+            if r.error is not None:
+                _say("error", str(r.error))
+        code = report.exit_code(rows)
+        if args.json:
+            _print(_with_container(listing.json_document(
+                rows, code, args.images_dir), inp))
+        else:
+            if inp.container is not None:
+                _print(inp.container.line())
+            _print(listing.format_table(rows))
+        return code
 
 
 def open_in_gdb(args):
@@ -284,18 +333,21 @@ def open_in_gdb(args):
     _check_dirs(args.out_dir, args.root)
     progress = for_stream(sys.stderr, quiet=args.quiet)
     say = _messages(progress)
-
-    def convert(out_dir):
-        r, = generate(args.images_dir, out_dir, pids=[args.gdb], root=args.root,
-                      dump_filter=args.filter, progress=progress,
-                      warn=lambda path, what: say("warning", "%s: %s" % (path, what)))
-        if r.path and not args.quiet:
-            _say("note", report.summary_line(r))
-        return r
-    return debug(args, args.gdb_args, convert, _say)
+    with _open_input(args, args.out_dir) as inp:
+        def convert(out_dir):
+            r, = generate(inp.images_dir, out_dir, pids=[args.gdb],
+                          root=_root_arg(args, inp), dump_filter=args.filter,
+                          progress=progress,
+                          warn=lambda path, what: say("warning", "%s: %s" % (path, what)))
+            if r.path and not args.quiet:
+                _say("note", report.summary_line(r))
+            return r
+        return debug(args, args.gdb_args, convert, _say,
+                     opened=inp if inp.tmp else None)
 
 
 def main(argv=None):
+    _show[0] = lambda text: text
     _std_streams()
     args = parse_args(argv)
     install_signal_cleanup()

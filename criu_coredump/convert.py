@@ -138,8 +138,9 @@ def generate(images_dir, out_dir, pids=None, root=None,
     check_out_dir(out_dir)
     ckpt = images.open_checkpoint(images_dir)
     wanted = images.select(ckpt, pids)
+    own = not hasattr(root, "open")  # else an opened root (an archive's)
     try:
-        rootfs = RootFS(root)
+        rootfs = RootFS(root) if own else root
     except OSError as e:
         raise CoredumpError(root, "cannot open the root directory: %s"
                             % e.strerror) from None
@@ -157,4 +158,5 @@ def generate(images_dir, out_dir, pids=None, root=None,
         return [_convert_entry(ckpt, e, out_dir, rootfs, dump_filter,
                                shmem_cache, progress, warn) for e in wanted]
     finally:
-        rootfs.close()
+        if own:
+            rootfs.close()

@@ -44,9 +44,10 @@ def find_gdb(arch=None):
     return None
 
 
-def executable_of(images_dir, pid, root=None, warn=None):
+def executable_of(images_dir, pid, root=None, warn=None, rootfs=None):
     """Host path of the program process `pid` ran, or None (with a warning)
-    when the checkpoint does not name it or it cannot be found."""
+    when the checkpoint does not name it or it cannot be found.  `rootfs`:
+    an opened root to look in instead of `root` (an archive's files)."""
     ckpt = images.open_checkpoint(images_dir)
     entry, = images.select(ckpt, [pid])
     proc = images.load_process(images_dir, entry)
@@ -58,7 +59,9 @@ def executable_of(images_dir, pid, root=None, warn=None):
             warn(os.path.join(images_dir, "files.img"), "no executable file "
                  "with id %d; gdb starts without it" % proc.mm.exe_file_id)
         return None
-    rootfs = RootFS(root)
+    own = rootfs is None
+    if own:
+        rootfs = RootFS(root)
     try:
         if f.deleted:
             # what has that name now is not the program that ran
@@ -79,7 +82,8 @@ def executable_of(images_dir, pid, root=None, warn=None):
         finally:
             os.close(fd)
     finally:
-        rootfs.close()
+        if own:
+            rootfs.close()
 
 
 def gdb_command(gdb, core, exe=None, root=None, extra=()):
@@ -106,10 +110,12 @@ def run_gdb(cmd):
         signal.signal(signal.SIGINT, old)
 
 
-def debug(args, gdb_args, convert, say):
+def debug(args, gdb_args, convert, say, opened=None):
     """Convert process args.gdb (with `convert(out_dir) -> CoreResult`), start
     gdb on its core, and return gdb's exit code (or the conversion's error
-    code when no core could be written)."""
+    code when no core could be written).  `opened`: the container.Input of
+    an archive: gdb then gets a sysroot of links to the very files the core
+    was made from."""
     if find_gdb() is None:
         say("error", "gdb: not found in PATH; install gdb to use --gdb")
         return EXIT_NO_GDB
@@ -125,9 +131,19 @@ def debug(args, gdb_args, convert, say):
             raise CoredumpError(os.path.join(args.images_dir, "pstree.img"),
                                 "process %d (%s) has no core to debug: %s"
                                 % (r.pid, r.comm, r.skipped))
-        exe = executable_of(args.images_dir, args.gdb, args.root,
-                            lambda path, what: say("warning", "%s: %s" % (path, what)))
-        cmd = gdb_command(find_gdb(r.arch), r.path, exe, args.root, gdb_args)
+        warn = lambda path, what: say("warning", "%s: %s" % (path, what))
+        if opened is None:
+            exe = executable_of(args.images_dir, args.gdb, args.root, warn)
+            sysroot = args.root
+        else:
+            rootfs = opened.rootfs(args.root)
+            try:
+                exe = executable_of(opened.images_dir, args.gdb, warn=warn,
+                                    rootfs=rootfs)
+                sysroot = opened.sysroot(rootfs)
+            finally:
+                rootfs.close()
+        cmd = gdb_command(find_gdb(r.arch), r.path, exe, sysroot, gdb_args)
         code = run_gdb(cmd)
         return code if code >= 0 else 128 - code
     finally:

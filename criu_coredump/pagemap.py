@@ -17,6 +17,7 @@ from contextlib import closing
 
 from google.protobuf import descriptor_pb2
 
+from .archive import in_place
 from .errors import BadImage
 from . import images
 
@@ -75,6 +76,8 @@ class PageIndex:
         self.where = array("B")
         self._parent = None
         self.pages_path = None
+        self.pages_base = 0
+        self._pages_size = None
         self.lazy_pages = 0
         self.present_pages = 0
         self._load()
@@ -85,8 +88,9 @@ class PageIndex:
             if head is None:
                 raise BadImage(self.path, "no pagemap header")
             head = images.parse(self.path, images._pb.pagemap_head, head)
-            self.pages_path = os.path.join(self.images_dir,
-                                           "pages-%d.img" % head.pages_id)
+            # a pages image may lie inside a plain archive (read in place)
+            self.pages_path, self.pages_base, self._pages_size = in_place(
+                os.path.join(self.images_dir, "pages-%d.img" % head.pages_id))
             with images.strict_decoding() as strict:
                 self._add_runs(gen, strict)
         self._check_pages_image()
@@ -164,7 +168,9 @@ class PageIndex:
         if not n:
             return
         try:
-            size = os.stat(self.pages_path).st_size
+            size = self._pages_size
+            if size is None:
+                size = os.stat(self.pages_path).st_size
         except OSError:
             raise BadImage(self.pages_path, "missing (the pagemap %s names "
                            "%d pages in it)" % (self.name, n)) from None
@@ -217,8 +223,8 @@ class PageIndex:
                 b = re if re < end else end
                 w = where[i]
                 if w == HERE:
-                    yield (a, b - a, HERE, self.pages_path,
-                           self.offsets[i] * P + (a - rs))
+                    yield (a, b - a, HERE, self.pages_path, self.pages_base
+                           + self.offsets[i] * P + (a - rs))
                 elif w == PARENT:
                     yield from self._parent_runs(a, b)
                 else:

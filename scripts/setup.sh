@@ -11,6 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS="criu gdb libc6-dbg elfutils binutils lldb python3 python3-venv python3-protobuf python3-tqdm groff-base gcc libc6-dev time"
+# Container checkpoint archives (issue 13): Podman writes zstd by default and
+# Python before 3.14 has no zstd module (python3-zstandard decodes it; the
+# zstd command makes the tests' and benchmark's archives).  debuginfod is the
+# real server the tests fetch binaries from by build-id, on the loopback.
+PKGS="$PKGS python3-zstandard zstd debuginfod"
 # Cross-architecture tests (tests/test_cross_arch.py): qemu-user writes the
 # cores of aarch64/armv7/ppc64le/s390x/mips64el guests, gdb-multiarch reads them.  The ia32 program
 # is built with the i686 cross compiler: Debian's gcc-multilib (-m32)
