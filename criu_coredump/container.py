@@ -52,6 +52,8 @@ MT_RW = ("application/vnd.oci.image.layer.v1.tar+gzip",
 MT_INDEX = ("application/vnd.oci.image.index.v1+json",
             "application/vnd.docker.distribution.manifest.list.v2+json")
 PAGES = re.compile(r"pages-\d+\.img$")
+SKIPPED = ("devshm-checkpoint.tar", "ctr.log", "network.status", "stats-dump",
+           "stats-restore", "bind.mounts")
 SMALL = 64 << 20   # metadata files larger than this are not metadata
 
 
@@ -146,9 +148,10 @@ def _plain_tree(path: str, fd: int, name: str, base=0, size=None) -> Tree:
     return Tree(name, members, lambda m: (path, base + m.offset, m.size))
 
 
-def _unpacked_tree(stream, name: str, dest: str, sizes_only=None) -> Tree:
+def _unpacked_tree(stream, name: str, dest: str, sizes_only=None,
+                   keep=None) -> Tree:
     os.mkdir(dest, 0o700)
-    members = archive.unpack(stream, name, dest, sparse_only=sizes_only)
+    members = archive.unpack(stream, name, dest, keep=keep, sparse_only=sizes_only)
     real = os.path.realpath(dest)
     for m in members.values():
         if m.type == archive.SYMLINK:
@@ -161,13 +164,15 @@ def _unpacked_tree(stream, name: str, dest: str, sizes_only=None) -> Tree:
 
 
 def _open_tree(path: str, fd: int, name: str, tmp: str, sub: str, base=0,
-               size=None, sizes_only=None):
+               size=None, sizes_only=None, keep=None):
     """A Tree of the tar at [base, base+size) of fd: in place when plain,
-    else streamed once into tmp/sub.  Returns (tree, plain)."""
+    else streamed once into tmp/sub (what keep() refuses is not written).
+    Returns (tree, plain)."""
     kind, stream = archive.open_stream(fd, name, base, size)
     if kind == "tar":
         return _plain_tree(path, fd, name, base, size), True
-    return _unpacked_tree(stream, name, os.path.join(tmp, sub), sizes_only), False
+    return _unpacked_tree(stream, name, os.path.join(tmp, sub), sizes_only,
+                          keep), False
 
 
 # -- the container's files -----------------------------------------------------
@@ -278,7 +283,7 @@ class Input:
         top-level links (lib -> usr/lib, ...) so that the loader's names of
         the libraries lead to the same files."""
         from . import images
-        d = os.path.join(self.tmp, "sysroot")
+        d = os.path.realpath(os.path.join(self.tmp, "sysroot"))
         if os.path.isdir(d):
             return d
         os.mkdir(d, 0o700)
@@ -300,13 +305,9 @@ class Input:
                 os.symlink(real, link)
         base = self.root_dir or getattr(getattr(rootfs, "base", None), "root", None) \
             or getattr(rootfs, "root", None)
-        if base and os.path.isdir(base):
-            for n in os.listdir(base):
-                p = os.path.join(base, n)
-                target = os.readlink(p) if os.path.islink(p) else None
-                if target and not target.startswith("/") and \
-                        not os.path.lexists(os.path.join(d, n)):
-                    os.symlink(target, os.path.join(d, n))
+        for layer in (self.diff_dir, base):
+            if layer and os.path.isdir(layer):
+                _links_into(layer, d)
         return d
 
     def show(self, text: str) -> str:
@@ -331,6 +332,35 @@ class Input:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _links_into(layer: str, sysroot: str):
+    """The symlinks of a root layer, made again in the sysroot (an absolute
+    target made to point into the sysroot): the names the loader gave the
+    libraries (/lib64/ld-linux..., /lib/...) then reach the mapped files'
+    links.  Nothing that exists there already is replaced."""
+    for top, dirs, files in os.walk(layer):
+        rel = os.path.relpath(top, layer)
+        for n in dirs + files:
+            p = os.path.join(top, n)
+            if not os.path.islink(p):
+                continue
+            target = os.readlink(p)
+            if target.startswith("/"):
+                target = sysroot + _abs(target)
+            elif posixpath.normpath(posixpath.join(rel, target)).startswith(".."):
+                continue  # leads above the root: not made again
+            dest = os.path.normpath(os.path.join(sysroot, rel, n))
+            if not dest.startswith(sysroot + "/") or os.path.lexists(dest):
+                continue
+            parent = os.path.realpath(os.path.dirname(dest))
+            if parent != sysroot and not parent.startswith(sysroot + "/"):
+                continue
+            try:
+                os.makedirs(os.path.dirname(dest), 0o700, exist_ok=True)
+                os.symlink(target, dest)
+            except OSError:
+                pass  # a file of ours is on the way: the mapped file wins
 
 
 def _time(value) -> str:
@@ -447,6 +477,14 @@ class _Opener:
             os.close(fd)
         self.fds = []
 
+    def _wanted(self, m):
+        """What a compressed archive's stream writes out: not what a
+        runtime keeps for a restore only (/dev/shm, logs, network status,
+        statistics, artifacts), so the temporary space is about the pages."""
+        base = m.name.rsplit("/", 1)[-1]
+        top = m.name.split("/", 1)[0]
+        return base not in SKIPPED and top != "artifacts"
+
     def _sizes_only(self, m):
         # --list reads no pages: their files get their size and no data
         return self.listing and PAGES.search(m.name) is not None
@@ -454,7 +492,7 @@ class _Opener:
     def run(self):
         fd = self.open_fd(self.path)
         tree, plain = _open_tree(self.path, fd, self.path, self.tmp, "x",
-                                 sizes_only=self._sizes_only)
+                                 sizes_only=self._sizes_only, keep=self._wanted)
         config = _several(tree)
         if config is not None:
             prefix = posixpath.dirname(config)
