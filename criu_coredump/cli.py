@@ -98,6 +98,12 @@ def build_parser():
     p.add_argument("--root", metavar="DIR",
                    help="read mapped files below DIR as if it were / (a "
                    "container's root filesystem); nothing outside it is read")
+    p.add_argument("--debuginfod", nargs="?", const="", metavar="URLS",
+                   help="fetch mapped executables and libraries missing below "
+                   "--root (or of another build) from these debuginfod "
+                   "servers by the build-id CRIU recorded, verified and cached "
+                   "as elfutils does (default servers: DEBUGINFOD_URLS, which "
+                   "alone also turns this on)")
     p.add_argument("--filter", type=_filter, default=DEFAULT_FILTER, metavar="MASK",
                    help="coredump_filter bits deciding which mappings are dumped "
                    "(default 0x%x: the kernel's 0x33 plus shared files)" % DEFAULT_FILTER)
@@ -244,11 +250,37 @@ def _open_input(args, parent, listing=False):
     return inp
 
 
-def _root_arg(args, inp):
+def _client(args, warn):
+    """The debuginfod client when --debuginfod or DEBUGINFOD_URLS asks for
+    one, else None."""
+    from . import debuginfod
+    if args.debuginfod is None and not os.environ.get("DEBUGINFOD_URLS"):
+        return None
+    urls = debuginfod.urls_from(args.debuginfod)
+    if not urls:
+        from .errors import UsageError
+        raise UsageError("--debuginfod", "no server: give URLS or set "
+                         "DEBUGINFOD_URLS")
+    return debuginfod.Client(urls, warn)
+
+
+def _root_arg(args, inp, warn):
     """What generate() reads mapped files below: --root as given for an
     image directory (unchanged behaviour), the container's files for an
-    archive or an image root given as a tar."""
-    return inp.rootfs(args.root) if inp.tmp else args.root
+    archive or an image root given as a tar, and with debuginfod the files
+    binaries.locate() picks."""
+    root = inp.rootfs(args.root) if inp.tmp else args.root
+    client = _client(args, warn)
+    if client is None:
+        return root
+    from . import images
+    from .binaries import Located
+    from .rootfs import RootFS
+    if not hasattr(root, "open"):
+        if root is not None and not os.path.isdir(root):
+            raise CoredumpError(root, "--root is not a directory")
+        root = RootFS(root)
+    return Located(root, images.open_checkpoint(inp.images_dir).files, client)
 
 
 def _with_container(doc, inp):
@@ -282,7 +314,7 @@ def _convert(args, out_dir, inp, generate, for_stream):
     from .parallel import default_jobs
     try:
         results = generate(inp.images_dir, out_dir, pids=args.pid,
-                           root=_root_arg(args, inp), dump_filter=args.filter,
+                           root=_root_arg(args, inp, warn), dump_filter=args.filter,
                            progress=progress, warn=warn,
                            jobs=args.jobs or default_jobs())
     except CoredumpError as e:
@@ -333,17 +365,21 @@ def open_in_gdb(args):
     _check_dirs(args.out_dir, args.root)
     progress = for_stream(sys.stderr, quiet=args.quiet)
     say = _messages(progress)
+    warn = lambda path, what: say("warning", "%s: %s" % (path, what))
     with _open_input(args, args.out_dir) as inp:
+        root = _root_arg(args, inp, warn)
+
         def convert(out_dir):
             r, = generate(inp.images_dir, out_dir, pids=[args.gdb],
-                          root=_root_arg(args, inp), dump_filter=args.filter,
-                          progress=progress,
-                          warn=lambda path, what: say("warning", "%s: %s" % (path, what)))
+                          root=root, dump_filter=args.filter,
+                          progress=progress, warn=warn)
             if r.path and not args.quiet:
                 _say("note", report.summary_line(r))
             return r
+        if hasattr(root, "open"):
+            inp.opened_root = root
         return debug(args, args.gdb_args, convert, _say,
-                     opened=inp if inp.tmp else None)
+                     opened=inp if hasattr(root, "open") else None)
 
 
 def main(argv=None):

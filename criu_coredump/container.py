@@ -262,6 +262,8 @@ class Input:
     diff_dir: Optional[str] = None
     deleted: List[str] = field(default_factory=list)
     root_dir: Optional[str] = None     # --root as a directory (unpacked tar)
+    opened_root: object = None         # the root mapped files were read from
+    solib_dirs: List[str] = field(default_factory=list)  # of sysroot()
 
     @property
     def is_archive(self):
@@ -283,6 +285,8 @@ class Input:
         top-level links (lib -> usr/lib, ...) so that the loader's names of
         the libraries lead to the same files."""
         from . import images
+        if self.tmp is None:
+            self.tmp = archive.private_dir(None)
         d = os.path.realpath(os.path.join(self.tmp, "sysroot"))
         if os.path.isdir(d):
             return d
@@ -303,6 +307,8 @@ class Input:
             os.makedirs(os.path.dirname(link), 0o700, exist_ok=True)
             if not os.path.lexists(link):
                 os.symlink(real, link)
+            if os.path.dirname(link) not in self.solib_dirs:
+                self.solib_dirs.append(os.path.dirname(link))
         base = self.root_dir or getattr(getattr(rootfs, "base", None), "root", None) \
             or getattr(rootfs, "root", None)
         for layer in (self.diff_dir, base):

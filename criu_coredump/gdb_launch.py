@@ -136,13 +136,14 @@ def debug(args, gdb_args, convert, say, opened=None):
             exe = executable_of(args.images_dir, args.gdb, args.root, warn)
             sysroot = args.root
         else:
-            rootfs = opened.rootfs(args.root)
-            try:
-                exe = executable_of(opened.images_dir, args.gdb, warn=warn,
-                                    rootfs=rootfs)
-                sysroot = opened.sysroot(rootfs)
-            finally:
-                rootfs.close()
+            rootfs = opened.opened_root
+            exe = executable_of(opened.images_dir, args.gdb, warn=warn,
+                                rootfs=rootfs)
+            sysroot = opened.sysroot(rootfs)
+            # the loader's names of the libraries may be other paths to
+            # them (/lib for /usr/lib, ...): gdb then finds them by name
+            gdb_args = ["-iex", "set solib-search-path " + ":".join(
+                opened.solib_dirs)] + list(gdb_args)
         cmd = gdb_command(find_gdb(r.arch), r.path, exe, sysroot, gdb_args)
         code = run_gdb(cmd)
         return code if code >= 0 else 128 - code

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import images
+from .binaries import mapped_elf_files
 from .errors import CoredumpError, one_line
 
 
@@ -39,6 +40,8 @@ class ProcessRow:
     dumped_pages: Optional[int] = None    # pages with data in the images
     error: Optional[CoredumpError] = None
     warnings: List[CoredumpError] = field(default_factory=list)
+    # [{path, build_id}]: what debuginfod can fetch (binaries.mapped_elf_files)
+    mapped_elf_files: list = field(default_factory=list)
 
     @property
     def incomplete(self):
@@ -50,7 +53,8 @@ class ProcessRow:
                 "mapped_bytes": self.mapped_bytes,
                 "dumped_pages": self.dumped_pages,
                 "error": str(self.error) if self.error is not None else None,
-                "warnings": [str(w) for w in self.warnings]}
+                "warnings": [str(w) for w in self.warnings],
+                "mapped_elf_files": self.mapped_elf_files}
 
 
 def _dumped_pages(images_dir, pid):
@@ -59,7 +63,7 @@ def _dumped_pages(images_dir, pid):
     return sum(n for n, w in zip(idx.npages, idx.where) if w != LAZY)
 
 
-def _row(images_dir, entry, depth):
+def _row(images_dir, entry, depth, files=None):
     row = ProcessRow(pid=entry.pid, ppid=entry.ppid, depth=depth)
     try:
         proc = images.load_process(images_dir, entry)
@@ -70,6 +74,7 @@ def _row(images_dir, entry, depth):
         if proc.mm is not None:
             row.mapped_bytes = sum(v.size for v in proc.mm.vmas)
             row.dumped_pages = _dumped_pages(images_dir, proc.pid)
+            row.mapped_elf_files = mapped_elf_files(files or {}, proc)
     except CoredumpError as e:
         row.error = e
     return row
@@ -111,7 +116,7 @@ def list_processes(images_dir):
     when the checkpoint itself (pstree.img) cannot be read."""
     ckpt = images.open_checkpoint(images_dir)
     order, looping = _forest(ckpt.entries)
-    rows = [_row(images_dir, e, depth) for e, depth in order]
+    rows = [_row(images_dir, e, depth, ckpt.files) for e, depth in order]
     tree = os.path.join(images_dir, "pstree.img")
     for e in looping:
         for r in rows:
