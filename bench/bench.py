@@ -23,6 +23,7 @@ without the disk.
     .venv/bin/python bench/bench.py                # everything (~12 GiB of disk)
     .venv/bin/python bench/bench.py --sizes 64M     # one quick case
     .venv/bin/python bench/bench.py --sizes "" --entries 0 --threads 10000,100000
+    .venv/bin/python bench/bench.py --sizes "" --entries 0 --archive 512M
 
 The images are built below --workdir (default: a temporary directory on the
 file system of the current directory) and removed as each case ends.
@@ -173,6 +174,75 @@ def _notes_size(core):
     return struct.unpack_from("<Q", ph, 32)[0]
 
 
+ARCHIVERS = {  # compression: (command compressing stdin, command decompressing)
+    "tar": (None, ["cat"]),
+    "gzip": (["gzip", "-6"], ["gzip", "-dc"]),
+    "zstd": (["zstd", "-q", "-3", "-c"], ["zstd", "-q", "-dc"]),
+    "xz": (["xz", "-1", "-T0", "-c"], ["xz", "-dc"]),
+}
+
+
+def build_archive(base, size, fmt, kind):
+    """A Podman-style archive (config.dump, spec.dump, checkpoint/) of a
+    synthetic checkpoint with `size` bytes of pages, compressed as `kind`."""
+    import json
+    root = os.path.join(base, "ctr")
+    ck = build_sized(os.path.join(root, "checkpoint"), size, fmt)
+    with open(os.path.join(root, "config.dump"), "w") as f:
+        json.dump({"id": "bench", "name": "bench", "runtime": "runc"}, f)
+    with open(os.path.join(root, "spec.dump"), "w") as f:
+        json.dump({"annotations": {"io.container.manager": "libpod"}}, f)
+    path = os.path.join(base, "bench.tar" + ("" if kind == "tar" else "." + kind))
+    tar = subprocess.Popen(["tar", "-C", root, "-cf", "-", "config.dump",
+                            "spec.dump", "checkpoint"], stdout=subprocess.PIPE)
+    with open(path, "wb") as out:
+        comp = ARCHIVERS[kind][0]
+        if comp is None:
+            shutil.copyfileobj(tar.stdout, out, 4 * MiB)
+        else:
+            subprocess.run(comp, stdin=tar.stdout, stdout=out, check=True)
+    if tar.wait() != 0:
+        sys.exit("bench: tar failed")
+    shutil.rmtree(root)
+    return path, ck
+
+
+def time_decompress(archive, kind, dst):
+    """The baseline of an archive: decompressing it once into a file, synced
+    (our core is fsynced): (wall, CPU) seconds."""
+    sync_dir(os.path.dirname(dst))
+    cmd = " ".join(ARCHIVERS[kind][1]) + " '%s' > '%s' && sync -f '%s'" % (
+        archive, dst, dst)
+    wall, cpu, _, code, err = run_measured(["sh", "-c", cmd])
+    if code != 0:
+        sys.exit("decompressing failed: %s" % err)
+    os.unlink(dst)
+    return wall, cpu
+
+
+def archive_cases(base, size_text, kinds, fmt, repeat):
+    """-i ARCHIVE against decompressing the archive once (issue 13: within
+    1.5x for the compressed ones); the plain one is read in place."""
+    size = parse_size(size_text)
+    results = {}
+    for kind in kinds:
+        path, ck = build_archive(base, size, fmt, kind)
+        runs = []
+        for _ in range(repeat):
+            b = time_decompress(path, kind, os.path.join(base, "decompressed"))
+            runs.append(b + convert(path, os.path.join(base, "out")))
+        b_wall, _, wall, cpu = (median([r[i] for r in runs]) for i in range(4))
+        rss = max(r[4] for r in runs)
+        label = "%s %s" % (size_text, kind)
+        results[label] = (wall, b_wall, rss, kind)
+        print("%-16s %8.2fs %8.2fs %5.2fx %8.2fs %10s   (baseline: %s once, "
+              "synced)" % (label, wall, b_wall, wall / b_wall, cpu, human(rss),
+                          " ".join(ARCHIVERS[kind][1])), flush=True)
+        os.unlink(path)
+        shutil.rmtree(os.path.join(base, "out"), ignore_errors=True)
+    return results
+
+
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2]
@@ -225,6 +295,12 @@ def main():
                     help="pagemap encoding (default 4.2)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of cp and coredump per case (default 3)")
+    ap.add_argument("--archive", default="",
+                    help="size of the archive cases (e.g. 512M; default: "
+                    "none): -i of a Podman-style archive against decompressing "
+                    "it once")
+    ap.add_argument("--compressions", default="tar,gzip,zstd,xz",
+                    help="archive cases to run (default tar,gzip,zstd,xz)")
     ap.add_argument("--workdir", help="where to build images (default: a "
                     "temporary directory in the current directory)")
     args = ap.parse_args()
@@ -290,6 +366,17 @@ def main():
                                      human(notes), human(apparent)), flush=True)
         shutil.rmtree(d)
         shutil.rmtree(out)
+    archive_results = {}
+    if args.archive:
+        os.makedirs(base, exist_ok=True)
+        print("%-16s %9s %9s %6s %9s %10s" % ("archive case", "coredump",
+                                             "baseline", "ratio", "CPU", "peak RSS"))
+        try:
+            archive_results = archive_cases(base, args.archive,
+                                            args.compressions.split(","),
+                                            args.format, args.repeat)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(base, ignore_errors=True)
 
     failed = False
@@ -307,6 +394,11 @@ def main():
                 check(rss < 512 * MiB, "%s: peak RSS %s < 512 MiB (notes %s)"
                       % (label, human(rss), human(notes[0])))
             continue
+        check(rss < 64 * MiB, "%s: peak RSS %s < 64 MiB" % (label, human(rss)))
+    for label, (wall, b_wall, rss, kind) in archive_results.items():
+        if kind != "tar":
+            check(wall <= 1.5 * b_wall, "%s: coredump %.2fs <= 1.5 x decompressing "
+                  "once %.2fs (%.2fx)" % (label, wall, b_wall, wall / b_wall))
         check(rss < 64 * MiB, "%s: peak RSS %s < 64 MiB" % (label, human(rss)))
     if "1G" in results:
         wall, cp_wall, _, cpu, cp_cpu = results["1G"]
