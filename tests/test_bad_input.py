@@ -82,7 +82,10 @@ def test_empty_image_directory(tmp_path):
 def test_image_directory_is_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     p, out = convert(str(tmp_path / "f"), tmp_path)
-    assert_error(p, out, tmp_path / "f", "not a directory")
+    # a file is taken for an archive (issue 13) and named for what it is not
+    assert_error(p, out, tmp_path / "f", re.escape(
+        "neither an image directory nor a checkpoint archive (tar, or tar "
+        "compressed with gzip, zstd, xz or bzip2)"))
 
 
 def test_directory_without_pstree(imgs, tmp_path):
