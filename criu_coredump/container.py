@@ -264,6 +264,7 @@ class Input:
     root_dir: Optional[str] = None     # --root as a directory (unpacked tar)
     opened_root: object = None         # the root mapped files were read from
     solib_dirs: List[str] = field(default_factory=list)  # of sysroot()
+    shown: Dict[str, str] = field(default_factory=dict)  # private dir -> name
 
     @property
     def is_archive(self):
@@ -317,12 +318,13 @@ class Input:
         return d
 
     def show(self, text: str) -> str:
-        """A message with private paths named by the archive."""
+        """A message with private paths named by the archive and member
+        they stand for (victim.tar:checkpoint/core-1.img)."""
         if not self.tmp:
             return text
-        for sub in ("x/", "ckpt/", "diff/", "root/", ""):
-            text = text.replace(os.path.join(self.tmp, sub), self.path + ":")
-        return text
+        for sub, name in sorted(self.shown.items(), key=lambda x: -len(x[0])):
+            text = text.replace(os.path.join(self.tmp, sub, ""), name)
+        return text.replace(os.path.join(self.tmp, ""), self.path + ":")
 
     def close(self):
         if self.tmp:
@@ -499,6 +501,7 @@ class _Opener:
         fd = self.open_fd(self.path)
         tree, plain = _open_tree(self.path, fd, self.path, self.tmp, "x",
                                  sizes_only=self._sizes_only, keep=self._wanted)
+        self.inp.shown["x"] = self.path + ":"
         config = _several(tree)
         if config is not None:
             prefix = posixpath.dirname(config)
@@ -539,6 +542,7 @@ class _Opener:
             return
         d = os.path.join(self.tmp, "ckpt")
         os.mkdir(d, 0o700)
+        self.inp.shown["ckpt"] = "%s:%s" % (tree.name, prefix + "/" if prefix else "")
         for n in names:
             m = tree.members[n]
             if m.type != archive.REG:
@@ -561,6 +565,7 @@ class _Opener:
         kind, stream = archive.open_stream(fd, label, off, size)
         d = os.path.join(self.tmp, "diff")
         os.mkdir(d, 0o700)
+        self.inp.shown["diff"] = label + ":"
         archive.unpack(stream, label, d, links_out=True)
         self.inp.diff_dir = d
 
@@ -608,6 +613,7 @@ class _Opener:
         inner, plain = _open_tree(src, fd, "%s:%s" % (self.path, self._blob(criu)),
                                   self.tmp, "x2", off, size, self._sizes_only)
         inner.name = self.path
+        self.inp.shown["x2"] = "%s:%s:" % (self.path, self._blob(criu))
         self.inp.container.checkpointed = info.checkpointed or _mtime(
             inner.members.get("inventory.img"))
         if not plain:
@@ -714,6 +720,7 @@ def root_input(root: Optional[str], inp: Input,
         inp.tmp = archive.private_dir(parent)
     d = os.path.join(inp.tmp, "root")
     os.mkdir(d, 0o700)
+    inp.shown["root"] = root + ":"
     fd = os.open(root, os.O_RDONLY | os.O_CLOEXEC)
     try:
         kind, stream = archive.open_stream(fd, root)

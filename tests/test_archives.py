@@ -443,3 +443,45 @@ class _Zeros:
         k = self.n if k < 0 else min(k, self.n)
         self.n -= k
         return bytes(k)
+
+
+# -- the tar reader against other writers --------------------------------------
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT,
+                                 tarfile.PAX_FORMAT])
+def test_reader_names_and_offsets_as_tarfile_writes_them(tmp_path, fmt):
+    """Long names (ustar prefix, GNU 'L', pax path), symlinks and data
+    offsets, checked against the bytes tarfile wrote."""
+    from criu_coredump import archive
+    long_dir = "d" * 90 + "/" + "e" * 60
+    entries = [("a.img", b"A" * 700), (long_dir + "/pages-1.img", b"P" * 4096)]
+    path = tmp_path / "t.tar"
+    A.write_tar(path, entries, fmt=fmt)
+    raw = path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = archive.index(archive.RangeReader(fd), str(path))
+    finally:
+        os.close(fd)
+    for name, data in entries:
+        m = got[name]
+        assert raw[m.offset:m.offset + m.size] == data
+
+
+def test_private_paths_are_named_by_archive_and_member(members, tmp_path):
+    """An error in an image inside an archive names ARCHIVE:member, not the
+    private directory it was unpacked into."""
+    broken = [(ti, d) for ti, d in members]
+    i = next(k for k, (ti, _) in enumerate(broken) if ti.name == "checkpoint/core-1.img")
+    ti = tarfile.TarInfo(broken[i][0].name)
+    ti.size = 20
+    broken[i] = (ti, broken[i][1][:20])
+    plain = tmp_path / "broken.tar"
+    A.write_tar(plain, broken)
+    subprocess.run(["zstd", "-q", "-k", str(plain)], check=True)
+    for path in (plain, tmp_path / "broken.tar.zst"):
+        out = tmp_path / ("out-" + path.name)
+        out.mkdir()
+        p = run_coredump("-i", path, "-o", out, check=2)
+        assert p.stderr == "coredump: error: %s:checkpoint/core-1.img: truncated " \
+                           "entry (8 of 1841 bytes)\n" % path
