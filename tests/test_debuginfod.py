@@ -210,3 +210,12 @@ def test_debuginfod_without_servers_is_a_usage_error(tmp_path):
                      env=_env(tmp_path), check=1)
     assert p.stderr == "coredump: error: --debuginfod: no server: give URLS or set " \
                        "DEBUGINFOD_URLS\n"
+
+
+def test_maxsize_bounds_what_is_fetched(server, tmp_path):
+    out = _out(tmp_path)
+    p = run_coredump("-i", ARCHIVE, "-o", out, "--debuginfod", server.url,
+                     env=_env(tmp_path, DEBUGINFOD_MAXSIZE="1000"), check=3)
+    assert "%s/buildid/%s/executable: " % (server.url, PROG_ID) in p.stderr
+    assert "more than DEBUGINFOD_MAXSIZE" in p.stderr
+    assert not os.path.exists(tmp_path / "cache" / PROG_ID / "executable")
