@@ -22,10 +22,7 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import tarfile
-
-FIXTURE = None  # set by the tests: ../shared/fixtures/podman
 
 
 def podman_members(path):
