@@ -485,3 +485,23 @@ def test_private_paths_are_named_by_archive_and_member(members, tmp_path):
         p = run_coredump("-i", path, "-o", out, check=2)
         assert p.stderr == "coredump: error: %s:checkpoint/core-1.img: truncated " \
                            "entry (8 of 1841 bytes)\n" % path
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_tar_of_an_image_directory_with_jobs(tmp_path, jobs):
+    """A plain tar of a CRIU image directory (no runtime's metadata), with
+    two processes converted by workers: the same cores as the directory's,
+    pages read from the archive in place."""
+    for fx in ("tree", "shmem"):
+        images = os.path.join(FIXTURES, fx, "images")
+        path = tmp_path / (fx + ".tar")
+        subprocess.run(["tar", "-C", images, "-cf", str(path), "."], check=True)
+        a, b = tmp_path / (fx + "-dir"), tmp_path / (fx + "-tar")
+        a.mkdir()
+        b.mkdir()
+        run_coredump("-q", "-i", images, "-o", a, "--jobs", jobs)
+        run_coredump("-q", "-i", path, "-o", b, "--jobs", jobs)
+        names = sorted(os.listdir(a))
+        assert names and names == sorted(os.listdir(b))
+        for n in names:
+            assert (a / n).read_bytes() == (b / n).read_bytes(), n
