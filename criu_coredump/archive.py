@@ -32,6 +32,8 @@ from .errors import CoredumpError
 BLOCK = 512
 STEP = 4 << 20        # bytes decompressed (or copied) per step: bounded memory
 CHUNK = 1 << 20       # compressed bytes read at a time
+COPY_BUF = 1 << 20    # the one buffer member data is copied through
+SMALL_STEP = 256 << 10  # gzip/xz/bzip2 output per step (new objects each)
 
 MAGICS = (  # (offset, bytes, kind); kinds we read, then kinds we name only
     (0, b"\x1f\x8b", "gzip"), (0, b"\x28\xb5\x2f\xfd", "zstd"),
@@ -113,6 +115,12 @@ class RangeReader:
         data = os.pread(self.fd, n, self.base + self.pos) if n else b""
         self.pos += len(data)
         return data
+
+    def readinto(self, view) -> int:
+        n = max(0, min(len(view), self.size - self.pos))
+        k = os.preadv(self.fd, [view[:n]], self.base + self.pos) if n else 0
+        self.pos += k
+        return k
 
     def skip(self, n: int) -> int:
         k = max(0, min(n, self.size - self.pos))
@@ -222,6 +230,30 @@ class Decompressed:
             got += len(data)
         self.pos += got
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, view) -> int:
+        """Up to len(view) bytes into view: the bulk path (member data),
+        through one reused buffer rather than a new object per step, whose
+        page faults cost more than the decompression."""
+        if self._buf:
+            k = min(len(view), len(self._buf))
+            view[:k] = self._buf[:k]
+            self._buf = self._buf[k:]
+        elif self._eof:
+            k = 0
+        elif self._zr is not None:
+            try:
+                k = self._zr.readinto(view)
+            except self._zerr as e:
+                raise BadArchive(self.name, "corrupt zstd data: %s" % e) from None
+        else:
+            data = self._fill(min(len(view), SMALL_STEP))
+            k = len(data)
+            view[:k] = data
+        if not k:
+            self._eof = True
+        self.pos += k
+        return k
 
     def skip(self, n: int) -> int:
         done = 0
@@ -338,6 +370,7 @@ class TarReader:
         self.name = name
         self.links_out = links_out
         self._left = 0     # unread data (with padding) of the last member
+        self._copybuf = None
 
     def _read(self, n):
         data = self.s.read(n)
@@ -434,14 +467,20 @@ class TarReader:
 
     def copy_to(self, m: Member, fd: int):
         """Write member m's data (it was just yielded) to fd."""
+        if self._copybuf is None:
+            self._copybuf = memoryview(bytearray(COPY_BUF))
+        buf = self._copybuf
         left = m.size
         while left:
-            data = self._read(min(STEP, left))
-            view = memoryview(data)
+            got = self.s.readinto(buf[:min(len(buf), left)])
+            if not got:
+                raise BadArchive(self.name, "truncated: the archive ends "
+                                 "inside member %s" % m.name)
+            view = buf[:got]
             while view:
                 k = os.write(fd, view)
                 view = view[k:]
-            left -= len(data)
+            left -= got
         self._left -= m.size
 
     def read_all(self, m: Member, limit: int = 64 << 20) -> bytes:
