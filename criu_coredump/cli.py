@@ -45,6 +45,8 @@ examples:
   coredump -i IMGDIR -o OUTDIR --json > cores.json
   coredump -i IMGDIR --gdb 1234 --root ROOTFS
   coredump -i IMGDIR --gdb 1234 -- -batch -ex 'thread apply all bt'
+  coredump -i checkpoint.tar.zst -o /tmp/cores --root image-rootfs.tar.gz
+  coredump -i checkpoint.tar --gdb 1 --debuginfod https://debuginfod.debian.net
 """
 
 
@@ -88,7 +90,9 @@ def build_parser():
                 "lldb and elfutils read like the kernel's.",
                 epilog=EPILOG)
     p.add_argument("-i", "--images-dir", metavar="IMGDIR", required=True,
-                   help="the checkpoint's image directory")
+                   help="the checkpoint's image directory, or a container "
+                   "checkpoint archive (Podman, CRI-O/kubelet, containerd: tar, "
+                   "plain or compressed with gzip, zstd, xz or bzip2)")
     p.add_argument("-o", "--out-dir", metavar="OUTDIR",
                    help="where core.<pid> files are written (default: the "
                    "current directory; with --gdb: a temporary directory "
