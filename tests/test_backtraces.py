@@ -65,11 +65,11 @@ def lldb_frames(fixture, core):
                     "-o", "image list", "-o", "thread list", "-o", "thread backtrace all"],
                    timeout=90)
     except subprocess.TimeoutExpired as exc:
-        # lldb 21 (Debian sid) never finishes loading a core in which no
-        # thread has a signal (NT_SIGINFO si_signo and pr_cursig 0, as in
-        # our cores of a task CRIU froze while it ran)
-        pytest.fail("lldb did not finish in 90 s: it hangs loading a core where no "
-                    "thread has a signal:\n%s" % (exc.output or b"").decode(errors="replace"))
+        # lldb 21 (Debian sid) never finishes loading a core without a
+        # stop reason (an NT_SIGINFO of zeros); ours carry gcore's, the
+        # ptrace stop (notes.current_signal)
+        pytest.fail("lldb did not finish in 90 s: it hangs loading a core without a "
+                    "stop reason:\n%s" % (exc.output or b"").decode(errors="replace"))
     out = "\n".join(line for line in out.splitlines() if not LLDB_NOISE.match(line))
     tids = dict(re.findall(r"^[* ] thread #(\d+): tid = (\d+),", out, re.M))
     frames = per_thread(out, r"^[* ] thread #(\d+),",

@@ -49,7 +49,8 @@ NOT_CARRIED = {
     "pr_cutime": "children's CPU time: not in CRIU images",
     "pr_cstime": "children's CPU time: not in CRIU images",
 }
-# NT_SIGINFO as a whole is the fatal signal's siginfo: not carried either.
+# NT_SIGINFO as a whole is the fatal signal's siginfo: not carried either;
+# ours is gcore's for a running task, the ptrace stop (SIGSTOP, SI_KERNEL).
 
 FX_SW_RESERVED, XCR0_OFFSET, XSTATE_BV_OFFSET = 464, 464, 512
 # XSAVE components CRIU images hold (core-x86.proto user_x86_xsave_entry):
@@ -157,9 +158,13 @@ def test_fpregset_is_the_kernels(both):
 
 
 def test_siginfo_is_the_fatal_signal_only_in_the_kernels(both):
+    """The kernel's siginfo is the SIGSEGV that killed the process; ours, of
+    a process frozen while it ran, is what gcore writes for one: SIGSTOP,
+    si_errno 0, si_code SI_KERNEL (128), nothing else
+    (test_notes_readers.test_signal_notes_of_a_running_task_are_gcores)."""
     (kernel, _), (ours, _) = both
     assert struct.unpack_from("<i", note(kernel, NT_SIGINFO)) == (signal.SIGSEGV,)
-    assert note(ours, NT_SIGINFO) == bytes(128)
+    assert note(ours, NT_SIGINFO) == struct.pack("<iii", signal.SIGSTOP, 0, 128).ljust(128, b"\0")
 
 
 def layout(notes):
