@@ -9,8 +9,8 @@ NT_FILE, which there are the same Debian 12 libraries the fixtures ran with.
 gdb runs with `backtrace past-main on` so that it shows the frames outside
 main that the other two always show.
 
-A function without a symbol is `??` to gdb, `___lldb_unnamed_symbolN` to
-lldb and nameless to eu-stack (a libc without its debug file: glibc's
+A function without a symbol is `??` to gdb, `___lldb_unnamed_symbolN` (or
+`..._HEX`) to lldb and nameless to eu-stack (a libc without its debug file: glibc's
 static __libc_start_call_main): the program counters must still agree.
 """
 import os
@@ -34,7 +34,9 @@ def _run(args, timeout=300):
                           text=True, timeout=timeout).stdout
 
 
-UNNAMED = re.compile(r"^(\?\?|___lldb_unnamed_symbol\d+)?$")
+# lldb up to 19 numbers them (___lldb_unnamed_symbol3290), lldb 21 gives
+# their address in the module (___lldb_unnamed_symbol_88ef0)
+UNNAMED = re.compile(r"^(\?\?|___lldb_unnamed_symbol(\d+|_[0-9a-f]+))?$")
 
 
 def _frame(m):
