@@ -32,10 +32,12 @@ SRC = os.path.join(FIXTURES, "src", "threads.c")
 
 # gdb's questions, the same on both cores; threads visited in LWP order (gdb
 # numbers them in the order of the core's notes, which is gcore's own).
-# (Not $_siginfo: gcore reports the signal that stopped the thread for gdb,
-# a checkpoint has none.)
+# $_siginfo is asked of the current thread, the first of the notes (the
+# leader in both cores): gcore writes the ptrace stop for it (SIGSTOP,
+# SI_KERNEL), and so do we for a task frozen while it ran.
 PER_THREAD = ["bt", "info registers", "p/x $mxcsr"]
-PROCESS = ["info sharedlibrary", "info auxv", "info proc mappings"]
+PROCESS = ["p $_siginfo.si_signo", "p $_siginfo.si_code",
+           "info sharedlibrary", "info auxv", "info proc mappings"]
 PROGRAM_VALUES = {"threads": ["p global_counter", "p heap_msg", "p fvals"],
                   "python3": []}
 
