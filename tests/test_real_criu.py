@@ -19,6 +19,7 @@ import importlib.util
 import os
 import difflib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -134,6 +135,9 @@ def compare(name, exe, pid, images, ref, work):
     assert sum(l.startswith("== LWP ") for l in want) >= 4, want_text
     assert any(l.startswith("#2 ") for l in want), want_text
     assert any(l.startswith("rip ") for l in want), want_text
+    values = [l.split(" = ", 1)[1] for l in want if l.startswith("$")]
+    n = len(PROGRAM_VALUES[name])  # then $_siginfo's two
+    assert values[n:n + 2] == ["%d" % signal.SIGSTOP, "128"], want_text
     diff = [l for l in difflib.unified_diff(want, got, "gcore", "ours", lineterm="", n=1)]
     assert want == got, "gdb on our core differs from gdb on gcore's:\n" + "\n".join(diff)
 
