@@ -16,7 +16,7 @@ import signal
 
 import pytest
 
-from criu_coredump import memory, pagemap
+from criu_coredump import pagemap, sources
 
 from .conftest import run_coredump
 from .helpers.corefile import nt_file, read_core
@@ -116,7 +116,7 @@ def test_mapped_file_swapped_after_the_check_costs_its_pages(copy, tmp_path,
     prog = os.path.join(root, "opt/ccd/stopped_static/prog")
     secret = tmp_path / "secret"
     secret.write_bytes(b"SECRET" * 1000)
-    checked = memory.MemoryPlan._file_source
+    checked = sources.PageSources.file_source
 
     def check_then_swap(self, f):
         src = checked(self, f)
@@ -127,7 +127,7 @@ def test_mapped_file_swapped_after_the_check_costs_its_pages(copy, tmp_path,
             elif swap == "symlink-out":
                 os.symlink("../../../../../../../../" + str(secret), prog)
         return src
-    monkeypatch.setattr(memory.MemoryPlan, "_file_source", check_then_swap)
+    monkeypatch.setattr(sources.PageSources, "file_source", check_then_swap)
     out = tmp_path / "out"
     out.mkdir()
     with _alarm(20):

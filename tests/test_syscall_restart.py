@@ -340,9 +340,11 @@ def registers(arch, path):
 def saved(arch, images):
     """{tid: gpregs} as the images (CRIU's rewound view) hold them."""
     from criu_coredump import images as ccd_images
+    from criu_coredump.imagedir import ImageDir
     out = {}
     for path in glob.glob(os.path.join(images, "core-*.img")):
-        core = ccd_images.load_one(path, "CORE", pb.core_entry)
+        core = ccd_images.load_one(ImageDir(images), os.path.basename(path),
+                                   "CORE", pb.core_entry)
         out[int(re.search(r"core-(\d+)", path).group(1))] = core.thread_info.gpregs
     return out
 
