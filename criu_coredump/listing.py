@@ -8,7 +8,6 @@ before converting it; a process whose images are broken is listed with its
 error and the exit code says so (the same codes as a conversion).
 """
 import json
-import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 

@@ -6,7 +6,12 @@ import os
 import re
 import subprocess
 
-from .conftest import REPO, need
+import pytest
+
+from .helpers.paths import REPO
+from .helpers.tools import need
+
+pytestmark = pytest.mark.slow
 
 
 def test_example_script_shows_every_thread_and_frame_without_warnings(tmp_path):

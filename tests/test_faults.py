@@ -18,10 +18,12 @@ import pytest
 
 from criu_coredump import pagemap, sources
 
-from .conftest import run_coredump
+from .helpers.tools import run_coredump
 from .helpers.corefile import nt_file, read_core
 from .helpers.imgedit import edit_image
 from .helpers.inprocess import run_main
+
+pytestmark = pytest.mark.slow
 
 LINE = re.compile(r"coredump: (error|warning|note): .+")
 
@@ -379,7 +381,7 @@ def test_stdout_that_is_not_utf8(copy, tmp_path, encoding):
 def _run_with_stdout(fx, stdout, *extra, **kw):
     import subprocess
     import sys
-    from .conftest import COREDUMP
+    from .helpers.paths import COREDUMP
     return subprocess.run([sys.executable, COREDUMP, "-i", os.path.join(fx, "images"),
                            "--root", os.path.join(fx, "root")] + [str(a) for a in extra],
                           stdout=stdout, stderr=subprocess.PIPE, text=True,
@@ -422,7 +424,7 @@ def test_closed_standard_streams(copy, tmp_path, closed):
     or core gets descriptor 2 to be written into by messages)."""
     import subprocess
     import sys
-    from .conftest import COREDUMP
+    from .helpers.paths import COREDUMP
     from .helpers.corefile import PT_LOAD
     fx = copy("stopped_static")
     out = tmp_path / "out"
@@ -481,7 +483,7 @@ def _limit_as():
 
 
 def test_notes_of_many_threads_are_streamed(tmp_path):
-    from . import synth
+    from .helpers import synth
     ck = synth.Checkpoint(tmp_path / "images")
     ck.many_threads(1000, 30000)
     ck.write()

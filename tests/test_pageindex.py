@@ -8,8 +8,10 @@ from hypothesis import given, settings, strategies as st
 
 from criu_coredump.pagemap import HERE, PageIndex
 
-from . import synth
-from .corecheck import convert, gdb_memory
+from .helpers import synth
+from .helpers.tools import convert, gdb_memory
+
+pytestmark = pytest.mark.slow
 
 P = synth.PAGE
 BASE = 0x10000000
