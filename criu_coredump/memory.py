@@ -5,10 +5,8 @@ go into the core, and `sources.PageSources` gives the page sources those
 bytes come from; a `Segment` holds both, and `Segment.extents()` yields
 the typed extents the writer copies.  `read()` gives the few bytes of
 memory the notes and the registers need (the command line, the
-instruction at a thread's pc), through the same sources.
+instruction at a thread's pc), from the same sources.
 """
-import os
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional
 
@@ -57,7 +55,8 @@ def prot_to_pflags(prot: int) -> int:
 
 
 class MemoryPlan:
-    """Segments of one process, and reads of its memory at checkpoint time."""
+    """The segments of one process (policy and sources per VMA); read()
+    gives its memory at checkpoint time (PageSources.read)."""
 
     def __init__(self, ckpt: Checkpoint, proc: Process, rootfs,
                  dump_filter: int = DEFAULT_FILTER, shmem_cache=None,
@@ -71,7 +70,6 @@ class MemoryPlan:
         mm = proc.mm
         if mm is None:
             return
-        self._vma_starts = [v.start for v in mm.vmas]
         self.stats.lazy_pages = self.index.lazy_pages
         for vma in mm.vmas:
             self.segments.append(self._segment(vma))
@@ -101,34 +99,7 @@ class MemoryPlan:
             seg.pages = self.pages
         return seg
 
-    # -- reading -----------------------------------------------------------
-
-    def vma_at(self, addr: int) -> Optional[Vma]:
-        if self.proc.mm is None:
-            return None
-        vmas = self.proc.mm.vmas
-        i = bisect_right(self._vma_starts, addr) - 1
-        if i >= 0 and addr < vmas[i].end:
-            return vmas[i]
-        return None
-
     def read(self, addr: int, size: int) -> bytes:
-        """Bytes of the process's memory at checkpoint time (holes read as 0)."""
-        out = bytearray(size)
-        pos, end = addr, addr + size
-        while pos < end:
-            vma = self.vma_at(pos)
-            if vma is None:
-                break
-            b = min(end, vma.end)
-            for ext in self.pages.extents(self.pages.for_vma(vma), pos, b):
-                f = ext.source.open()
-                if f is None:
-                    continue  # a mapped file gone since the plan: a hole
-                n = ext.length
-                if f.size is not None:
-                    n = min(n, max(0, f.size - ext.offset))
-                data = os.pread(f.fd, n, f.base + ext.offset)
-                out[ext.addr - addr:ext.addr - addr + len(data)] = data
-            pos = b
-        return bytes(out)
+        """Bytes of the process's memory at checkpoint time (holes read as
+        0): sources.PageSources.read."""
+        return self.pages.read(addr, size)

@@ -291,6 +291,8 @@ class PageSources:
         self._warned = set()
         self.index: Optional[PageIndex] = None
         self.guards = Guards(proc.mm.guards if proc.mm is not None else [])
+        self._vmas = proc.mm.vmas if proc.mm is not None else []
+        self._vma_starts = [v.start for v in self._vmas]
         if proc.mm is not None:
             self.index = PageIndex(self.images, ImageDir.pagemap(proc.pid))
             if self.index.starts:
@@ -393,6 +395,37 @@ class PageSources:
                        % (show_build_id(found), show_build_id(f.build_id)))
             return False
         return MappedPages(self.rootfs, shown, path, f.size is not None, self.fds)
+
+    # -- reading memory ----------------------------------------------------------
+
+    def vma_at(self, addr: int) -> Optional[Vma]:
+        i = bisect_right(self._vma_starts, addr) - 1
+        if i >= 0 and addr < self._vmas[i].end:
+            return self._vmas[i]
+        return None
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Bytes of the process's memory at checkpoint time (holes read as
+        0): the few the notes and the registers need (the command line,
+        the instruction at a thread's pc)."""
+        out = bytearray(size)
+        pos, end = addr, addr + size
+        while pos < end:
+            vma = self.vma_at(pos)
+            if vma is None:
+                break
+            b = min(end, vma.end)
+            for ext in self.extents(self.for_vma(vma), pos, b):
+                f = ext.source.open()
+                if f is None:
+                    continue  # a mapped file gone since the plan: a hole
+                n = ext.length
+                if f.size is not None:
+                    n = min(n, max(0, f.size - ext.offset))
+                data = os.pread(f.fd, n, f.base + ext.offset)
+                out[ext.addr - addr:ext.addr - addr + len(data)] = data
+            pos = b
+        return bytes(out)
 
     # -- what the images promise and lack -------------------------------------------
 
