@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import arch as arches
-from . import elf, images, notes, parallel, syscall_restart
+from . import elf, imagedir, images, notes, parallel, syscall_restart
 from .errors import BadImage, CoredumpError, OutputError
-from .imagedir import ImageDir
 from .lifecycle import TMP_SUFFIX, tmp_prefix
 from .memory import MemoryPlan
 from .policy import DEFAULT_FILTER
@@ -140,7 +139,7 @@ def generate(images_dir, out_dir, pids=None, root=None,
     `pid` and `comm` only.
     """
     check_out_dir(out_dir)
-    ckpt = images.open_checkpoint(ImageDir(images_dir))
+    ckpt = images.open_checkpoint(imagedir.at(images_dir))
     wanted = images.select(ckpt, pids)
     try:
         rootfs = RootFS(root)

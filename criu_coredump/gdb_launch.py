@@ -24,6 +24,7 @@ import tempfile
 from . import arch as arches
 from . import images
 from .errors import CoredumpError
+from . import imagedir
 from .imagedir import ImageDir
 from .rootfs import RootFS
 
@@ -48,7 +49,7 @@ def find_gdb(arch=None):
 def executable_of(images_dir, pid, root=None, warn=None):
     """Host path of the program process `pid` ran, or None (with a warning)
     when the checkpoint does not name it or it cannot be found."""
-    d = ImageDir(images_dir)
+    d = imagedir.at(images_dir)
     ckpt = images.open_checkpoint(d)
     entry, = images.select(ckpt, [pid])
     proc = images.load_process(d, entry)

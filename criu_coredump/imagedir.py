@@ -181,6 +181,12 @@ class ImageDir:
                            "no pstree.img: not a CRIU image directory")
 
 
+def at(path: str) -> ImageDir:
+    """The ImageDir of what the user named with -i: the one place a
+    checkpoint given as something other than a directory is recognised."""
+    return ImageDir(path)
+
+
 def as_imagedir(d) -> ImageDir:
     """An ImageDir for a path, or the ImageDir given."""
-    return d if isinstance(d, ImageDir) else ImageDir(d)
+    return d if isinstance(d, ImageDir) else at(d)

@@ -17,6 +17,7 @@ from .errors import CoredumpError, one_line
 
 class TreeWarning(CoredumpError):
     """pstree.img is odd but every process is listed (exit 3)."""
+from . import imagedir
 from .imagedir import ImageDir
 from .pagemap import LAZY, PageIndex
 from .report import JSON_FORMAT, human_size
@@ -109,7 +110,7 @@ def _forest(entries):
 def list_processes(images_dir):
     """ProcessRows of the checkpoint in tree order.  Raises CoredumpError
     when the checkpoint itself (pstree.img) cannot be read."""
-    d = ImageDir(images_dir)
+    d = imagedir.at(images_dir)
     ckpt = images.open_checkpoint(d)
     order, looping = _forest(ckpt.entries)
     rows = [_row(d, e, depth) for e, depth in order]
