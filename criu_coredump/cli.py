@@ -10,7 +10,8 @@ import sys
 
 from . import __version__, report, stdfds
 from .errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USAGE, CoredumpError, one_line
-from .writer import check_out_dir, install_signal_cleanup
+from .lifecycle import install_signal_cleanup
+from .writer import check_out_dir
 
 PROG = "coredump"
 
@@ -76,7 +77,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from .dump_filter import DEFAULT_FILTER
+    from .policy import DEFAULT_FILTER
     p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
                 usage="%(prog)s -i IMGDIR [-o OUTDIR] [--pid N] [--root DIR] "
                 "[--filter MASK] [-q] [--json]\n"

@@ -19,8 +19,10 @@ import subprocess
 
 import pytest
 
-from .conftest import need
+from .helpers.tools import need
 from .helpers.debuggers import GDB_THREAD, fixture_exe, gdb_on_fixture, per_thread
+
+pytestmark = pytest.mark.slow
 
 CORES = [("threads", 13466), ("stopped_static", 13508), ("tree", 13544),
          ("tree", 13547), ("shmem", 13585)]

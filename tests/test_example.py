@@ -6,7 +6,12 @@ import os
 import re
 import subprocess
 
-from .conftest import REPO, need
+import pytest
+
+from .helpers.paths import REPO
+from .helpers.tools import need
+
+pytestmark = pytest.mark.slow
 
 
 def readme_session():

@@ -16,12 +16,14 @@ import signal
 
 import pytest
 
-from criu_coredump import memory, pagemap
+from criu_coredump import pagemap, sources
 
-from .conftest import run_coredump
+from .helpers.tools import run_coredump
 from .helpers.corefile import nt_file, read_core
 from .helpers.imgedit import edit_image
 from .helpers.inprocess import run_main
+
+pytestmark = pytest.mark.slow
 
 LINE = re.compile(r"coredump: (error|warning|note): .+")
 
@@ -116,7 +118,7 @@ def test_mapped_file_swapped_after_the_check_costs_its_pages(copy, tmp_path,
     prog = os.path.join(root, "opt/ccd/stopped_static/prog")
     secret = tmp_path / "secret"
     secret.write_bytes(b"SECRET" * 1000)
-    checked = memory.MemoryPlan._file_source
+    checked = sources.PageSources.file_source
 
     def check_then_swap(self, f):
         src = checked(self, f)
@@ -127,7 +129,7 @@ def test_mapped_file_swapped_after_the_check_costs_its_pages(copy, tmp_path,
             elif swap == "symlink-out":
                 os.symlink("../../../../../../../../" + str(secret), prog)
         return src
-    monkeypatch.setattr(memory.MemoryPlan, "_file_source", check_then_swap)
+    monkeypatch.setattr(sources.PageSources, "file_source", check_then_swap)
     out = tmp_path / "out"
     out.mkdir()
     with _alarm(20):
@@ -379,7 +381,7 @@ def test_stdout_that_is_not_utf8(copy, tmp_path, encoding):
 def _run_with_stdout(fx, stdout, *extra, **kw):
     import subprocess
     import sys
-    from .conftest import COREDUMP
+    from .helpers.paths import COREDUMP
     return subprocess.run([sys.executable, COREDUMP, "-i", os.path.join(fx, "images"),
                            "--root", os.path.join(fx, "root")] + [str(a) for a in extra],
                           stdout=stdout, stderr=subprocess.PIPE, text=True,
@@ -419,7 +421,7 @@ def test_stdout_a_closed_pipe(copy, tmp_path):
 def _entry_point(which):
     """The command line of each way a user runs coredump."""
     import sys
-    from .conftest import COREDUMP
+    from .helpers.paths import COREDUMP
     if which == "bin/coredump":
         return [sys.executable, COREDUMP]
     if which == "python -m":
@@ -441,7 +443,7 @@ def test_closed_standard_streams(copy, tmp_path, closed, entry):
     the summary or messages: exit 0, one core, nothing said on a stderr
     left open."""
     import subprocess
-    from .conftest import REPO
+    from .helpers.paths import REPO
     from .helpers.corefile import PT_LOAD
     fx = copy("stopped_static")
     out = tmp_path / "out"
@@ -502,7 +504,7 @@ def _limit_as():
 
 
 def test_notes_of_many_threads_are_streamed(tmp_path):
-    from . import synth
+    from .helpers import synth
     ck = synth.Checkpoint(tmp_path / "images")
     ck.many_threads(1000, 30000)
     ck.write()

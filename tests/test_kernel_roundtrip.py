@@ -25,14 +25,16 @@ import subprocess
 
 import pytest
 
-from .conftest import need, run_coredump
+from .helpers import tools
+from .helpers.tools import need, run_coredump
 from .helpers.core2images import (CoreFile, core_to_images, prstatus_type,
                                   x86_xsave_layout_from_cpuid,
                                   x86_xsave_layout_from_note)
 from .helpers.kernelcore import crash_when_ready
-from .test_core2images import cpu_has
-from .test_notes_readers import per_thread_values
-from .test_roundtrip_programs import XSTATE_WARNING
+from .helpers.debuggers import XSTATE_WARNING, per_thread_values
+from .helpers.kernelcore import cpu_has
+
+pytestmark = pytest.mark.slow
 
 PROG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs", "roundtrip.c")
 NT_PRSTATUS, NT_FPREGSET, NT_PRPSINFO, NT_AUXV = 1, 2, 3, 6
@@ -215,12 +217,8 @@ GDB_DROP = ("[New LWP", "Program terminated with signal", "warning: ")
 
 
 def gdb(roundtrip, core, *commands):
-    need("gdb")
-    args = ["gdb", "-batch", "-nx", "-ex", "set debuginfod enabled off"]
-    for c in commands:
-        args += ["-ex", c]
-    out = subprocess.run(args + [roundtrip["exe"], core], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    out = tools.gdb(core, "set debuginfod enabled off", *commands,
+                    exe=roundtrip["exe"])
     # gdb 13 warns, mid-line, that the kernel's XSAVE note is too small when
     # this CPU's layout is not the standard one
     out = XSTATE_WARNING.sub("", out)

@@ -12,10 +12,13 @@ import subprocess
 import pytest
 from pycriu import images as pyimages
 
-from .conftest import FIRST_PID, need, run_coredump
+from .helpers.paths import FIRST_PID
+from .helpers.tools import need, run_coredump
 from .helpers.corefile import NT_PRSTATUS, read_core
-from .helpers.debuggers import GDB_THREAD, gdb_on_fixture, per_thread
-from .test_core2images import EU_GREGS, eu_readelf_notes, load_image, sigset, to_u64
+from .helpers.debuggers import gdb_on_fixture, per_thread_values
+from .helpers.readers import EU_GREGS, eu_readelf_notes, load_image, sigset, to_u64
+
+pytestmark = pytest.mark.slow
 
 CORES = [("threads", 13466), ("stopped_static", 13508), ("tree", 13544),
          ("tree", 13547), ("shmem", 13585)]
@@ -157,11 +160,6 @@ def test_thread_private_pending_signal_is_in_pr_sigpend(fixtures_dir, tmp_path):
 def gdb(fixture, core, *commands):
     need("gdb")
     return gdb_on_fixture(fixture, core, *commands)
-
-
-def per_thread_values(out):
-    """{tid: [value of each `$N = value` line]} from `thread apply all`."""
-    return per_thread(out, GDB_THREAD, r"^\$\d+ = (.*)$")
 
 
 @pytest.mark.parametrize("name,pid", [("threads", 13466), ("stopped_static", 13508)])

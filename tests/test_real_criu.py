@@ -26,8 +26,11 @@ import time
 
 import pytest
 
-from .conftest import FIXTURES, GDBCHECK, need, run_coredump
+from .helpers.paths import FIXTURES, GDBCHECK
+from .helpers.tools import gdb, need, run_coredump
 from .helpers.kernelcore import wait_until
+
+pytestmark = pytest.mark.distro
 
 SRC = os.path.join(FIXTURES, "src", "threads.c")
 
@@ -65,11 +68,7 @@ def gdb_script(path, values):
 
 
 def gdb_answers(exe, core, script):
-    need("gdb")
-    p = subprocess.run(["gdb", "-batch", "-nx", "-iex", "set debuginfod enabled off",
-                        "-x", script, exe, core], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, timeout=300)
-    return p.stdout
+    return gdb(core, exe=exe, early=["set debuginfod enabled off"], script=script)
 
 
 class Live:

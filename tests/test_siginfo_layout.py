@@ -17,7 +17,7 @@ import pytest
 from criu_coredump import notes
 from criu_coredump.arch import by_name
 
-from .conftest import need
+from .helpers.tools import need
 from .test_cross_arch import TARGETS
 
 SI_KERNEL = 128

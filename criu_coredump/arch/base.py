@@ -92,7 +92,7 @@ class Arch:
     native_hosts: Tuple[str, ...] = ()   # platform.machine() whose plain gdb reads it
     syscall: Optional[SyscallABI] = None
 
-    # the names writer.headers() reads
+    # the names elf.headers() reads
     @property
     def ELF(self):
         return self.elf
