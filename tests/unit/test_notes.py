@@ -39,8 +39,11 @@ def test_state_fields_as_fill_psinfo_derives_them():
     assert notes.state_fields(_proc(model.TASK_ALIVE)) == (0, b"R", 0)
     assert notes.state_fields(_proc(model.TASK_STOPPED)) == (3, b"T", 0)
     assert notes.state_fields(_proc(model.TASK_DEAD)) == (4, b"Z", 1)
-    assert notes.current_signal(_proc(model.TASK_STOPPED)) == notes.SIGSTOP == 19
-    assert notes.current_signal(_proc(model.TASK_ALIVE)) == 0
+    x86 = X86
+    assert notes.current_signal(_proc(model.TASK_STOPPED), x86) == (19, 19, notes.SI_USER)
+    assert notes.current_signal(_proc(model.TASK_ALIVE), x86) == (0, 19, notes.SI_KERNEL)
+    mips = arches.by_name("mips")
+    assert notes.current_signal(_proc(model.TASK_ALIVE), mips) == (0, 23, notes.SI_KERNEL)
 
 
 def test_auxv_stops_at_at_null_in_target_longs():
