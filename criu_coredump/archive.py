@@ -626,28 +626,6 @@ def index(stream, name: str, links_out: bool = False) -> Dict[str, Member]:
     return {m.name: m for m in TarReader(stream, name, links_out).members()}
 
 
-# -- pages read in place ------------------------------------------------------
-
-_IN_PLACE: Dict[str, Tuple[str, int, int]] = {}
-
-
-def place(path: str, archive: str, offset: int, size: int):
-    """Declare that the image file `path` (never written) is the bytes
-    [offset, offset+size) of `archive`: its pages are copied from there."""
-    _IN_PLACE[path] = (archive, offset, size)
-
-
-def in_place(path: str) -> Tuple[str, int, Optional[int]]:
-    """(file, base, size) where the bytes of image file `path` are: the
-    archive holding it, or the file itself (base 0, size None)."""
-    return _IN_PLACE.get(path, (path, 0, None))
-
-
-def forget(prefix: str):
-    for k in [k for k in _IN_PLACE if k.startswith(prefix)]:
-        del _IN_PLACE[k]
-
-
 # -- the private directory members go to -------------------------------------
 
 TMP_PREFIX = ".coredump-archive-"
@@ -672,7 +650,6 @@ def remove_all():
     for d, pid in list(_dirs.items()):
         if pid == os.getpid():
             shutil.rmtree(d, ignore_errors=True)
-            forget(d)
             _dirs.pop(d, None)
 
 

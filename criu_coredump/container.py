@@ -26,7 +26,7 @@ Layouts, from the runtimes' sources:
 
 A plain (uncompressed) archive is read in place: the small images are
 copied out, the pages images are read where they lie in the archive
-(archive.place).  A compressed one is streamed once into a private
+(ArchiveImageDir).  A compressed one is streamed once into a private
 directory inside OUTDIR.  Either way the private directory is removed on
 every exit path.
 """
@@ -42,7 +42,8 @@ from typing import Dict, List, Optional
 
 from . import archive
 from .archive import BadArchive, Member
-from .rootfs import RootFS
+from .imagedir import ImageDir, ImageFile
+from .rootfs import READ_FLAGS, RootFS, regular
 
 MT_CRIU = "application/vnd.containerd.container.criu.checkpoint.criu.tar"
 MT_CONFIG = "application/vnd.containerd.container.checkpoint.config.v1+proto"
@@ -175,6 +176,35 @@ def _open_tree(path: str, fd: int, name: str, tmp: str, sub: str, base=0,
                           keep), False
 
 
+class ArchiveImageDir(ImageDir):
+    """The image directory of a plain archive: the small images copied out
+    into `path`, the pages images read where they lie in the archive
+    (`placed`: name -> (archive, offset, size)), through ImageDir's seam."""
+
+    def __init__(self, path: str, placed: Dict[str, tuple]):
+        super().__init__(path)
+        self.placed = placed
+
+    def open(self, name: str) -> ImageFile:
+        p = self.placed.get(name)
+        if p is None:
+            return super().open(name)
+        return ImageFile(regular(os.open(p[0], READ_FLAGS), p[0]), p[1], p[2])
+
+    def size(self, name: str) -> int:
+        p = self.placed.get(name)
+        return p[2] if p is not None else super().size(name)
+
+    def exists(self, name: str) -> bool:
+        return name in self.placed or super().exists(name)
+
+    def lexists(self, name: str) -> bool:
+        return name in self.placed or super().lexists(name)
+
+    def parent(self):
+        return None  # an archive holds one checkpoint, no pre-dump chain
+
+
 # -- the container's files -----------------------------------------------------
 
 def _abs(path: str) -> str:
@@ -256,7 +286,7 @@ class Input:
     """What -i named, opened: the image directory to read (for an archive,
     inside the private directory) and, for an archive, its container."""
     path: str
-    images_dir: str
+    images_dir: object        # its path, or an ArchiveImageDir
     container: Optional[ContainerInfo] = None
     tmp: Optional[str] = None
     diff_dir: Optional[str] = None
@@ -328,7 +358,6 @@ class Input:
 
     def close(self):
         if self.tmp:
-            archive.forget(self.tmp)
             import shutil
             shutil.rmtree(self.tmp, ignore_errors=True)
             archive._dirs.pop(self.tmp, None)
@@ -542,6 +571,7 @@ class _Opener:
             return
         d = os.path.join(self.tmp, "ckpt")
         os.mkdir(d, 0o700)
+        placed = {}
         self.inp.shown["ckpt"] = "%s:%s" % (tree.name, prefix + "/" if prefix else "")
         for n in names:
             m = tree.members[n]
@@ -550,10 +580,10 @@ class _Opener:
             base = n.rsplit("/", 1)[-1]
             src, off, size = tree.where(n)
             if PAGES.fullmatch(base):
-                archive.place(os.path.join(d, base), src, off, size)
+                placed[base] = (src, off, size)
                 continue
             _copy_out(src, off, size, os.path.join(d, base), self.path)
-        self.inp.images_dir = d
+        self.inp.images_dir = ArchiveImageDir(d, placed)
 
     def _diff(self, tree: Tree, name: str):
         """rootfs-diff.tar (or containerd's rw layer) unpacked: its symlinks

@@ -21,9 +21,11 @@ import zipfile
 
 import pytest
 
-from .conftest import FIXTURES, gdbcheck, need, run_coredump
+from .helpers.paths import FIXTURES
+from .helpers.tools import gdbcheck, need, run_coredump
 from .helpers import archives as A
 
+pytestmark = pytest.mark.slow
 PODMAN = os.path.join(FIXTURES, "podman")
 ARCHIVES = ("victim.tar", "victim.tar.gz", "victim.tar.zst")
 

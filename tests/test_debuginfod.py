@@ -19,8 +19,10 @@ import urllib.request
 
 import pytest
 
-from .conftest import FIXTURES, gdbcheck, need, run_coredump
+from .helpers.paths import FIXTURES
+from .helpers.tools import gdbcheck, need, run_coredump
 
+pytestmark = pytest.mark.slow
 PODMAN = os.path.join(FIXTURES, "podman")
 ARCHIVE = os.path.join(PODMAN, "victim.tar")
 PROG_ID = "7564bb69244c539535c40444bbdc53b255005d03"
