@@ -95,6 +95,7 @@ yet: their registers are written as CRIU saved them.
 from dataclasses import dataclass
 
 from .arch import by_name
+from .arch.syscall_numbers import TABLES
 
 EINTR = 4
 ERESTARTSYS = 512
@@ -152,67 +153,8 @@ RULES.update(futex=_futex, futex_time64=_futex, clock_nanosleep=_clock_nanosleep
 
 # ---- system call numbers of each ABI, for the calls in RULES -------------
 
-SYSCALL_NAMES = {
-    "x86_64": {
-        0: 'read', 1: 'write', 2: 'open', 7: 'poll', 17: 'pread64',
-        18: 'pwrite64', 19: 'readv', 20: 'writev', 23: 'select', 34: 'pause',
-        35: 'nanosleep', 42: 'connect', 43: 'accept', 44: 'sendto',
-        45: 'recvfrom', 46: 'sendmsg', 47: 'recvmsg', 56: 'clone', 57: 'fork',
-        58: 'vfork', 61: 'wait4', 69: 'msgsnd', 70: 'msgrcv', 72: 'fcntl',
-        73: 'flock', 85: 'creat', 130: 'rt_sigsuspend', 202: 'futex',
-        219: 'restart_syscall', 230: 'clock_nanosleep', 242: 'mq_timedsend',
-        243: 'mq_timedreceive', 247: 'waitid', 257: 'openat', 270: 'pselect6',
-        271: 'ppoll', 288: 'accept4', 295: 'preadv', 296: 'pwritev',
-        307: 'sendmmsg', 327: 'preadv2', 328: 'pwritev2', 333: 'io_pgetevents',
-        435: 'clone3', 437: 'openat2', 449: 'futex_waitv',
-    },
-    "i386": {
-        0: 'restart_syscall', 2: 'fork', 3: 'read', 4: 'write', 5: 'open',
-        7: 'waitpid', 8: 'creat', 29: 'pause', 55: 'fcntl', 72: 'sigsuspend',
-        82: 'select', 102: 'socketcall', 114: 'wait4', 117: 'ipc', 120: 'clone',
-        142: '_newselect', 143: 'flock', 145: 'readv', 146: 'writev',
-        162: 'nanosleep', 168: 'poll', 179: 'rt_sigsuspend', 180: 'pread64',
-        181: 'pwrite64', 190: 'vfork', 221: 'fcntl64', 240: 'futex',
-        267: 'clock_nanosleep', 279: 'mq_timedsend', 280: 'mq_timedreceive',
-        284: 'waitid', 295: 'openat', 308: 'pselect6', 309: 'ppoll',
-        333: 'preadv', 334: 'pwritev', 345: 'sendmmsg', 362: 'connect',
-        364: 'accept4', 369: 'sendto', 370: 'sendmsg', 371: 'recvfrom',
-        372: 'recvmsg', 378: 'preadv2', 379: 'pwritev2', 385: 'io_pgetevents',
-        400: 'msgsnd', 401: 'msgrcv', 407: 'clock_nanosleep_time64',
-        413: 'pselect6_time64', 414: 'ppoll_time64', 416: 'io_pgetevents_time64',
-        418: 'mq_timedsend_time64', 419: 'mq_timedreceive_time64',
-        422: 'futex_time64', 435: 'clone3', 437: 'openat2', 449: 'futex_waitv',
-    },
-    "generic": {   # include/uapi/asm-generic/unistd.h: aarch64
-        25: 'fcntl', 32: 'flock', 56: 'openat', 63: 'read', 64: 'write',
-        65: 'readv', 66: 'writev', 67: 'pread64', 68: 'pwrite64', 69: 'preadv',
-        70: 'pwritev', 72: 'pselect6', 73: 'ppoll', 95: 'waitid', 98: 'futex',
-        101: 'nanosleep', 115: 'clock_nanosleep', 128: 'restart_syscall',
-        133: 'rt_sigsuspend', 182: 'mq_timedsend', 183: 'mq_timedreceive',
-        188: 'msgrcv', 189: 'msgsnd', 202: 'accept', 203: 'connect',
-        206: 'sendto', 207: 'recvfrom', 211: 'sendmsg', 212: 'recvmsg',
-        220: 'clone', 242: 'accept4', 260: 'wait4', 269: 'sendmmsg',
-        286: 'preadv2', 287: 'pwritev2', 292: 'io_pgetevents', 435: 'clone3',
-        437: 'openat2', 449: 'futex_waitv',
-    },
-    "arm": {       # EABI
-        0: 'restart_syscall', 2: 'fork', 3: 'read', 4: 'write', 5: 'open',
-        8: 'creat', 29: 'pause', 55: 'fcntl', 72: 'sigsuspend', 114: 'wait4',
-        120: 'clone', 142: '_newselect', 143: 'flock', 145: 'readv',
-        146: 'writev', 162: 'nanosleep', 168: 'poll', 179: 'rt_sigsuspend',
-        180: 'pread64', 181: 'pwrite64', 190: 'vfork', 221: 'fcntl64',
-        240: 'futex', 265: 'clock_nanosleep', 276: 'mq_timedsend',
-        277: 'mq_timedreceive', 280: 'waitid', 283: 'connect', 285: 'accept',
-        289: 'send', 290: 'sendto', 291: 'recv', 292: 'recvfrom', 296: 'sendmsg',
-        297: 'recvmsg', 301: 'msgsnd', 302: 'msgrcv', 322: 'openat',
-        335: 'pselect6', 336: 'ppoll', 361: 'preadv', 362: 'pwritev',
-        366: 'accept4', 374: 'sendmmsg', 392: 'preadv2', 393: 'pwritev2',
-        399: 'io_pgetevents', 407: 'clock_nanosleep_time64',
-        413: 'pselect6_time64', 414: 'ppoll_time64', 416: 'io_pgetevents_time64',
-        418: 'mq_timedsend_time64', 419: 'mq_timedreceive_time64',
-        422: 'futex_time64', 435: 'clone3', 437: 'openat2', 449: 'futex_waitv',
-    },
-}
+# numbers per ABI: arch/syscall_numbers.py
+SYSCALL_NAMES = TABLES
 
 # ---- per architecture ------------------------------------------------------
 

@@ -235,7 +235,10 @@ def test_unsupported_arch_is_left_alone():
 HEADERS = {"x86_64": ("gcc", "asm/unistd_64.h"),
            "i386": ("i686-linux-gnu-gcc", "asm/unistd.h"),
            "generic": ("aarch64-linux-gnu-gcc", "asm/unistd.h"),
-           "arm": ("arm-linux-gnueabihf-gcc", "asm/unistd.h")}
+           "arm": ("arm-linux-gnueabihf-gcc", "asm/unistd.h"),
+           "ppc64": ("powerpc64le-linux-gnu-gcc", "asm/unistd.h"),
+           "s390x": ("s390x-linux-gnu-gcc", "asm/unistd.h"),
+           "mips_n64": ("mips64el-linux-gnuabi64-gcc", "asm/unistd.h")}
 
 
 def header_numbers(cc, header):

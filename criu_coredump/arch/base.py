@@ -65,7 +65,7 @@ class SyscallABI:
 @dataclass(frozen=True)
 class Arch:
     """One architecture as CRIU marks it and as the kernel writes its cores."""
-    name: str                  # x86_64, ia32, aarch64, arm, ppc64, s390, riscv64, mips
+    name: str                  # the module's name (arch/__init__.py MODULES)
     elf: elf.ElfClass          # ELF class and byte order of the core
     machine: int               # e_machine
     endian: str                # "little" or "big"

@@ -65,6 +65,8 @@ from typing import Callable, Dict, List, Optional
 from pycriu import images
 from pycriu.images import pb
 
+from . import rawcore
+
 LE = ctypes.LittleEndianStructure
 
 # --------------------------------------------------------------------------
@@ -80,6 +82,7 @@ PF_X, PF_W, PF_R = 1, 2, 4
 
 EM_386, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 40, 62, 183
 EM_MIPS, EM_PPC64, EM_S390, EM_RISCV = 8, 21, 22, 243
+EM_LOONGARCH = 258
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2
@@ -782,6 +785,42 @@ def mips_thread_info(thread, proc):
     return {"clear_tid_addr": 0, "tls": 0, "gpregs": gpregs, "fpregs": fpregs}
 
 
+# ---- riscv64 and loongarch64 --------------------------------------------------
+# pycriu 3.17 knows neither: their core images are written by rawcore.
+
+RISCV64_GREGS = ("pc ra sp gp tp t0 t1 t2 s0 s1 a0 a1 a2 a3 a4 a5 a6 a7 "
+                 "s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 t3 t4 t5 t6").split()
+
+
+def riscv64_thread_info(thread, proc):
+    """thread_info_riscv64: user_regs_struct by name (tp is also tls);
+    f0-f31 and fcsr from NT_PRFPREG, zeros without it."""
+    r = thread.regs
+    fp = thread.notes.get(NT_FPREGSET)
+    f, fcsr = [0] * 32, 0
+    if fp is not None and len(fp) >= 260:
+        vals = struct.unpack_from("<32QI", fp)
+        f, fcsr = list(vals[:32]), vals[32]
+    return {"clear_tid_addr": 0, "tls": r[4],
+            "gpregs": dict(zip(RISCV64_GREGS, r[:32])),
+            "fpsimd": {"f": f, "fcsr": fcsr}}
+
+
+def loongarch64_thread_info(thread, proc):
+    """thread_info_loongarch64: regs[32] and pc (csr_era, word 33; CRIU
+    keeps neither orig_a0 nor csr_badv), r2 is the thread pointer; fpr0-31,
+    fcc and fcsr from NT_PRFPREG, zeros without it."""
+    r = thread.regs
+    fp = thread.notes.get(NT_FPREGSET)
+    fpr, fcc, fcsr = [0] * 32, 0, 0
+    if fp is not None and len(fp) >= 268:
+        vals = struct.unpack_from("<32QQI", fp)
+        fpr, fcc, fcsr = list(vals[:32]), vals[32], vals[33]
+    return {"clear_tid_addr": 0, "tls": r[2],
+            "gpregs": {"regs": list(r[:32]), "pc": r[33]},
+            "fpregs": {"regs": fpr, "fcc": fcc, "fcsr": fcsr}}
+
+
 MACHINES = {
     EM_X86_64: MachineSpec("x86_64", "X86_64", "thread_info", 27, ctypes.c_uint32,
                            x86_64_thread_info, vsyscall=0xFFFFFFFFFF600000),
@@ -797,7 +836,13 @@ MACHINES = {
                          s390_thread_info, endian="big"),
     EM_MIPS: MachineSpec("mips", "MIPS", "ti_mips", 45, ctypes.c_uint32,
                          mips_thread_info),
+    EM_RISCV: MachineSpec("riscv64", "RISCV64", "ti_riscv64", 32, ctypes.c_uint32,
+                          riscv64_thread_info),
+    EM_LOONGARCH: MachineSpec("loongarch64", "LOONGARCH64", "ti_loongarch64", 45,
+                              ctypes.c_uint32, loongarch64_thread_info),
 }
+# core_entry.march by name (images/core.proto), for the ones pycriu 3.17 lacks
+MARCH = {"LOONGARCH64": 7, "RISCV64": 8}
 
 
 def machine_spec(core):
@@ -1240,6 +1285,18 @@ def write_image(out_dir, name, magic, entries):
         images.dump({"magic": magic, "entries": entries}, f)
 
 
+def write_core(out_dir, tid, spec, entry):
+    """core-<tid>.img, through rawcore where pycriu lacks the machine."""
+    if spec.mtype in MARCH and not (
+            spec.ti_field in pb.core_entry.DESCRIPTOR.fields_by_name
+            and spec.mtype in pb.core_entry.march.keys()):
+        rest = {k: v for k, v in entry.items() if k not in ("mtype", spec.ti_field)}
+        rawcore.write_core_image(os.path.join(out_dir, "core-%d.img" % tid), rest,
+                                 MARCH[spec.mtype], spec.ti_field, entry[spec.ti_field])
+    else:
+        write_image(out_dir, "core-%d.img" % tid, "CORE", [entry])
+
+
 def inventory_entry():
     return {"img_version": 2, "fdinfo_per_id": True, "root_ids": dict(ROOT_IDS),
             "ns_per_id": True, "lsmtype": "NO_LSM"}
@@ -1283,7 +1340,7 @@ def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pa
             entry = core_entry(thread, proc, spec, task_state, thread.tid == main_tid)
             if as_criu_saves:
                 compel_rewind(spec.arch, entry[spec.ti_field]["gpregs"])
-            write_image(out_dir, "core-%d.img" % thread.tid, "CORE", [entry])
+            write_core(out_dir, thread.tid, spec, entry)
 
         root_id = len(fids) + 1
         files = [reg_file(fid, path) for path, fid in fids.items()]
