@@ -1313,13 +1313,15 @@ def pstree_entry(proc):
 # --------------------------------------------------------------------------
 
 def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pages_field=2,
-                   as_criu_saves=False):
+                   as_criu_saves=False, edit_thread_info=None):
     """Write a CRIU image directory for the process in a kernel core.
 
     task_state: tc.task_state of the main thread (1 alive, 3 stopped).
     exe: path of the executable, to pick its NT_FILE entry for exe_file_id.
     nr_pages_field: 2 (CRIU 3.x/pycriu encoding) or 5 (CRIU 4.2 encoding).
     as_criu_saves: registers rewound as compel saves them (compel_rewind).
+    edit_thread_info: (index, thread_info dict) -> None, called on each
+    thread's thread_info before it is written (values planted by a test).
 
     Returns {"pid", "tids", "arch", "nr_pages", "exe"}.
     """
@@ -1340,6 +1342,8 @@ def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pa
             entry = core_entry(thread, proc, spec, task_state, thread.tid == main_tid)
             if as_criu_saves:
                 compel_rewind(spec.arch, entry[spec.ti_field]["gpregs"])
+            if edit_thread_info is not None:
+                edit_thread_info(proc.threads.index(thread), entry[spec.ti_field])
             write_core(out_dir, thread.tid, spec, entry)
 
         root_id = len(fids) + 1
