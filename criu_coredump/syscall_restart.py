@@ -89,8 +89,16 @@ table and get the fallback.
 The per-architecture knowledge is data: each arch's `syscall`
 (arch/base.py SyscallABI: entry instructions, registers, whether the
 kernel rewinds first) in arch/<name>.py, and here SYSCALL_NAMES, one
-numbering per system call ABI.  ppc64, s390 and mips have no `syscall`
-yet: their registers are written as CRIU saved them.
+numbering per system call ABI.
+
+ppc64, s390, mips and loongarch64 -- their kernels, like x86's, decide the
+restart after get_signal(), and compel rewinds what it saves (compel/arch/
+<arch>/src/lib/infect.c); each arch's SyscallABI.style names how that is
+recognised and undone here (STYLES; the functions say which registers).
+mips and loongarch64 keep no trace of the call once compel zeroed r0: a
+thread on its `syscall` instruction with a number of the table is taken as
+rewound, and a restart block (mips) cannot be told.  riscv64 rewinds before
+get_signal(), as arm64 does: recognised, left as saved.
 """
 from dataclasses import dataclass
 
@@ -177,6 +185,9 @@ class Restart:
                         # "kernel" (arm, aarch64: the kernel's own view)
     insn_len: int = 0   # length of the entry instruction
     changed: bool = False
+    # the registers (Regs.gp names) and values that give back the kernel's
+    # view, for the styles that set more than pc and ret
+    changes: dict = None
 
 
 def _get(gp, name):
@@ -211,12 +222,109 @@ def _spec(arch):
     return a.syscall if a is not None else None
 
 
-def recognise(arch, g, read):
+def _args(g, e, mask):
+    return [_get(g, a) & mask for a in e.args]
+
+
+def _ppc64(arch, spec, g, read, extra):
+    """ppc64: r3 == orig_gpr3 on the `sc`/`scv` at nip (CR0.SO set after
+    `sc`: the call failed): rewound by compel.  EINTR (sc, SO set) or
+    -EINTR (scv) after it, for a call that restarts with a restart block:
+    compel's -ERESTART_RESTARTBLOCK.  The kernel's trap comes back too."""
+    mask = (1 << spec.bits) - 1
+    roles, so = dict(spec.roles), dict(spec.consts)["so"]
+    pc, ret = _get(g, spec.pc) & mask, _get(g, spec.ret) & mask
+    failed = bool(_get(g, roles["ccr"]) & so)
+    for e in spec.entries:
+        if not (e.negative or failed):
+            continue
+        nr, args = _get(g, e.nr) & mask, _args(g, e, mask)
+
+        def enc(code):
+            return -code & mask if e.negative else code
+        if ret == _get(g, spec.orig) & mask and _read(read, pc, 4) == e.insn:
+            name, code = code_for(e.numbers, nr, args)
+            if code in (None, ERESTART_RESTARTBLOCK):
+                code = FALLBACK
+            return Restart(arch, nr, name, code, "rewound", 4, changes={
+                spec.pc: (pc + 4) & mask, spec.ret: enc(code), roles["trap"]: e.trap})
+        if ret == enc(EINTR) and _read(read, pc - 4, 4) == e.insn:
+            name, code = code_for(e.numbers, nr, args)
+            if code == ERESTART_RESTARTBLOCK:
+                return Restart(arch, nr, name, code, "restartblock", 4, changes={
+                    spec.ret: enc(code), roles["trap"]: e.trap})
+    return None
+
+
+def _s390(arch, spec, g, read, extra):
+    """s390: a thread whose system_call word is set, with r2 == orig_gpr2 on
+    its `svc`: rewound by compel; -EINTR after it, for a call that restarts
+    with a restart block: compel's -ERESTART_RESTARTBLOCK."""
+    mask = (1 << spec.bits) - 1
+    call = extra.get(dict(spec.roles)["system_call"]) or 0
+    ilen, nr = call >> 16, call & 0xFFFF
+    if not call or not ilen:
+        return None
+    e = spec.entries[0]
+    pc, ret, args = _get(g, spec.pc) & mask, _get(g, spec.ret) & mask, _args(g, e, mask)
+    if ret == _get(g, spec.orig) & mask and _read(read, pc, 1) == e.insn:
+        name, code = code_for(e.numbers, nr, args)
+        if code in (None, ERESTART_RESTARTBLOCK):
+            code = FALLBACK
+        return Restart(arch, nr, name, code, "rewound", ilen, changes={
+            spec.pc: (pc + ilen) & mask, spec.ret: -code & mask})
+    if ret == -EINTR & mask and _read(read, pc - ilen, 1) == e.insn:
+        name, code = code_for(e.numbers, nr, args)
+        if code == ERESTART_RESTARTBLOCK:
+            return Restart(arch, nr, name, code, "restartblock", ilen,
+                           changes={spec.ret: -code & mask})
+    return None
+
+
+def _marked(arch, spec, g, read, extra):
+    """mips and loongarch64: compel zeroed the marker register (r0) of a
+    rewound thread, so a thread with r0 == 0 on its `syscall` instruction
+    whose number (v0; a7) is a call of the table is taken as rewound.  The
+    kernel's view: the pc after the instruction, the code in v0 (positive,
+    a3 = 1: mips) or a0 (-code, orig_a0 = the first argument: loongarch64),
+    r0 = the number (mips) or the number + 1 (loongarch64)."""
+    mask = (1 << spec.bits) - 1
+    roles = dict(spec.roles)
+    if _get(g, roles["marker"]) & mask:
+        return None
+    e = spec.entries[0]
+    pc = _get(g, spec.pc) & mask
+    if _read(read, pc, len(e.insn)) != e.insn:
+        return None
+    nr, args = _get(g, e.nr) & mask, _args(g, e, mask)
+    name, code = code_for(e.numbers, nr, args)
+    if code is None:
+        return None
+    if code == ERESTART_RESTARTBLOCK and name != "restart_syscall":
+        code = FALLBACK      # such a call is not rewound by compel
+    changes = {spec.pc: (pc + len(e.insn)) & mask}
+    if e.negative:           # loongarch64
+        changes.update({spec.ret: -code & mask, spec.orig: _get(g, spec.ret) & mask,
+                        roles["marker"]: nr + 1})
+    else:                    # mips
+        changes.update({spec.ret: code, roles["error"]: 1, roles["marker"]: nr})
+    return Restart(arch, nr, name, code, "rewound", len(e.insn), changes=changes)
+
+
+# how CRIU's rewind is recognised, per SyscallABI.style
+STYLES = {"cr0_so": _ppc64, "int_code": _s390, "zeroed_marker": _marked}
+
+
+def recognise(arch, g, read, extra=None):
     """The Restart of a thread's general registers `g` (Regs.gp, by the
-    kernel's names), or None.  `read(addr, n)` gives the process's memory."""
+    kernel's names), or None.  `read(addr, n)` gives the process's memory;
+    `extra` the thread's other decoded registers (Regs.extra: s390's
+    system_call)."""
     spec = _spec(arch)
     if spec is None:
         return None
+    if spec.style in STYLES:
+        return STYLES[spec.style](arch, spec, g, read, extra or {})
     mask = (1 << spec.bits) - 1
     pc = _get(g, spec.pc) & mask
     for e in spec.entries:
@@ -250,11 +358,15 @@ def recognise(arch, g, read):
     return None
 
 
-def undo(arch, g, read):
+def undo(arch, g, read, extra=None):
     """Give `g` the registers the kernel's core shows for that thread, in
     place; returns the Restart found (changed tells whether g changed)."""
-    r = recognise(arch, g, read)
+    r = recognise(arch, g, read, extra)
     if r is None or r.how == "kernel":
+        return r
+    if r.changes is not None:
+        g.update(r.changes)
+        r.changed = True
         return r
     spec = _spec(arch)
     mask = (1 << spec.bits) - 1
@@ -268,6 +380,6 @@ def undo(arch, g, read):
 def undo_rewind(proc, plan):
     """Undo CRIU's rewind in every thread of proc (images.Process), reading
     instructions through plan (memory.MemoryPlan).  Returns the Restarts."""
-    found = [undo(th.arch, th.regs.gp, plan.read) for th in proc.threads
+    found = [undo(th.arch, th.regs.gp, plan.read, th.regs.extra) for th in proc.threads
              if th.regs is not None]
     return [r for r in found if r is not None]

@@ -69,4 +69,14 @@ ARCH = Arch(
     gregs=GREGS, decode=decode,
     thread_notes=((elf.NT_PRFPREG, fpregs),),
     native_hosts=("loongarch64",),
+    # arch/loongarch/kernel/signal.c arch_do_signal_or_restart() restarts
+    # after get_signal(): a ptrace stop shows csr_era after the `syscall`,
+    # a0 = the -ERESTART* code, r0 = the number + 1 (syscall.c).  compel
+    # rewinds (a0 = orig_a0, era -= 4; a7 = restart_syscall too for
+    # -ERESTART_RESTARTBLOCK, whose own number is then lost) and zeroes r0.
+    syscall=SyscallABI(64, "csr_era", "r4", (
+        SyscallEntry(struct.pack("<I", 0x002B0000), "generic", "r11",
+                     ("r4", "r5", "r6", "r7", "r8", "r9")),),
+        kernel_rewinds_first=False, orig="orig_a0", style="zeroed_marker",
+        roles=(("marker", "r0"),)),
 )

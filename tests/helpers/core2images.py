@@ -864,15 +864,25 @@ def _sx(value, bits):
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-def compel_rewind(arch, gpregs):
+def compel_rewind(arch, gpregs, kernel_regs=None):
     """Rewind a thread_info's gpregs (a dict) as CRIU's compel_get_task_regs()
-    does before saving them: compel/arch/x86/src/lib/infect.c (signed 64-bit
-    registers, or 32-bit for a compat task) and compel/arch/arm/src/lib/
-    infect.c; compel/arch/aarch64 changes nothing.  Returns gpregs."""
+    does before saving them: compel/arch/<arch>/src/lib/infect.c, x86 (signed
+    64-bit registers, or 32-bit for a compat task), arm, ppc64 (also zeroes
+    trap), s390, mips (also zeroes r0) and loongarch64 (also zeroes r0; its
+    orig_a0, which the images do not keep, comes from `kernel_regs`, the
+    NT_PRSTATUS words); aarch64 and riscv64 change nothing.  Returns gpregs."""
     if arch in ("x86_64", "ia32"):
         bits, pc, ret, orig, insn = (64 if arch == "x86_64" else 32), "ip", "ax", "orig_ax", 2
     elif arch == "arm":
         bits, pc, ret, orig, insn = 32, "pc", "r0", "orig_r0", 4
+    elif arch == "ppc64":
+        return _compel_ppc64(gpregs)
+    elif arch == "s390":
+        return _compel_s390(gpregs)
+    elif arch == "mips":
+        return _compel_mips(gpregs)
+    elif arch == "loongarch64":
+        return _compel_loongarch64(gpregs, kernel_regs[32])
     else:
         return gpregs
     mask = (1 << bits) - 1
@@ -884,6 +894,70 @@ def compel_rewind(arch, gpregs):
         elif code == ERESTART_RESTARTBLOCK:
             gpregs[ret] = EINTR & mask
     return gpregs
+
+
+M64 = (1 << 64) - 1
+
+
+def _compel_ppc64(g):
+    """handle_syscall() and __get_task_regs() of compel's ppc64 infect.c."""
+    trap = g["trap"] & ~0xF
+    scv = trap == 0x3000
+    if scv or trap == 0x0C00:
+        ret = g["gpr"][3]
+        if scv:
+            ret = -_sx(ret, 64) if ret >= (-4095 & M64) else None
+        elif not g["ccr"] & 0x10000000:
+            ret = None
+        if ret in (512, 513, 514):
+            g["gpr"][3] = g["orig_gpr3"]
+            g["nip"] = (g["nip"] - 4) & M64
+        elif ret == 516:
+            g["gpr"][3] = (EINTR & M64) if scv else -EINTR
+    g["trap"] = 0
+    return g
+
+
+def _compel_s390(g):
+    """compel_get_task_regs() of compel's s390 infect.c."""
+    if g["system_call"]:
+        code = _sx(g["gprs"][2], 64)
+        if code in ERESTART_REWOUND:
+            g["gprs"][2] = g["orig_gpr2"]
+            g["psw_addr"] = (g["psw_addr"] - (g["system_call"] >> 16)) & M64
+        elif code == ERESTART_RESTARTBLOCK:
+            g["gprs"][2] = EINTR & M64
+    return g
+
+
+def _compel_mips(g):
+    """compel_get_task_regs() of compel's mips infect.c (v0 compared as int)."""
+    if g["r0"]:
+        code = _sx(g["r2"], 32)
+        if code in (512, 513, 514):
+            g["r2"], g["r7"] = g["r0"], g["r26"]
+            g["cp0_epc"] = (g["cp0_epc"] - 4) & M64
+        elif code == 516:
+            g["r2"] = EINTR & M64
+        g["r0"] = 0
+    return g
+
+
+NR_RESTART_SYSCALL_GENERIC = 128
+
+
+def _compel_loongarch64(g, orig_a0):
+    """compel_get_task_regs() of compel's loongarch64 infect.c."""
+    regs = g["regs"]
+    if regs[0]:
+        code = _sx(regs[4], 64)
+        if code in ERESTART_REWOUND or code == ERESTART_RESTARTBLOCK:
+            regs[4] = orig_a0
+            g["pc"] = (g["pc"] - 4) & M64
+            if code == ERESTART_RESTARTBLOCK:
+                regs[11] = NR_RESTART_SYSCALL_GENERIC
+        regs[0] = 0
+    return g
 
 
 # --------------------------------------------------------------------------
@@ -1313,7 +1387,7 @@ def pstree_entry(proc):
 # --------------------------------------------------------------------------
 
 def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pages_field=2,
-                   as_criu_saves=False, edit_thread_info=None):
+                   as_criu_saves=False, edit_thread_info=None, edit_notes=None):
     """Write a CRIU image directory for the process in a kernel core.
 
     task_state: tc.task_state of the main thread (1 alive, 3 stopped).
@@ -1321,7 +1395,9 @@ def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pa
     nr_pages_field: 2 (CRIU 3.x/pycriu encoding) or 5 (CRIU 4.2 encoding).
     as_criu_saves: registers rewound as compel saves them (compel_rewind).
     edit_thread_info: (index, thread_info dict) -> None, called on each
-    thread's thread_info before it is written (values planted by a test).
+    thread's thread_info before compel's rewind (values planted by a test).
+    edit_notes: (index, ThreadNotes) -> None, called on each thread's notes
+    before its thread_info is made (a state a test makes kernel-like).
 
     Returns {"pid", "tids", "arch", "nr_pages", "exe"}.
     """
@@ -1338,12 +1414,14 @@ def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pa
 
         write_image(out_dir, "inventory.img", "INVENTORY", [inventory_entry()])
         write_image(out_dir, "pstree.img", "PSTREE", [pstree_entry(proc)])
-        for thread in proc.threads:
+        for k, thread in enumerate(proc.threads):
+            if edit_notes is not None:
+                edit_notes(k, thread)
             entry = core_entry(thread, proc, spec, task_state, thread.tid == main_tid)
-            if as_criu_saves:
-                compel_rewind(spec.arch, entry[spec.ti_field]["gpregs"])
             if edit_thread_info is not None:
-                edit_thread_info(proc.threads.index(thread), entry[spec.ti_field])
+                edit_thread_info(k, entry[spec.ti_field])
+            if as_criu_saves:
+                compel_rewind(spec.arch, entry[spec.ti_field]["gpregs"], thread.regs)
             write_core(out_dir, thread.tid, spec, entry)
 
         root_id = len(fids) + 1
