@@ -113,3 +113,19 @@ def test_one_arch_per_criu_machine_type():
         # own registers apart
         assert all(a.accepts is not None for a in found[:-1]), found
     assert len({a.ti_field for a in arches.ARCHES}) == len(CRIU_MARCH)
+
+
+def test_readme_and_man_page_name_every_arch():
+    """The README's architecture table has a row per arch, and the man
+    page's list of what --json's arch may be names them all."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(REPO, "doc", "coredump.1")) as f:
+        man = f.read()
+    table = readme[readme.index("### Architectures"):]
+    rows = [l.split("|")[1].strip() for l in table.splitlines() if l.startswith("| ")]
+    for a in arches.ARCHES:
+        if a.name != "ia32":    # ia32 is the x86_64 row's COMPAT mode
+            assert any(r.split(" ")[0].strip(",") == a.name for r in rows), a.name
+        assert a.name in man, a.name
+    assert "refused (exit 2)" not in table

@@ -30,6 +30,7 @@ compared everywhere too.
 """
 import dataclasses
 import glob
+import json
 import os
 import re
 import shutil
@@ -591,6 +592,17 @@ def test_new_arch_core_has_qemus_registers_and_memory_in_bytes(arch, roundtrip):
     rt = roundtrip(arch)
     assert_same_bytes(rt, "regs")
     assert_same_bytes(rt, "memory")
+
+
+@pytest.mark.parametrize("arch", COMMITTED)
+def test_new_arch_named_by_list_and_json(arch, roundtrip):
+    rt = roundtrip(arch)
+    listed = run_coredump("-i", rt.images, "--list", check=0).stdout.splitlines()
+    assert listed[0].split()[4] == "ARCH" and listed[1].split()[4] == arch, listed
+    out = os.path.join(os.path.dirname(rt.ours), "json")
+    os.mkdir(out)
+    said = json.loads(run_coredump("-i", rt.images, "-o", out, "--json", check=0).stdout)
+    assert [c["arch"] for c in said["cores"]] == [arch]
 
 
 def plant_fp(rt, work, edit):
