@@ -605,6 +605,33 @@ def test_new_arch_named_by_list_and_json(arch, roundtrip):
     assert [c["arch"] for c in said["cores"]] == [arch]
 
 
+@pytest.mark.parametrize("pagesz", [16384, 65536])
+def test_other_page_size_is_refused_in_one_line(pagesz, roundtrip, tmp_path):
+    """A loongarch64 kernel has 16 KiB pages, a ppc64le or aarch64 one may
+    have 64 KiB: the pagemaps count those pages (AT_PAGESZ tells), which
+    we do not read yet.  One error line, exit 2, no core."""
+    rt = roundtrip("loongarch64")
+    images = str(tmp_path / "images")
+    shutil.copytree(rt.images, images)
+    mm = glob.glob(os.path.join(images, "mm-*.img"))[0]
+    with open(mm, "rb") as f:
+        img = pycriu.images.load(f)
+    auxv = [int(w) for w in img["entries"][0]["mm_saved_auxv"]]
+    k = auxv[0::2].index(6)                        # AT_PAGESZ
+    auxv[2 * k + 1] = pagesz
+    img["entries"][0]["mm_saved_auxv"] = auxv
+    with open(mm, "wb") as f:
+        pycriu.images.dump(img, f)
+    out = tmp_path / "out"
+    out.mkdir()
+    p = run_coredump("-i", images, "-o", out)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.splitlines() == [
+        "coredump: error: %s: the process ran with %d-byte pages; only 4096-byte "
+        "pages are supported" % (mm, pagesz)], p.stderr
+    assert os.listdir(out) == []
+
+
 def plant_fp(rt, work, edit):
     """Our core of images made from qemu's core with `edit(k, ti)` applied
     to each thread's thread_info (qemu writes no FP note)."""
