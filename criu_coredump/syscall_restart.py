@@ -88,8 +88,8 @@ table and get the fallback.
 
 The per-architecture knowledge is data: each arch's `syscall`
 (arch/base.py SyscallABI: entry instructions, registers, whether the
-kernel rewinds first) in arch/<name>.py, and here SYSCALL_NAMES, one
-numbering per system call ABI.
+kernel rewinds first) in arch/<name>.py, and the numbering of each
+system call ABI in arch/syscall_numbers.py (SYSCALL_NAMES here).
 
 ppc64, s390, mips and loongarch64 -- their kernels, like x86's, decide the
 restart after get_signal(), and compel rewinds what it saves (compel/arch/
