@@ -4,7 +4,7 @@ images (core `mtype`, and on x86 the register mode), never from the host
 running the conversion.
 
 Adding an architecture: a module in this package and one line below
-(ARCHES).  Every machine type CRIU writes (core_entry.march) has one.
+(MODULES).  Every machine type CRIU writes (core_entry.march) has one.
 """
 import importlib
 
