@@ -587,11 +587,17 @@ COMMITTED = sorted(n for n, t in TARGETS.items() if t.committed)
 
 @pytest.mark.parametrize("arch", COMMITTED)
 def test_new_arch_core_has_qemus_registers_and_memory_in_bytes(arch, roundtrip):
-    """Everywhere, whatever gdb can read: every thread's pr_reg words and
-    every byte of memory qemu dumped are in our core."""
+    """Everywhere, whatever gdb can read: every thread's pr_reg words,
+    every byte of memory qemu dumped and the auxiliary vector are in our
+    core (NT_PRPSINFO differs: qemu leaves the state 0, ours says R)."""
     rt = roundtrip(arch)
     assert_same_bytes(rt, "regs")
     assert_same_bytes(rt, "memory")
+    auxv = []
+    for path in (rt.ref, rt.ours):
+        with core2images.CoreFile(path) as core:
+            auxv.append(core2images.read_notes(core, core2images.machine_spec(core)).auxv)
+    assert auxv[0] == auxv[1] and 6 in auxv[0][0::2]     # AT_PAGESZ among them
 
 
 @pytest.mark.parametrize("arch", COMMITTED)
