@@ -17,8 +17,7 @@ import tokenize
 
 from criu_coredump import arch as arches
 
-from .conftest import REPO
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(REPO, "criu_coredump")
 ARCH_DIR = os.path.join(PKG, "arch")
 # arch/ modules that describe no arch: the registry, the shared types, the

@@ -586,6 +586,17 @@ def kernel_like(arch, words, read):
     return [g[n] for n in a.gregs], call
 
 
+def load_thread(images_dir, tid):
+    """(core entry, Thread) of core-<tid>.img through the loader's own way
+    in (images._load_thread), given the directory as an ImageDir where the
+    package has that seam."""
+    try:
+        from criu_coredump.imagedir import ImageDir
+    except ImportError:
+        return ccd_images._load_thread(images_dir, tid)
+    return ccd_images._load_thread(ImageDir(images_dir), tid)
+
+
 @pytest.mark.parametrize("target", sorted(QEMU_RESTART_ARCHES))
 def test_restart_undone_on_qemu_states(target, tmp_path, plain_core_pattern):
     from . import test_cross_arch as xa
@@ -617,7 +628,7 @@ def test_restart_undone_on_qemu_states(target, tmp_path, plain_core_pattern):
     assert len(made) == 3, made          # the three workers
     keep = [i for i, n in enumerate(a.gregs) if n not in RESTART_LOST.get(arch, ())]
     for tid, want in made.items():
-        _, th = ccd_images._load_thread(images, tid)   # the loader's one way in
+        _, th = load_thread(images, tid)
         saved = [th.regs.gp.get(n, 0) for n in a.gregs]
         r = sr.undo(arch, th.regs.gp, read, th.regs.extra)
         got = [th.regs.gp.get(n, 0) for n in a.gregs]
