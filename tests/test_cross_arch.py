@@ -27,6 +27,10 @@ never on ours: gdb 13 reads no loongarch core, gdb 16.3 dies on qemu's.
 Where it cannot, the gdb tests compare our core with qemu's byte for byte
 instead (the notes that correspond, and the memory); the bytes are
 compared everywhere too.
+
+The system-call restart of ppc64, s390, mips, loongarch64 and riscv64 is
+proven on qemu's states of the threads blocked in pause() (see
+test_restart_undone_on_qemu_states).
 """
 import dataclasses
 import glob
@@ -45,6 +49,9 @@ import pycriu
 import pytest
 from pycriu.images import pb, pb2dict
 
+from criu_coredump import arch as arches
+from criu_coredump import images as ccd_images
+from criu_coredump import syscall_restart as sr
 from criu_coredump.arch import aarch64 as ccd_aarch64
 
 from .conftest import REPO, need, run_coredump
@@ -705,6 +712,145 @@ def test_loongarch64_fp_registers_read_back(roundtrip, gdb_judges, tmp_path):
         assert [v.split(" = ")[-1] for v in values(said[tid])] == [
             "%#x" % v_lo(0, k), "%#x" % v_lo(31, k), "%#x" % (1 + k), "0x0",
             "%#x" % (0x1F + k)], said[tid]
+
+
+# ---- syscall restart on ppc64, s390, mips, loongarch64, riscv64 ----------------
+# qemu-user's core shows a thread blocked in a system call at its entry: pc
+# after the instruction, the arguments in place.  Made kernel-like (what
+# each kernel's ptrace stop shows: the -ERESTART* code of the call, and the
+# arch's marks), rewound as compel does (core2images.compel_rewind), written
+# as CRIU images and loaded by the tool: the undo must give back the
+# kernel-like registers, word for word, which the rewound ones are not.
+
+M64 = (1 << 64) - 1
+QEMU_RESTART_ARCHES = {"ppc64le": "ppc64", "s390x": "s390", "mips64el": "mips",
+                       "loongarch64": "loongarch64", "riscv64": "riscv64"}
+# pr_reg words the images lose whatever the thread does (test_arch_decode)
+RESTART_LOST = {"ppc64": ("softe", "dar", "dsisr", "result")}
+
+
+def program_bytes(exe):
+    """read(addr, n) over a static program's PT_LOAD segments (file bytes)."""
+    with open(exe, "rb") as f:
+        data = f.read()
+    e = "<" if data[5] == 1 else ">"
+    phoff, = struct.unpack_from(e + "Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from(e + "HH", data, 0x36)
+    loads = []
+    for i in range(phnum):
+        typ, _flags, off, vaddr, _pa, filesz = struct.unpack_from(
+            e + "IIQQQQ", data, phoff + i * phentsize)
+        if typ == 1:
+            loads.append((vaddr, off, filesz))
+
+    def read(addr, n):
+        for vaddr, off, filesz in loads:
+            if vaddr <= addr and addr + n <= vaddr + filesz:
+                return data[off + addr - vaddr:off + addr - vaddr + n]
+        return bytes(n)
+    return read
+
+
+def kernel_like(arch, words, read):
+    """The registers of a thread qemu shows at its system call's entry, as
+    the kernel's ptrace stop (and so its core) shows them after a signal
+    interrupted the call: (pr_reg words, s390's system_call word), or None
+    when the thread is not at a call of the table."""
+    a = arches.by_name(arch)
+    g = dict(zip(a.gregs, words))
+    spec = a.syscall
+    e = spec.entries[0]
+    pc = g[spec.pc]
+    call = 0
+    if arch == "ppc64":
+        e = next((x for x in spec.entries if read(pc - 4, 4) == x.insn), None)
+        if e is None:
+            return None
+        nr = g["r0"]
+    elif arch == "s390":
+        op, code8 = read(pc - 2, 2)
+        if op != 0x0A:
+            return None
+        nr = code8 or g["r1"]
+        call = 2 << 16 | nr
+    else:
+        if read(pc - 4, 4) != e.insn:
+            return None
+        nr = g[e.nr]
+    name, code = sr.code_for(e.numbers, nr, [g[r] for r in e.args])
+    if code != sr.ERESTARTNOHAND:        # the workers, in pause() or ppoll()
+        return None
+    if arch == "ppc64":
+        g["orig_gpr3"] = g["r3"]
+        g["r3"] = code if not e.negative else -code & M64
+        if not e.negative:
+            g["ccr"] |= 0x10000000
+        g["trap"] = e.trap
+    elif arch == "s390":
+        g["orig_gpr2"], g["r2"] = g["r2"], -code & M64
+    elif arch == "mips":
+        g["r0"], g["r26"], g["r7"], g["r2"] = nr, g["r7"], 1, code
+    elif arch == "loongarch64":
+        g["orig_a0"], g["r4"], g["r0"] = g["r4"], -code & M64, nr + 1
+    elif arch == "riscv64":
+        g["pc"] -= 4             # its kernel rewinds before the stop
+    return [g[n] for n in a.gregs], call
+
+
+def load_thread(images_dir, tid):
+    """(core entry, Thread) of core-<tid>.img through the loader's own way
+    in (images._load_thread), given the directory as an ImageDir where the
+    package has that seam."""
+    try:
+        from criu_coredump.imagedir import ImageDir
+    except ImportError:
+        return ccd_images._load_thread(images_dir, tid)
+    return ccd_images._load_thread(ImageDir(images_dir), tid)
+
+
+@pytest.mark.parametrize("target", sorted(QEMU_RESTART_ARCHES))
+def test_restart_undone_on_qemu_states(target, tmp_path, plain_core_pattern):
+    arch = QEMU_RESTART_ARCHES[target]
+    t = TARGETS[target]
+    work = str(tmp_path)
+    if t.committed:
+        exe, ref, _ = built_or_committed(t, work)
+    else:
+        exe = build(t, work)
+        ref = reference_core(t, exe, work)
+    read = program_bytes(exe)
+    a = arches.by_name(arch)
+    made = {}
+
+    def edit_notes(k, thread):
+        state = kernel_like(arch, thread.regs, read)
+        if state is None:
+            return
+        words, call = state
+        for i, w in enumerate(words):
+            thread.prstatus.pr_reg[i] = w
+        if call:
+            thread.notes[core2images.NT_S390_SYSTEM_CALL] = struct.pack(">I", call)
+        made[thread.tid] = words
+
+    images = os.path.join(work, "images")
+    core2images.core_to_images(ref, images, edit_notes=edit_notes, as_criu_saves=True)
+    assert len(made) == 3, made          # the three workers
+    keep = [i for i, n in enumerate(a.gregs) if n not in RESTART_LOST.get(arch, ())]
+    for tid, want in made.items():
+        _, th = load_thread(images, tid)
+        saved = [th.regs.gp.get(n, 0) for n in a.gregs]
+        r = sr.undo(arch, th.regs.gp, read, th.regs.extra)
+        got = [th.regs.gp.get(n, 0) for n in a.gregs]
+        assert [got[i] for i in keep] == [want[i] for i in keep], (
+            tid, [(a.gregs[i], hex(got[i]), hex(want[i])) for i in keep if got[i] != want[i]])
+        assert r is not None and r.code == sr.ERESTARTNOHAND
+        if arch == "riscv64":
+            # saved as the kernel shows it: recognised, nothing to undo
+            assert r.how == "kernel" and not r.changed and saved == got
+        else:
+            # without the undo the core would show compel's rewind
+            assert r.changed and [saved[i] for i in keep] != [want[i] for i in keep]
 
 
 # ---- ia32: the kernel wrote every note, ours must hold the same ------------
