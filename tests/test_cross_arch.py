@@ -49,9 +49,7 @@ import pycriu
 import pytest
 from pycriu.images import pb, pb2dict
 
-from criu_coredump import arch as arches
-from criu_coredump import images as ccd_images
-from criu_coredump import syscall_restart as sr
+from criu_coredump import syscall_restart
 from criu_coredump.arch import aarch64 as ccd_aarch64
 
 from .conftest import REPO, need, run_coredump
@@ -756,7 +754,8 @@ def kernel_like(arch, words, read):
     the kernel's ptrace stop (and so its core) shows them after a signal
     interrupted the call: (pr_reg words, s390's system_call word), or None
     when the thread is not at a call of the table."""
-    a = arches.by_name(arch)
+    from criu_coredump.arch import by_name
+    a = by_name(arch)
     g = dict(zip(a.gregs, words))
     spec = a.syscall
     e = spec.entries[0]
@@ -777,8 +776,8 @@ def kernel_like(arch, words, read):
         if read(pc - 4, 4) != e.insn:
             return None
         nr = g[e.nr]
-    name, code = sr.code_for(e.numbers, nr, [g[r] for r in e.args])
-    if code != sr.ERESTARTNOHAND:        # the workers, in pause() or ppoll()
+    name, code = syscall_restart.code_for(e.numbers, nr, [g[r] for r in e.args])
+    if code != syscall_restart.ERESTARTNOHAND:        # the workers, in pause() or ppoll()
         return None
     if arch == "ppc64":
         g["orig_gpr3"] = g["r3"]
@@ -801,11 +800,12 @@ def load_thread(images_dir, tid):
     """(core entry, Thread) of core-<tid>.img through the loader's own way
     in (images._load_thread), given the directory as an ImageDir where the
     package has that seam."""
+    from criu_coredump import images
     try:
         from criu_coredump.imagedir import ImageDir
     except ImportError:
-        return ccd_images._load_thread(images_dir, tid)
-    return ccd_images._load_thread(ImageDir(images_dir), tid)
+        return images._load_thread(images_dir, tid)
+    return images._load_thread(ImageDir(images_dir), tid)
 
 
 @pytest.mark.parametrize("target", sorted(QEMU_RESTART_ARCHES))
@@ -819,7 +819,8 @@ def test_restart_undone_on_qemu_states(target, tmp_path, plain_core_pattern):
         exe = build(t, work)
         ref = reference_core(t, exe, work)
     read = program_bytes(exe)
-    a = arches.by_name(arch)
+    from criu_coredump.arch import by_name
+    a = by_name(arch)
     made = {}
 
     def edit_notes(k, thread):
@@ -840,11 +841,11 @@ def test_restart_undone_on_qemu_states(target, tmp_path, plain_core_pattern):
     for tid, want in made.items():
         _, th = load_thread(images, tid)
         saved = [th.regs.gp.get(n, 0) for n in a.gregs]
-        r = sr.undo(arch, th.regs.gp, read, th.regs.extra)
+        r = syscall_restart.undo(arch, th.regs.gp, read, th.regs.extra)
         got = [th.regs.gp.get(n, 0) for n in a.gregs]
         assert [got[i] for i in keep] == [want[i] for i in keep], (
             tid, [(a.gregs[i], hex(got[i]), hex(want[i])) for i in keep if got[i] != want[i]])
-        assert r is not None and r.code == sr.ERESTARTNOHAND
+        assert r is not None and r.code == syscall_restart.ERESTARTNOHAND
         if arch == "riscv64":
             # saved as the kernel shows it: recognised, nothing to undo
             assert r.how == "kernel" and not r.changed and saved == got
