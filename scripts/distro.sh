@@ -159,6 +159,8 @@ fi
 # A clean clone of the submission at HEAD, and ../shared beside it.
 ci=$root/ci
 unmount_below "$ci"; rm -rf "$ci"; mkdir -p "$ci"
+# what earlier runs' tests left in the root's /tmp (GiBs of checkpoints)
+rm -rf "$root"/tmp/pytest-of-*
 head=$(git -C "$here" rev-parse HEAD)
 git clone -q --no-hardlinks "$here" "$ci/criu-coredump"
 git -C "$ci/criu-coredump" checkout -q --detach "$head"
