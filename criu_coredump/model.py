@@ -6,7 +6,7 @@ protobuf is imported here.
 """
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 # VMA status bits (criu/include/image.h)
 VMA_AREA_REGULAR = 1 << 0
@@ -99,7 +99,7 @@ class MappedFile:
     shmem_id: Optional[int] = None  # memfd: id of its pagemap-shmem image
     build_id: Optional[bytes] = None  # NT_GNU_BUILD_ID CRIU read (padded to 4)
     # Contents of a file deleted while mapped, as CRIU saved them: a ghost
-    # image (path, [(file offset, length, image offset)]) or, for a LINKED
+    # image (its name, [(file offset, length, image offset)]) or, for a LINKED
     # remap, the path CRIU linked the file to (in the process's view).
     ghost: Optional[tuple] = None
     linked_path: Optional[str] = None
@@ -180,3 +180,4 @@ class Checkpoint:
     dir: str
     entries: list          # pstree entries (protobuf), in pstree order
     files: Dict[int, MappedFile]
+    images: Any = None     # the imagedir.ImageDir the records were read from

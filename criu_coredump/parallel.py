@@ -21,7 +21,7 @@ import sys
 import time
 import types
 
-from . import writer
+from . import lifecycle
 
 _BATCH_SECONDS = 0.1
 
@@ -63,10 +63,10 @@ class _ProgressProxy:
 
 
 def _child(conn, work, i, with_progress):
-    writer.forget_workers()
-    writer.install_signal_cleanup()
+    lifecycle.forget_workers()
+    lifecycle.install_signal_cleanup()
     # forked while the parent held them (see run_ordered)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, writer.CLEANUP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, lifecycle.CLEANUP_SIGNALS)
     proxy = _ProgressProxy(conn) if with_progress else None
     try:
         res = work(i, lambda path, what: conn.send(("warn", path, what)), proxy)
@@ -150,7 +150,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
     def reap(job):
         del active[job.conn]
         job.proc.join()
-        writer.remove_worker(job.proc.pid)
+        lifecycle.remove_worker(job.proc.pid)
         job.conn.close()
         if job.raised is not None:
             raise job.raised
@@ -169,9 +169,9 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
                 p = ctx.Process(target=_child, args=(w, work, next_start,
                                                      progress is not None),
                                 daemon=True)
-                with writer._signals_held():  # started and known, or neither
+                with lifecycle.signals_held():  # started and known, or neither
                     p.start()
-                    writer.add_worker(p.pid)
+                    lifecycle.add_worker(p.pid)
                 w.close()
                 job = _Job(next_start, p, r)
                 active[r] = jobs_by_index[next_start] = job
@@ -190,7 +190,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
                 job.proc.terminate()  # SIGTERM: it removes its temporary core
         for job in active.values():
             job.proc.join()
-            writer.remove_worker(job.proc.pid)
+            lifecycle.remove_worker(job.proc.pid)
         raise
     return results
 

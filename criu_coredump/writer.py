@@ -1,11 +1,12 @@
-"""Lay out and stream one ELF core file.
+"""Stream one ELF core file.
 
-Every offset is computed first (headers, notes, then the dumped part of each
-segment, page-aligned); then the file is written front to back: headers and
-notes from memory, page data copied straight from its source file with
-os.copy_file_range (sendfile or a bounded buffered copy where that is not
-possible), and holes left as holes, so the core is sparse and memory use does
-not grow with the size of the process.
+The notes are written first, at their fixed offset; their size then fixes
+every other offset (elf.compute_layout); the headers (elf.headers) go in
+front, and each segment's extents (memory.Segment.extents) are copied in
+place straight from their source file with os.copy_file_range (sendfile or
+a bounded buffered copy where that is not possible); what no extent covers
+stays a hole, so the core is sparse and memory use does not grow with the
+size of the process.
 
 The core is written to a temporary file in the output directory, fsynced
 and renamed into place once complete, so a `core.<pid>` is either complete or
@@ -17,93 +18,16 @@ import ctypes
 import errno
 import fcntl
 import os
-import re
-import signal
-import stat
 import tempfile
-from dataclasses import dataclass
+from typing import Sequence
 
-from . import elf
+from . import elf, lifecycle
 from .errors import BadImage, OutputError
+from .lifecycle import TMP_SUFFIX, tmp_prefix
 
-PAGE = 4096
 COPY_CHUNK = 1 << 20
 DST_ALIGN = 64 << 10
 CFR_CHUNK = 64 << 20  # per copy_file_range call: signals are handled between
-
-
-def page_up(n):
-    return (n + PAGE - 1) & ~(PAGE - 1)
-
-
-@dataclass
-class Layout:
-    phnum: int
-    notes_offset: int
-    notes_size: int
-    data_offset: int
-    seg_offsets: list
-    file_size: int
-    shoff: int
-
-
-def notes_offset(cls, segments):
-    """Where the notes start: after the file header and the program headers
-    (PT_NOTE, then one PT_LOAD per segment), whatever the notes' size."""
-    return ctypes.sizeof(cls.Ehdr) + (len(segments) + 1) * ctypes.sizeof(cls.Phdr)
-
-
-def compute_layout(cls, notes_blob, segments):
-    """notes_blob: the notes' bytes, or their size."""
-    nseg = len(segments) + 1  # PT_NOTE first
-    notes_size = notes_blob if isinstance(notes_blob, int) else len(notes_blob)
-    start = notes_offset(cls, segments)
-    data = page_up(start + notes_size)
-    offs = []
-    pos = data
-    for seg in segments:
-        offs.append(pos)
-        pos += seg.dump_size
-    shoff = 0
-    end = pos
-    if nseg >= elf.PN_XNUM:
-        shoff = pos
-        end = pos + ctypes.sizeof(cls.Shdr)
-    return Layout(nseg, start, notes_size, data, offs, end, shoff)
-
-
-def headers(cls, arch, layout, segments):
-    """File header, program headers and (PN_XNUM) the extra section header."""
-    eh = elf.make_ehdr(cls, arch.MACHINE, layout.phnum, arch.OSABI, arch.EFLAGS)
-    shdr = b""
-    if layout.shoff:
-        eh.e_shoff = layout.shoff
-        eh.e_shentsize = ctypes.sizeof(cls.Shdr)
-        eh.e_shnum = 1
-        # fill_extnum_info(): SHT_NULL, sh_size = e_shnum (1), sh_link =
-        # e_shstrndx (0), sh_info = the real number of program headers
-        sh = cls.Shdr()
-        sh.sh_type = elf.SHT_NULL
-        sh.sh_size = 1
-        sh.sh_info = layout.phnum
-        shdr = bytes(sh)
-    ph = cls.Phdr()
-    ph.p_type = elf.PT_NOTE
-    ph.p_offset = layout.notes_offset
-    ph.p_filesz = layout.notes_size
-    ph.p_align = 4
-    out = [bytes(eh), bytes(ph)]
-    for seg, off in zip(segments, layout.seg_offsets):
-        ph = cls.Phdr()
-        ph.p_type = elf.PT_LOAD
-        ph.p_flags = seg.flags
-        ph.p_offset = off
-        ph.p_vaddr = seg.vaddr
-        ph.p_filesz = seg.dump_size
-        ph.p_memsz = seg.memsz
-        ph.p_align = PAGE
-        out.append(bytes(ph))
-    return b"".join(out), shdr
 
 
 # errnos of a copy that are the destination's fault (the source is only read)
@@ -174,7 +98,6 @@ def _copy(src_fd, dst_fd, length, src_off, dst_off, src_name, dst_name):
     return done
 
 
-TMP_SUFFIX = ".tmp"
 WRITEBACK_STEP = 32 << 20
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -209,61 +132,6 @@ class _Writeback:
             self.start = None
 
 
-def tmp_prefix(path):
-    """Temporary cores for `path` are named <dir>/.<name>.<writer pid>.XXXXXXXX.tmp
-    (this prefix, then the pid of the process writing it)."""
-    return ".%s." % os.path.basename(path)
-
-
-# .core.<pid>.<writer pid>.<mkstemp's letters>.tmp
-_TMP_NAME = re.compile(r"\.core\.\d+\.(\d+)\.[A-Za-z0-9_]+\.tmp\Z")
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # EPERM: it exists
-    return True
-
-
-def remove_stale_temps(d):
-    """Remove the temporary cores that runs killed outright (SIGKILL, a
-    machine crash) left in directory d, and only those: the name carries
-    the writer's pid, and a temporary is removed when that process is gone
-    and no one holds the lock every writer keeps on its temporary (another
-    PID namespace writing into the same directory keeps its files).
-    Returns the names removed."""
-    removed = []
-    try:
-        names = os.listdir(d)
-    except OSError:
-        return removed
-    for name in names:
-        m = _TMP_NAME.match(name)
-        if not m or _alive(int(m.group(1))):
-            continue
-        path = os.path.join(d, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                         | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(path)
-            removed.append(name)
-        except OSError:
-            continue  # locked: its writer lives
-        finally:
-            os.close(fd)
-    return removed
-
-
 class CoreWriter:
     """Writes one core at `path` through a temporary file beside it.
 
@@ -280,14 +148,14 @@ class CoreWriter:
 
     def __enter__(self):
         d = os.path.dirname(os.path.abspath(self.path))
-        with _signals_held():
+        with lifecycle.signals_held():
             try:
                 self.fd, self.tmp = tempfile.mkstemp(
                     prefix="%s%d." % (tmp_prefix(self.path), os.getpid()),
                     suffix=TMP_SUFFIX, dir=d)
             except OSError as e:
                 raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
-            _register_tmp(self.tmp)
+            lifecycle.register_tmp(self.tmp)
             try:
                 # held until the fd is closed: remove_stale_temps() of
                 # another run leaves the file alone meanwhile
@@ -301,53 +169,54 @@ class CoreWriter:
             os.close(self.fd)
             self.fd = None
         if exc_type is not None and self.tmp:
-            _discard(self.tmp)
+            lifecycle.discard(self.tmp)
             self.tmp = None
         return False
 
-    def write(self, cls, arch, notes, segments, fds):
+    def write(self, cls: elf.ElfClass, arch, notes,
+              segments: Sequence) -> int:
         """Stream the whole core, then rename it into place; returns the
         bytes of memory copied (the rest of the dumped ranges are holes).
 
         `notes`: their bytes, or an iterable of byte strings (one a note)
         that is consumed once: the notes are written first, at their offset
         (which does not depend on their size), so memory does not grow with
-        them; the size they turn out to have then places the segments."""
+        them; the size they turn out to have then places the segments.
+        `segments`: memory.Segment, whose extents() are copied."""
         fd = self.fd
         written = 0
         try:
             size = _write_stream(fd, [notes] if isinstance(notes, (bytes, bytearray))
-                                 else notes, notes_offset(cls, segments))
-            layout = compute_layout(cls, size, segments)
-            head, shdr = headers(cls, arch, layout, segments)
+                                 else notes, elf.notes_offset(cls, segments))
+            layout = elf.compute_layout(cls, size, segments)
+            head, shdr = elf.headers(cls, arch, layout, segments)
             os.pwrite(fd, head, 0)
             progress = self.progress
             writeback = _Writeback(fd)
-            last_src = src_fd = None
+            last_src = src = None
             for seg, off in zip(segments, layout.seg_offsets):
                 base = off - seg.vaddr
-                for (addr, length, src, src_off) in seg.chunks():
-                    if src is not last_src:
+                for (addr, length, source, src_off) in seg.extents():
+                    if source is not last_src:
                         try:
-                            src_fd = fds.fd(src)
+                            src = source.open()
                         except OSError as e:
-                            raise BadImage(src.path, "cannot open: %s"
+                            raise BadImage(source.path, "cannot open: %s"
                                            % e.strerror) from None
-                        last_src = src
+                        last_src = source
                     if progress:
                         progress(length)
-                    if src_fd is None:
+                    if src is None:
                         continue  # the source is gone (warned): a hole
-                    got = _copy(src_fd, fd, length, src_off, base + addr,
-                                src.path, self.path)
+                    n = length
+                    if src.size is not None:
+                        n = min(n, max(0, src.size - src_off))
+                    got = _copy(src.fd, fd, n, src.base + src_off, base + addr,
+                                source.path, self.path) if n else 0
                     if got < length:
                         # the source ends early: the rest stays a hole
-                        # (fds decides whether that is an error)
-                        short = getattr(fds, "short_read", None)
-                        if short is None:
-                            raise BadImage(src.path, "ends before the data "
-                                           "at offset %d" % (src_off + got))
-                        short(src, addr + got, length - got)
+                        # (the source decides whether that is an error)
+                        source.short(addr + got, length - got)
                     written += got
                     writeback.wrote(base + addr, got)
             if shdr:
@@ -358,12 +227,12 @@ class CoreWriter:
             raise OutputError(self.path, "cannot write: %s" % e.strerror) from None
         os.close(fd)
         self.fd = None
-        with _signals_held():
+        with lifecycle.signals_held():
             try:
                 os.replace(self.tmp, self.path)
             except OSError as e:
                 raise OutputError(self.path, "cannot replace it: %s" % e.strerror) from None
-            _unregister_tmp(self.tmp)
+            lifecycle.unregister_tmp(self.tmp)
             self.tmp = None
         _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         self.layout = layout
@@ -421,93 +290,4 @@ def check_out_dir(d):
                           % e.strerror) from None
     os.close(fd)
     os.unlink(probe)
-    remove_stale_temps(d)
-
-
-# -- temporary files removed on SIGINT/SIGTERM/SIGHUP ------------------------
-
-# SIGHUP: the terminal went away (the workers of --jobs, in the same
-# process group, get it too, and clean up the same way)
-CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_pending = set()
-
-
-class _signals_held:
-    """Hold SIGINT/SIGTERM while a temporary file is created and registered
-    (or renamed and unregistered), so the handler never misses one."""
-
-    def __enter__(self):
-        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, CLEANUP_SIGNALS)
-
-    def __exit__(self, *exc):
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
-        return False
-
-
-def _register_tmp(path):
-    _pending.add(path)
-
-
-def _unregister_tmp(path):
-    _pending.discard(path)
-
-
-def _discard(path):
-    _pending.discard(path)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def remove_pending():
-    for p in list(_pending):
-        _discard(p)
-
-
-# -- worker processes (--jobs) stopped before dying of a signal ---------------
-
-_workers = set()
-
-
-def add_worker(pid):
-    """A child writing cores: on SIGINT/SIGTERM it is stopped (SIGTERM, its
-    own handler removes its temporary core) and waited for before we die."""
-    _workers.add(pid)
-
-
-def remove_worker(pid):
-    _workers.discard(pid)
-
-
-def forget_workers():
-    """In a new worker: its siblings are not its children."""
-    _workers.clear()
-
-
-def stop_workers():
-    for pid in list(_workers):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for pid in list(_workers):
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    _workers.clear()
-
-
-def install_signal_cleanup():
-    """SIGINT/SIGTERM: remove unfinished cores, then die of the signal (so
-    the caller sees the signal in the exit status).  A signal the process
-    was started with ignored stays ignored."""
-    def handler(signum, frame):
-        remove_pending()
-        stop_workers()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-    for s in CLEANUP_SIGNALS:
-        if signal.getsignal(s) != signal.SIG_IGN:
-            signal.signal(s, handler)
+    lifecycle.remove_stale_temps(d)

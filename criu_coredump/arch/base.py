@@ -101,10 +101,12 @@ class Arch:
     osabi: int = elf.ELFOSABI_NONE
     eflags: int = 0
     siginfo_size: int = 128
+    sigstop: int = 19          # SIGSTOP's number (asm/signal.h)
+    si_code_offset: int = 8    # si_code in siginfo_t: after si_signo, si_errno
     native_hosts: Tuple[str, ...] = ()   # platform.machine() whose plain gdb reads it
     syscall: Optional[SyscallABI] = None
 
-    # the names writer.headers() reads
+    # the names elf.headers() reads
     @property
     def ELF(self):
         return self.elf

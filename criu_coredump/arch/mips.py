@@ -53,6 +53,8 @@ ARCH = Arch(
     gregs=GREGS, decode=decode,
     thread_notes=((elf.NT_PRFPREG, fpregs),),
     native_hosts=("mips64",),
+    # asm/signal.h: SIGSTOP is 23; asm/siginfo.h: si_code before si_errno
+    sigstop=23, si_code_offset=4,
     # arch/mips/kernel/signal.c do_signal() restarts after get_signal(); a
     # failed call left r0 = its number (for the restart), v0 = the positive
     # -ERESTART* code, a3 = 1 and k0 = its a3 (scall64-n64.S).  compel
