@@ -35,7 +35,8 @@ int main(void)
 # test_cross_arch's targets, and x86_64 natively: (compiler, runner, arch)
 CASES = {name: (t.cc, t.runner, arch) for name, arch in
          [("aarch64", "aarch64"), ("armv7", "arm"), ("ia32", "ia32"),
-          ("ppc64le", "ppc64"), ("s390x", "s390"), ("mips64el", "mips")]
+          ("ppc64le", "ppc64"), ("s390x", "s390"), ("mips64el", "mips"),
+          ("riscv64", "riscv64")]
          for t in [TARGETS[name]]}
 CASES["x86_64"] = ("gcc", (), "x86_64")
 
