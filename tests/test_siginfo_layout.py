@@ -9,7 +9,6 @@ it prints SIGSTOP, offsetof(siginfo_t, si_code), offsetof(..., si_errno)
 and sizeof(siginfo_t), and our note, read at those offsets, must say
 SIGSTOP, SI_KERNEL (a task frozen while it ran) and errno 0.
 """
-import os
 import subprocess
 
 import pytest
@@ -19,6 +18,8 @@ from criu_coredump.arch import by_name
 
 from .helpers.tools import need
 from .test_cross_arch import TARGETS
+
+pytestmark = pytest.mark.cross
 
 SI_KERNEL = 128
 PROG = r"""
