@@ -43,6 +43,9 @@ class SyscallEntry:
     nr: str                     # register holding the system call number
     args: Tuple[str, ...]       # registers holding its arguments, in order
     thumb: Optional[bool] = None  # arm: only in this state (cpsr T bit)
+    negative: bool = True       # the call returns -code in `ret`; False: the
+                                # code itself, an error flag set (ppc64 sc, mips)
+    trap: Optional[int] = None  # ppc64: pt_regs.trap of a call made this way
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,25 @@ class SyscallABI:
     # registers are already what its core shows (arm, arm64); False: after
     # it (x86), and CRIU's rewind is undone
     kernel_rewinds_first: bool
-    orig: Optional[str] = None  # x86: orig_ax (the number; < 0: no call)
+    orig: Optional[str] = None  # x86: orig_ax (the number; < 0: no call);
+                                # ppc64 orig_gpr3, s390 orig_gpr2, loongarch64
+                                # orig_a0: the first argument
     thumb_bit: Optional[tuple] = None  # arm: (register, mask) of the T bit
+    # how CRIU's rewind is recognised and undone (syscall_restart.STYLES):
+    # as x86 or as arm (from kernel_rewinds_first) unless named here:
+    # "cr0_so" (ppc64), "int_code" (s390), "zeroed_marker" (mips, loongarch64)
+    style: str = ""
+    # the style's other registers, by role: ppc64 "ccr", "trap"; mips
+    # "marker" (r0), "error" (a3), "saved_a3" (k0); loongarch64 "marker" (r0)
+    roles: Tuple[Tuple[str, str], ...] = ()
+    # the style's constants, by name (ppc64: "so", CR0's summary-overflow bit)
+    consts: Tuple[Tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
 class Arch:
     """One architecture as CRIU marks it and as the kernel writes its cores."""
-    name: str                  # x86_64, ia32, aarch64, arm, ppc64, s390, riscv64, mips
+    name: str                  # the module's name (arch/__init__.py MODULES)
     elf: elf.ElfClass          # ELF class and byte order of the core
     machine: int               # e_machine
     endian: str                # "little" or "big"
