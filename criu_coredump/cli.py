@@ -68,6 +68,24 @@ def _filter(text):
     return v
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, told the terminal's width: argparse would ask
+    shutil (and import it, with bz2, lzma, ...) at every start, since
+    add_argument() makes a formatter even when no help is printed."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            try:
+                width = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                try:
+                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                except (AttributeError, ValueError, OSError):
+                    width = 80
+            width -= 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.print_usage(sys.stderr)
@@ -77,7 +95,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     from .dump_filter import DEFAULT_FILTER
-    p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _Parser(prog=PROG, formatter_class=_Formatter,
                 usage="%(prog)s -i IMGDIR [-o OUTDIR] [--pid N] [--root DIR] "
                 "[--filter MASK] [-q] [--json]\n"
                 "       %(prog)s -i IMGDIR --list [--json]\n"

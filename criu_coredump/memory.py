@@ -9,11 +9,11 @@ mapped file at the VMA's offset, else it is a hole (zeros, written sparse).
 Nothing here reads page contents except `read()` (for the few bytes the
 notes need, such as the command line); the writer streams the chunks.
 """
+from __future__ import annotations
+
 import os
 from bisect import bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import List, Optional
 
 from . import images
 from .elf import PF_R, PF_W, PF_X
@@ -26,27 +26,30 @@ from .buildid import shown as show_build_id
 from .errors import BadImage
 from .notes import nt_file_name
 from .pagemap import HERE, PageIndex
+from .record import Record
 from .rootfs import open_regular
 
 P = images.PAGE_SIZE
 
 
-@dataclass
-class Source:
+class Source(Record):
     """A file that page data is copied from."""
-    path: str          # host path, for messages
-    kind: str          # "pages" (an image) or "mapped" (a process's file)
-    open_path: str = ""  # for "mapped": the path in the process's view
-    sized: bool = True   # for "mapped": its size at checkpoint time is known,
-    #                      so a copy that ends early lost pages
+    def __init__(self, path: str, kind: str, open_path: str = "", sized: bool = True):
+        self.path = path                  # host path, for messages
+        self.kind = kind                  # "pages" (an image) or "mapped" (a process's file)
+        self.open_path = open_path        # for "mapped": the path in the process's view
+        self.sized = sized                # for "mapped": its size at checkpoint time is known,
 
 
-@dataclass
-class Segment:
-    vma: images.Vma
-    flags: int
-    dump_size: int
-    chunks_fn: Optional[object] = None  # () -> iterator of chunks
+class Segment(Record):
+    def __init__(self, vma: images.Vma,
+                 flags: int,
+                 dump_size: int,
+                 chunks_fn: object | None = None):
+        self.vma = vma
+        self.flags = flags
+        self.dump_size = dump_size
+        self.chunks_fn = chunks_fn        # () -> iterator of chunks
 
     @property
     def vaddr(self):
@@ -63,10 +66,10 @@ class Segment:
             yield from self.chunks_fn()
 
 
-@dataclass
-class PlanStats:
-    lazy_pages: int = 0
-    missing_files: List[str] = field(default_factory=list)
+class PlanStats(Record):
+    def __init__(self, lazy_pages: int = 0, missing_files: list[str] | None = None):
+        self.lazy_pages = lazy_pages
+        self.missing_files = [] if missing_files is None else missing_files
 
 
 class FdCache:

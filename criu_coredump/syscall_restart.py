@@ -92,9 +92,10 @@ kernel rewinds first) in arch/<name>.py, and here SYSCALL_NAMES, one
 numbering per system call ABI.  ppc64, s390 and mips have no `syscall`
 yet: their registers are written as CRIU saved them.
 """
-from dataclasses import dataclass
+from __future__ import annotations
 
 from .arch import by_name
+from .record import Record
 
 EINTR = 4
 ERESTARTSYS = 512
@@ -224,17 +225,23 @@ SYSCALL_NAMES = {
 # ---- recognising and undoing ----------------------------------------------
 
 
-@dataclass
-class Restart:
+class Restart(Record):
     """A thread saved in an interrupted, restartable system call."""
-    arch: str
-    nr: int
-    name: str           # "" when the table does not know the call
-    code: int           # the -ERESTART* code (positive) the call returned
-    how: str            # "rewound" / "restartblock" (x86, undone) or
-                        # "kernel" (arm, aarch64: the kernel's own view)
-    insn_len: int = 0   # length of the entry instruction
-    changed: bool = False
+    def __init__(self, arch: str,
+                 nr: int,
+                 name: str,
+                 code: int,
+                 how: str,
+                 insn_len: int = 0,
+                 changed: bool = False):
+        self.arch = arch
+        self.nr = nr
+        self.name = name                  # "" when the table does not know the call
+        self.code = code                  # the -ERESTART* code (positive) the call returned
+        self.how = how                    # "rewound" / "restartblock" (x86, undone) or
+                                          # "kernel" (arm, aarch64: the kernel's own view)
+        self.insn_len = insn_len          # length of the entry instruction
+        self.changed = changed
 
 
 def _get(gp, name):

@@ -13,6 +13,8 @@ absent, even after a machine crash.  Writeback of what is copied is started
 as the copy goes (sync_file_range), so the final fsync overlaps the copy
 instead of waiting for the whole core at the end.
 """
+from __future__ import annotations
+
 import ctypes
 import errno
 import fcntl
@@ -20,11 +22,10 @@ import os
 import re
 import signal
 import stat
-import tempfile
-from dataclasses import dataclass
 
 from . import elf
 from .errors import BadImage, OutputError
+from .record import Record
 
 PAGE = 4096
 COPY_CHUNK = 1 << 20
@@ -36,15 +37,21 @@ def page_up(n):
     return (n + PAGE - 1) & ~(PAGE - 1)
 
 
-@dataclass
-class Layout:
-    phnum: int
-    notes_offset: int
-    notes_size: int
-    data_offset: int
-    seg_offsets: list
-    file_size: int
-    shoff: int
+class Layout(Record):
+    def __init__(self, phnum: int,
+                 notes_offset: int,
+                 notes_size: int,
+                 data_offset: int,
+                 seg_offsets: list,
+                 file_size: int,
+                 shoff: int):
+        self.phnum = phnum
+        self.notes_offset = notes_offset
+        self.notes_size = notes_size
+        self.data_offset = data_offset
+        self.seg_offsets = seg_offsets
+        self.file_size = file_size
+        self.shoff = shoff
 
 
 def notes_offset(cls, segments):
@@ -209,13 +216,30 @@ class _Writeback:
             self.start = None
 
 
+def mkstemp(d, prefix, suffix=""):
+    """(descriptor, path) of a new file in directory d, made as
+    tempfile.mkstemp makes it (O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, a
+    random name, another on a clash): nothing planted there is followed.
+    Here rather than tempfile, whose imports (shutil, random, ...) every
+    run would pay at start."""
+    for _ in range(100):
+        path = os.path.join(d, "%s%s%s" % (prefix, os.urandom(6).hex(), suffix))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        return fd, os.path.abspath(path)
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", d)
+
+
 def tmp_prefix(path):
     """Temporary cores for `path` are named <dir>/.<name>.<writer pid>.XXXXXXXX.tmp
     (this prefix, then the pid of the process writing it)."""
     return ".%s." % os.path.basename(path)
 
 
-# .core.<pid>.<writer pid>.<mkstemp's letters>.tmp
+# .core.<pid>.<writer pid>.<mkstemp's random hex>.tmp
 _TMP_NAME = re.compile(r"\.core\.\d+\.(\d+)\.[A-Za-z0-9_]+\.tmp\Z")
 
 
@@ -267,14 +291,17 @@ def remove_stale_temps(d):
 class CoreWriter:
     """Writes one core at `path` through a temporary file beside it.
 
-    The temporary name is made by mkstemp (O_EXCL: nothing planted there is
+    The temporary name is made by mkstemp() (O_EXCL: nothing planted there is
     followed); the finished file replaces `path` by rename, which replaces
     a symlink planted at `path` rather than writing through it, and leaves
     an older core untouched until the new one is complete."""
 
-    def __init__(self, path, progress=None):
+    def __init__(self, path, progress=None, sync_dir=True):
         self.path = path
         self.progress = progress
+        # False: the caller fsyncs the directory once after its last core
+        # (fsync_dir), rather than one directory fsync per core
+        self.sync_dir = sync_dir
         self.tmp = None
         self.fd = None
 
@@ -282,9 +309,8 @@ class CoreWriter:
         d = os.path.dirname(os.path.abspath(self.path))
         with _signals_held():
             try:
-                self.fd, self.tmp = tempfile.mkstemp(
-                    prefix="%s%d." % (tmp_prefix(self.path), os.getpid()),
-                    suffix=TMP_SUFFIX, dir=d)
+                self.fd, self.tmp = mkstemp(
+                    d, "%s%d." % (tmp_prefix(self.path), os.getpid()), TMP_SUFFIX)
             except OSError as e:
                 raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
             _register_tmp(self.tmp)
@@ -365,7 +391,8 @@ class CoreWriter:
                 raise OutputError(self.path, "cannot replace it: %s" % e.strerror) from None
             _unregister_tmp(self.tmp)
             self.tmp = None
-        _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        if self.sync_dir:
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         self.layout = layout
         return written
 
@@ -392,8 +419,10 @@ def _write_stream(fd, chunks, offset):
     return pos - offset
 
 
-def _fsync_dir(d):
-    """Make the rename durable (best effort: some filesystems refuse)."""
+def fsync_dir(d):
+    """Make the renames into directory d durable (best effort: some
+    filesystems refuse).  A crash before it may lose a core's name, never
+    its contents: each core is fsynced before it is renamed."""
     try:
         dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -415,7 +444,7 @@ def check_out_dir(d):
     if not os.path.isdir(d):
         raise OutputError(d, "output directory is not a directory")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".coredump-probe.", dir=d)
+        fd, probe = mkstemp(d, ".coredump-probe.")
     except OSError as e:
         raise OutputError(d, "cannot create a file in the output directory: %s"
                           % e.strerror) from None
