@@ -347,6 +347,10 @@ class CoreWriter:
             layout = compute_layout(cls, size, segments)
             head, shdr = headers(cls, arch, layout, segments)
             os.pwrite(fd, head, 0)
+            # the whole size first: every copy lands inside the file, so no
+            # file system preallocates past a growing end (XFS would leave
+            # unwritten extents in what must stay holes)
+            os.ftruncate(fd, layout.file_size)
             progress = self.progress
             writeback = _Writeback(fd)
             last_src = src_fd = None
@@ -378,7 +382,6 @@ class CoreWriter:
                     writeback.wrote(base + addr, got)
             if shdr:
                 os.pwrite(fd, shdr, layout.shoff)
-            os.ftruncate(fd, layout.file_size)
             os.fsync(fd)
         except OSError as e:
             raise OutputError(self.path, "cannot write: %s" % e.strerror) from None
