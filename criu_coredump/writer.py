@@ -181,6 +181,100 @@ def _copy(src_fd, dst_fd, length, src_off, dst_off, src_name, dst_name):
     return done
 
 
+def _short(fds, src, addr, got, length, src_off):
+    """A source that ended `got` bytes into a chunk: the rest stays a hole
+    (fds decides whether that is an error)."""
+    short = getattr(fds, "short_read", None)
+    if short is None:
+        raise BadImage(src.path, "ends before the data at offset %d"
+                       % (src_off + got))
+    short(src, addr + got, length - got)
+
+
+def _copy_chunk(src, src_fd, fd, addr, length, src_off, dst, dst_name, fds,
+                writeback):
+    """Copy one chunk (kernel copy, holes kept); returns the bytes copied."""
+    got = _copy(src_fd, fd, length, src_off, dst, src.path, dst_name)
+    if got < length:
+        _short(fds, src, addr, got, length, src_off)
+    writeback.wrote(dst, got)
+    return got
+
+
+# Small chunks that follow each other in their source are gathered: one
+# read, one write of the span they cover in the core, the holes between
+# them written as the zeros they read as.  A process whose memory is a
+# million scattered pages (a sparsely touched heap) otherwise costs a
+# million kernel copies, and as many extents for the file system to write
+# back and for fsync to wait for.  The core's bytes are the same; only
+# holes shorter than GATHER_GAP, between chunks shorter than GATHER_CHUNK,
+# are allocated.
+GATHER_CHUNK = 64 << 10
+GATHER_GAP = 64 << 10
+GATHER_SPAN = 1 << 20
+
+
+class _Gather:
+    """The small chunks gathered so far, all of one source, contiguous in
+    it, ascending in the core."""
+
+    def __init__(self, fd, dst_name, fds, writeback):
+        self.fd = fd
+        self.dst_name = dst_name
+        self.fds = fds
+        self.writeback = writeback
+        self.items = []   # (addr, length, src_off, dst)
+        self.src = self.src_fd = None
+
+    def follows(self, src_off, dst, length):
+        """Whether a chunk of the same source can join."""
+        if not self.items:
+            return True
+        _, last_len, last_src_off, last_dst = self.items[-1]
+        return (src_off == last_src_off + last_len
+                and 0 <= dst - (last_dst + last_len) <= GATHER_GAP
+                and dst + length - self.items[0][3] <= GATHER_SPAN)
+
+    def add(self, src, src_fd, addr, length, src_off, dst):
+        self.src, self.src_fd = src, src_fd
+        self.items.append((addr, length, src_off, dst))
+
+    def flush(self):
+        """Write what is gathered; returns the bytes of data copied."""
+        items, self.items = self.items, []
+        if not items:
+            return 0
+        src, src_fd = self.src, self.src_fd
+        if len(items) == 1:
+            addr, length, src_off, dst = items[0]
+            return _copy_chunk(src, src_fd, self.fd, addr, length, src_off,
+                               dst, self.dst_name, self.fds, self.writeback)
+        src_start, dst_start = items[0][2], items[0][3]
+        last = items[-1]
+        try:
+            data = os.pread(src_fd, last[2] + last[1] - src_start, src_start)
+        except OSError as e:
+            raise BadImage(src.path, "cannot read: %s" % e.strerror) from None
+        span = bytearray(last[3] + last[1] - dst_start)
+        copied = 0
+        for addr, length, src_off, dst in items:
+            at = src_off - src_start
+            got = max(0, min(length, len(data) - at))
+            span[dst - dst_start:dst - dst_start + got] = data[at:at + got]
+            copied += got
+            if got < length:
+                _short(self.fds, src, addr, got, length, src_off)
+        view = memoryview(span)
+        done = 0
+        try:
+            while done < len(span):
+                done += os.pwrite(self.fd, view[done:], dst_start + done)
+        except OSError as e:
+            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+        self.writeback.wrote(dst_start, len(span))
+        return copied
+
+
 TMP_SUFFIX = ".tmp"
 WRITEBACK_STEP = 32 << 20
 _SYNC_FILE_RANGE_WRITE = 2
@@ -353,11 +447,14 @@ class CoreWriter:
             os.ftruncate(fd, layout.file_size)
             progress = self.progress
             writeback = _Writeback(fd)
+            gather = _Gather(fd, self.path, fds, writeback)
             last_src = src_fd = None
+            floor = 0  # the end of the highest chunk so far
             for seg, off in zip(segments, layout.seg_offsets):
                 base = off - seg.vaddr
                 for (addr, length, src, src_off) in seg.chunks():
                     if src is not last_src:
+                        written += gather.flush()  # before fds may close its source
                         try:
                             src_fd = fds.fd(src)
                         except OSError as e:
@@ -368,18 +465,18 @@ class CoreWriter:
                         progress(length)
                     if src_fd is None:
                         continue  # the source is gone (warned): a hole
-                    got = _copy(src_fd, fd, length, src_off, base + addr,
-                                src.path, self.path)
-                    if got < length:
-                        # the source ends early: the rest stays a hole
-                        # (fds decides whether that is an error)
-                        short = getattr(fds, "short_read", None)
-                        if short is None:
-                            raise BadImage(src.path, "ends before the data "
-                                           "at offset %d" % (src_off + got))
-                        short(src, addr + got, length - got)
-                    written += got
-                    writeback.wrote(base + addr, got)
+                    dst = base + addr
+                    if length < GATHER_CHUNK and dst >= floor:
+                        if not gather.follows(src_off, dst, length):
+                            written += gather.flush()
+                        gather.add(src, src_fd, addr, length, src_off, dst)
+                    else:
+                        written += gather.flush()
+                        written += _copy_chunk(src, src_fd, fd, addr, length,
+                                               src_off, dst, self.path, fds,
+                                               writeback)
+                    floor = max(floor, dst + length)
+            written += gather.flush()
             if shdr:
                 os.pwrite(fd, shdr, layout.shoff)
             os.fsync(fd)
