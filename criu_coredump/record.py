@@ -16,10 +16,17 @@ nor a recent Python.
 """
 
 
+_FIELDS = {}
+
+
 def fields(cls):
     """The field names of a record class: its __init__'s parameters."""
-    code = cls.__init__.__code__
-    return code.co_varnames[1:code.co_argcount + code.co_kwonlyargcount]
+    names = _FIELDS.get(cls)
+    if names is None:
+        code = cls.__init__.__code__
+        names = _FIELDS[cls] = code.co_varnames[
+            1:code.co_argcount + code.co_kwonlyargcount]
+    return names
 
 
 class Record:
@@ -41,7 +48,12 @@ class Record:
 
 
 class FrozenRecord(Record):
+    """A record that is never changed once made: hashed once (an Arch is
+    the key of per-arch caches, looked up for every note)."""
     __slots__ = ()
 
     def __hash__(self):
-        return hash(self._values())
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = self.__dict__["_hash"] = hash(self._values())
+        return h
