@@ -202,16 +202,42 @@ def _copy_chunk(src, src_fd, fd, addr, length, src_off, dst, dst_name, fds,
 
 
 # Small chunks that follow each other in their source are gathered: one
-# read, one write of the span they cover in the core, the holes between
-# them written as the zeros they read as.  A process whose memory is a
-# million scattered pages (a sparsely touched heap) otherwise costs a
-# million kernel copies, and as many extents for the file system to write
-# back and for fsync to wait for.  The core's bytes are the same; only
-# holes shorter than GATHER_GAP, between chunks shorter than GATHER_CHUNK,
-# are allocated.
+# read of the source, then one write of the span they cover in the core,
+# the holes between them written as the zeros they read as.  A process
+# whose memory is a million scattered pages (a sparsely touched heap)
+# otherwise costs a million kernel copies, and as many extents for the
+# file system to write back and for fsync to wait for.  The core's bytes
+# are the same; only holes shorter than GATHER_GAP, between chunks shorter
+# than GATHER_CHUNK, are allocated.  On a file system in memory (tmpfs),
+# where allocated zeros cost memory and fragments cost nothing, the chunks
+# are written one by one from the one read instead, holes kept.
 GATHER_CHUNK = 64 << 10
 GATHER_GAP = 64 << 10
 GATHER_SPAN = 1 << 20
+
+
+_IN_MEMORY = {"tmpfs", "ramfs"}
+_fs_types = {}  # st_dev -> file system type
+
+
+def _fs_type(fd):
+    """The type of the file system holding fd (/proc/self/mountinfo), or
+    None when it cannot be told."""
+    dev = os.fstat(fd).st_dev
+    if dev not in _fs_types:
+        want = "%d:%d" % (os.major(dev), os.minor(dev))
+        kind = None
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 2 and fields[2] == want and " - " in line:
+                        kind = line.split(" - ", 1)[1].split()[0]
+                        break
+        except OSError:
+            pass
+        _fs_types[dev] = kind
+    return _fs_types[dev]
 
 
 class _Gather:
@@ -225,6 +251,7 @@ class _Gather:
         self.writeback = writeback
         self.items = []   # (addr, length, src_off, dst)
         self.src = self.src_fd = None
+        self.fill = _fs_type(fd) not in _IN_MEMORY
 
     def follows(self, src_off, dst, length):
         """Whether a chunk of the same source can join."""
@@ -255,6 +282,8 @@ class _Gather:
             data = os.pread(src_fd, last[2] + last[1] - src_start, src_start)
         except OSError as e:
             raise BadImage(src.path, "cannot read: %s" % e.strerror) from None
+        if not self.fill:
+            return self._write_each(items, data, src, src_start)
         span = bytearray(last[3] + last[1] - dst_start)
         copied = 0
         for addr, length, src_off, dst in items:
@@ -272,6 +301,25 @@ class _Gather:
         except OSError as e:
             raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
         self.writeback.wrote(dst_start, len(span))
+        return copied
+
+    def _write_each(self, items, data, src, src_start):
+        """The chunks written one by one from one read (holes kept)."""
+        view = memoryview(data)
+        copied = 0
+        try:
+            for addr, length, src_off, dst in items:
+                at = src_off - src_start
+                got = max(0, min(length, len(data) - at))
+                done = 0
+                while done < got:
+                    done += os.pwrite(self.fd, view[at + done:at + got], dst + done)
+                copied += got
+                if got < length:
+                    _short(self.fds, src, addr, got, length, src_off)
+        except OSError as e:
+            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+        self.writeback.wrote(items[0][3], items[-1][3] + items[-1][1] - items[0][3])
         return copied
 
 

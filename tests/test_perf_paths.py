@@ -47,13 +47,29 @@ def scattered(path):
 def test_gathered_pages_are_the_pages_of_one_copy_each(tmp_path, monkeypatch):
     images = scattered(tmp_path / "img")
     _, cores = convert(images, tmp_path / "gathered", "--jobs", "1")
+    fd = os.open(str(tmp_path), os.O_RDONLY)
+    here = writer._fs_type(fd)
+    os.close(fd)
+    # as on tmpfs: one read, the chunks written one by one, holes kept
+    monkeypatch.setattr(writer, "_fs_type", lambda fd: "tmpfs")
+    (tmp_path / "in-memory").mkdir()
+    generate(images, str(tmp_path / "in-memory"))
     monkeypatch.setattr(writer, "GATHER_CHUNK", 0)  # a kernel copy per chunk
-    one_each = tmp_path / "one-each"
-    one_each.mkdir()
-    generate(images, str(one_each))
+    (tmp_path / "one-each").mkdir()
+    generate(images, str(tmp_path / "one-each"))
     for pid in (PID, PID + 1):
-        with open(cores[pid], "rb") as a, open(one_each / ("core.%d" % pid), "rb") as b:
-            assert a.read() == b.read(), pid
+        name = "core.%d" % pid
+        with open(cores[pid], "rb") as f:
+            gathered = f.read()
+        assert gathered == (tmp_path / "one-each" / name).read_bytes(), pid
+        assert gathered == (tmp_path / "in-memory" / name).read_bytes(), pid
+    # holes stay holes where the chunks are written one by one; elsewhere
+    # the short ones between gathered chunks are written zeros
+    kept = os.stat(tmp_path / "in-memory" / ("core.%d" % PID)).st_blocks
+    if here in writer._IN_MEMORY:
+        assert kept == os.stat(cores[PID]).st_blocks
+    else:
+        assert kept < os.stat(cores[PID]).st_blocks
     # and what gdb reads there: the pages, and zeros in the holes between
     pages = [BASE, BASE + P, BASE + 598 * P, BASE + 599 * P, BASE + 1024 * P,
              BASE + 1025 * P, BASE + 2048 * P + 2 * P, BASE + 2048 * P + 23 * P]
