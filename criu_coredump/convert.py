@@ -160,6 +160,9 @@ def generate(images_dir, out_dir, pids=None, root=None,
     shmem_cache = {}
     try:
         if jobs > 1 and len(wanted) > 1:
+            from .criupb import preload
+            preload()  # once here, not once in each worker
+
             def work(i, child_warn, child_progress):
                 return _convert_entry(ckpt, wanted[i], out_dir, rootfs,
                                       dump_filter, shmem_cache, child_progress,

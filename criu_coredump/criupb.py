@@ -111,6 +111,13 @@ class _Messages:
         return cls
 
 
+def preload():
+    """Load every message module a conversion may read, now: before
+    --jobs forks its workers, so that each does not load them again."""
+    for name in _MODULE:
+        getattr(pb, name)
+
+
 _IMAGES = _images_dir()
 _prepare()
 magic = _load_magic()

@@ -5,8 +5,10 @@ each core is still written by one streaming writer in one process, so memory
 stays bounded per worker.  `jobs` workers are forked once, from this
 single-threaded process (they inherit the opened checkpoint; nothing is
 pickled on the way in), and are handed one job index after another through
-a pipe; a tree of a thousand small processes costs `jobs` forks, not a
-thousand.  Before forking, the collector's objects are frozen (gc.freeze):
+a pipe, the next one always waiting there (DEPTH); a tree of a thousand
+small processes costs `jobs` forks, not a thousand, and a worker never
+waits for this process between two jobs.  The message modules every job
+reads are loaded before forking (convert.generate), not once per worker.  Before forking, the collector's objects are frozen (gc.freeze):
 a worker's collections then never walk, and so never copy, the pages of
 the objects it inherited.  Workers report back through a pipe:
 
@@ -18,8 +20,10 @@ the objects it inherited.  Workers report back through a pipe:
   workers are stopped (as the sequential loop would stop).
 
 A worker killed by a signal (the OOM killer) gives `lost(i, signum)`'s
-result for the job it held; a new worker takes over the jobs left.
+result for the job it was in; the one waiting in its pipe, and the jobs
+left, go to a new worker.
 """
+import collections
 import gc
 import os
 import signal
@@ -108,13 +112,19 @@ class _Job:
 
 class _Worker:
     """One forked worker: its process, the pipe that hands it jobs, the
-    pipe it answers on, and the job it holds."""
+    pipe it answers on, and the jobs it holds (the first is the one it
+    works on, the next one waits in its pipe)."""
 
     def __init__(self, proc, tasks, conn):
         self.proc = proc
         self.tasks = tasks
         self.conn = conn
-        self.job = None
+        self.jobs = collections.deque()
+
+
+# jobs a worker holds: the next one waits in its pipe while it works, so it
+# never waits for this process (busy, or not scheduled) between two jobs
+DEPTH = 2
 
 
 def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
@@ -122,14 +132,15 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
     computed by at most `jobs` forked workers."""
     # imported here: one job, the common case, does not pay for it
     import multiprocessing
-    from multiprocessing.connection import wait
+    import selectors
 
     ctx = multiprocessing.get_context("fork")
     results = [None] * count
     jobs_by_index = {}    # handed out, and their warnings not all reported yet
     active = {}           # connection -> worker that has not exited
-    next_start = 0
+    todo = collections.deque(range(count))  # not handed out (or to hand again)
     next_report = 0       # lowest job whose warnings are not all out yet
+    selector = selectors.DefaultSelector()
 
     def deliver(msg):
         kind = msg[0]
@@ -158,25 +169,26 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
             del jobs_by_index[next_report]
             next_report += 1
 
-    def hand_out(worker):
-        """The next job to this worker, or, when none is left, the end of
-        its pipe of jobs (it then exits)."""
-        nonlocal next_start
-        worker.job = None
-        if next_start < count and worker.tasks is not None:
+    def hand_out(worker, depth=DEPTH):
+        """Jobs to this worker until it holds `depth`; when none is left,
+        the end of its jobs (it exits after those it holds)."""
+        while worker.tasks is not None and len(worker.jobs) < depth:
+            if not todo:
+                try:
+                    worker.tasks.send(None)
+                except OSError:
+                    pass
+                worker.tasks.close()
+                worker.tasks = None
+                return
+            i = todo[0]
             try:
-                worker.tasks.send(next_start)
+                worker.tasks.send(i)
             except OSError:  # it has died: reap() starts another
                 return
-            worker.job = jobs_by_index[next_start] = _Job(next_start)
-            next_start += 1
-        elif worker.tasks is not None:
-            try:
-                worker.tasks.send(None)
-            except OSError:
-                pass
-            worker.tasks.close()
-            worker.tasks = None
+            todo.popleft()
+            job = jobs_by_index[i] = _Job(i)
+            worker.jobs.append(job)
 
     def start_worker():
         sys.stdout.flush()  # a worker must not write our buffers again
@@ -197,14 +209,16 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
         w.close()
         worker = _Worker(p, task_w, r)
         active[r] = worker
-        hand_out(worker)
+        selector.register(r, selectors.EVENT_READ, worker)
+        return worker
 
     def handle(worker, msg):
         kind = msg[0]
-        job = worker.job
+        job = worker.jobs[0]
         if kind == "result":
             results[job.i] = msg[1]
             job.done = True
+            worker.jobs.popleft()
             hand_out(worker)
         elif kind == "raise":
             raise msg[1]
@@ -217,6 +231,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
 
     def reap(worker):
         """The worker has exited: after its last job, or killed in one."""
+        selector.unregister(worker.conn)
         del active[worker.conn]
         worker.proc.join()
         writer.remove_worker(worker.proc.pid)
@@ -224,24 +239,27 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
         if worker.tasks is not None:
             worker.tasks.close()
             worker.tasks = None
-        job = worker.job
-        if job is not None:
+        if worker.jobs:
+            job = worker.jobs.popleft()  # the one it was killed in
             code = worker.proc.exitcode or 0
             if lost is not None:
                 results[job.i] = lost(job.i, -code if code < 0 else 0)
             job.done = True
-        if next_start < count:
-            start_worker()  # it died: the jobs left need a worker
+            # the ones it had not begun go to the others
+            todo.extendleft(sorted((j.i for j in worker.jobs), reverse=True))
+        if todo:
+            hand_out(start_worker())  # the jobs left need a worker
 
     try:
-        for _ in range(min(jobs, count)):
-            start_worker()
+        workers = [start_worker() for _ in range(min(jobs, count))]
+        for depth in range(1, DEPTH + 1):  # one each first, then the next
+            for worker in workers:
+                hand_out(worker, depth)
         while active:
-            for conn in wait(list(active)):
-                worker = active[conn]
+            for key, _ in selector.select():
+                worker = key.data
                 try:
-                    while conn.poll():
-                        handle(worker, conn.recv())
+                    handle(worker, worker.conn.recv())
                 except EOFError:  # the worker has exited
                     reap(worker)
             report()
@@ -253,6 +271,8 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
             worker.proc.join()
             writer.remove_worker(worker.proc.pid)
         raise
+    finally:
+        selector.close()
     return results
 
 

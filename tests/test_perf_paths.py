@@ -8,8 +8,10 @@
   the modules whose import was most of a small run's start-up.
 """
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from criu_coredump import writer
 from criu_coredump.convert import generate
@@ -142,3 +144,36 @@ def test_a_run_imports_only_what_it_reads(tmp_path):
                   "tqdm", "dataclasses", "typing", "inspect", "tempfile",
                   "multiprocessing"):
         assert heavy not in imported, heavy
+
+
+def test_a_killed_workers_next_job_goes_to_another(tmp_path):
+    """Four slow processes, two workers holding two jobs each: the worker
+    killed in its first job loses that one only; the job waiting in its
+    pipe is converted by a new worker."""
+    ck = synth.Checkpoint(tmp_path / "img")
+    for pid in (60, 61, 62, 63):
+        p = ck.process(pid)
+        p.vma(BASE, BASE + 2 * 40000 * P)
+        for i in range(40000):
+            p.pages(BASE + 2 * i * P, nr_pages=1)
+    images = ck.write()
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, COREDUMP, "-i", images, "-o", out,
+                             "--jobs", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len([f for f in os.listdir(out) if f.startswith(".core.60.")]) < 1:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.002)
+    with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
+        workers = [int(x) for x in f.read().split()]
+    writer_of_60 = int([f for f in os.listdir(out)
+                        if f.startswith(".core.60.")][0].split(".")[3])
+    assert writer_of_60 in workers
+    os.kill(writer_of_60, signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err
+    assert err.splitlines() == ["coredump: error: %s: the conversion was killed by "
+                                "SIGKILL; no core was written" % (out / "core.60")]
+    assert sorted(os.listdir(out)) == ["core.61", "core.62", "core.63"]
