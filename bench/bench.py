@@ -39,6 +39,7 @@ the tiny and holes cases (a "before" for a change).
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -443,6 +444,10 @@ def main():
                     help="where temporary directories, loop-mounted files "
                     "and the `here` file system are (default: %(default)s)")
     args = ap.parse_args()
+    # SIGTERM and SIGHUP unwind like Ctrl-C: file systems are unmounted
+    # and temporary directories removed on the way out
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     cases = [c for c in args.cases.split(",") if c]
     for c in cases:
         if c not in ALL_CASES:
