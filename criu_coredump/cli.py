@@ -74,14 +74,18 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     add_argument() makes a formatter even when no help is printed."""
 
     def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
-        if width is None:
+        if width is None:  # as shutil.get_terminal_size() finds it
             try:
                 width = int(os.environ["COLUMNS"])
             except (KeyError, ValueError):
+                width = 0
+            if width <= 0:
                 try:
                     width = os.get_terminal_size(sys.__stdout__.fileno()).columns
                 except (AttributeError, ValueError, OSError):
-                    width = 80
+                    width = 0
+            if width <= 0:
+                width = 80
             width -= 2
         super().__init__(prog, indent_increment, max_help_position, width)
 
