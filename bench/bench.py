@@ -462,11 +462,18 @@ def main():
     bench = Bench(args)
     for kind in [f for f in args.fs.split(",") if f]:
         try:
-            with FileSystem(kind, args.workdir, parse_size(args.fs_size)) as fs:
-                for c in cases:
-                    getattr(bench, c)(fs)
+            fs = FileSystem(kind, args.workdir, parse_size(args.fs_size)).__enter__()
         except OSError as e:
             print("%-6s skipped: %s" % (kind, e), flush=True)
+            continue
+        try:
+            for c in cases:
+                try:
+                    getattr(bench, c)(fs)
+                except OSError as e:  # a case that broke is a failure
+                    bench.row(fs, c, "error: %s" % e, False)
+        finally:
+            fs.__exit__(None, None, None)
     print("load after: %s" % open("/proc/loadavg").read().strip())
     failed = [r for r in bench.rows if r[3] is False]
     print("\n%d checks, %d failed" % (sum(r[3] is not None for r in bench.rows),
