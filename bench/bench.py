@@ -50,7 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from tests import synth  # noqa: E402
+from tests.helpers import synth  # noqa: E402
 
 COREDUMP = os.path.join(REPO, "bin", "coredump")
 TIME = "/usr/bin/time"  # GNU time (Debian package `time`)

@@ -22,7 +22,7 @@ _MAX_ENTRIES = 4096    # program or section headers read at most
 
 # (Ehdr, Phdr, Shdr, Nhdr) by (EI_CLASS, EI_DATA)
 _LAYOUTS = {(c, d): (s[i], s[i + 1], s[i + 2], s[6])
-            for d, s in ((1, elf._structures(elf._LE)), (2, elf._BIG))
+            for d, s in ((1, elf.STRUCTURES["little"]), (2, elf.STRUCTURES["big"]))
             for c, i in ((2, 0), (1, 3))}
 
 

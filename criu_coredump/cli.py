@@ -8,9 +8,10 @@ import io
 import os
 import sys
 
-from . import __version__, report
+from . import __version__, report, stdfds
 from .errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USAGE, CoredumpError, one_line
-from .writer import check_out_dir, install_signal_cleanup
+from .lifecycle import install_signal_cleanup
+from .writer import check_out_dir
 
 PROG = "coredump"
 
@@ -98,7 +99,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from .dump_filter import DEFAULT_FILTER
+    from .policy import DEFAULT_FILTER
     p = _Parser(prog=PROG, formatter_class=_Formatter,
                 usage="%(prog)s -i IMGDIR [-o OUTDIR] [--pid N] [--root DIR] "
                 "[--filter MASK] [-q] [--json]\n"
@@ -184,21 +185,14 @@ def _print(text):
 def _std_streams():
     """Make the standard streams safe to use whatever the caller gave us.
 
-    * A closed descriptor 0, 1 or 2 (`2>&-`) is opened on /dev/null: else
-      the first file we open (an image, a core) would get its number, and
-      messages would be written into it (Python then also has no
-      sys.stderr at all).
+    * A closed descriptor 0, 1 or 2 (`2>&-`) is opened on /dev/null
+      (stdfds.reserve(): else the first file opened, an image, a core,
+      would get its number and messages would be written into it), and
+      Python, which then has no sys.stdout or sys.stderr, gets them.
     * Text that the stream's encoding cannot carry (PYTHONIOENCODING=ascii,
       a C locale, a non-ASCII OUTDIR) is written as backslash escapes, not
       a UnicodeEncodeError after the cores are written."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
+    stdfds.reserve()  # every entry point did it first; again for callers of main()
     if sys.stdout is None:
         sys.stdout = open(1, "w", closefd=False)
     if sys.stderr is None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 
 from . import arch as arches
-from . import elf, images, notes, parallel, syscall_restart
+from . import elf, imagedir, images, notes, parallel, syscall_restart
 from .errors import BadImage, CoredumpError, OutputError
-from .memory import DEFAULT_FILTER, MemoryPlan
+from .lifecycle import TMP_SUFFIX, tmp_prefix
+from .memory import MemoryPlan
+from .policy import DEFAULT_FILTER
 from .record import Record
 from .rootfs import RootFS
-from .writer import TMP_SUFFIX, CoreWriter, check_out_dir, fsync_dir, tmp_prefix
+from .writer import CoreWriter, check_out_dir, fsync_dir
 
 
 class CoreResult(Record):
@@ -73,11 +75,12 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         res.skipped = ("zombie (exited, not reaped): no memory or registers "
                        "are left to dump")
         return res
-    arch = arches.for_process(proc, os.path.join(ckpt.dir, "core-%d.img" % proc.pid))
+    d = ckpt.images
+    arch = arches.for_process(proc, d.join(d.core(proc.pid)))
     plan = MemoryPlan(ckpt, proc, rootfs, dump_filter, shmem_cache, _warn)
     try:
         for notice in proc.mm.notices:
-            _warn(os.path.join(ckpt.dir, "mm-%d.img" % proc.pid), notice)
+            _warn(d.join(d.mm(proc.pid)), notice)
         if plan.stats.lazy_pages:
             _warn(plan.index.path, "%d pages were left for lazy restore and are "
                   "not in the images; they are holes" % plan.stats.lazy_pages)
@@ -88,12 +91,12 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         if progress:
             # the bytes that are copied (holes cost nothing): what progress
             # counts; a pass over the index, so only when a bar is shown
-            progress.start(proc, sum(length for s in plan.segments
-                                     for (_, length, _, _) in s.chunks()))
+            progress.start(proc, sum(ext.length for s in plan.segments
+                                     for ext in s.extents()))
         # the directory is fsynced once, by generate(), after the last core
         with CoreWriter(path, progress=progress.advance if progress else None,
                         sync_dir=False) as w:
-            data = w.write(arch.ELF, arch, blob, plan.segments, plan.fds)
+            data = w.write(arch.ELF, arch, blob, plan.segments)
         res.path = path
         res.segments = len(plan.segments)
         res.dumped = sum(s.dump_size for s in plan.segments)
@@ -110,7 +113,7 @@ def _convert_entry(ckpt, entry, out_dir, rootfs, dump_filter, shmem_cache,
                    progress, warn):
     """Load and convert one pstree entry; its own errors go in its result."""
     try:
-        proc = images.load_process(ckpt.dir, entry)
+        proc = images.load_process(ckpt.images, entry)
         return convert_process(ckpt, proc, out_dir, rootfs, dump_filter,
                                shmem_cache, progress, warn)
     except CoredumpError as err:
@@ -150,7 +153,7 @@ def generate(images_dir, out_dir, pids=None, root=None,
     `pid` and `comm` only.
     """
     check_out_dir(out_dir)
-    ckpt = images.open_checkpoint(images_dir)
+    ckpt = images.open_checkpoint(imagedir.at(images_dir))
     wanted = images.select(ckpt, pids)
     try:
         rootfs = RootFS(root)

@@ -6,7 +6,12 @@ layout is declared once, next to the kernel header it comes from
 orders are here because the class and data encoding of a core follow the
 checkpointed process (s390x is big-endian), not the host.
 """
+from __future__ import annotations
+
 import ctypes
+from collections.abc import Sequence
+
+from .record import Record
 
 # e_ident
 ELFMAG = b"\x7fELF"
@@ -196,6 +201,10 @@ def _structures(base):
  Elf_Nhdr) = _structures(_LE)
 _BIG = _structures(_BE)
 NHDR = {"little": Elf_Nhdr, "big": _BIG[6]}
+# the seven structures (_structures' order) by byte order, for readers of
+# ELF files of either (buildid.py)
+STRUCTURES = {"little": (Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr, Elf32_Ehdr,
+                         Elf32_Phdr, Elf32_Shdr, Elf_Nhdr), "big": _BIG}
 
 
 class ElfClass:
@@ -247,3 +256,96 @@ def make_ehdr(cls, machine, phnum, osabi=ELFOSABI_NONE, flags=0):
     eh.e_phentsize = ctypes.sizeof(cls.Phdr)
     eh.e_phnum = phnum if phnum < PN_XNUM else PN_XNUM
     return eh
+
+
+# -- the layout of a core ----------------------------------------------------
+
+PAGE = 4096
+
+
+def page_up(n: int) -> int:
+    return (n + PAGE - 1) & ~(PAGE - 1)
+
+
+class Layout(Record):
+    """Where everything of a core lies: the program headers (PT_NOTE, then
+    one PT_LOAD a segment), the notes, each segment's dumped bytes (page
+    aligned, one after the other) and, past PN_XNUM headers, the section
+    header holding their real number."""
+    def __init__(self, phnum: int,
+                 notes_offset: int,
+                 notes_size: int,
+                 data_offset: int,
+                 seg_offsets: list[int],
+                 file_size: int,
+                 shoff: int):
+        self.phnum = phnum
+        self.notes_offset = notes_offset
+        self.notes_size = notes_size
+        self.data_offset = data_offset
+        self.seg_offsets = seg_offsets
+        self.file_size = file_size
+        self.shoff = shoff
+
+
+def notes_offset(cls: ElfClass, segments: Sequence) -> int:
+    """Where the notes start: after the file header and the program headers
+    (PT_NOTE, then one PT_LOAD per segment), whatever the notes' size."""
+    return ctypes.sizeof(cls.Ehdr) + (len(segments) + 1) * ctypes.sizeof(cls.Phdr)
+
+
+def compute_layout(cls: ElfClass, notes_blob, segments: Sequence) -> Layout:
+    """notes_blob: the notes' bytes, or their size; segments: objects with
+    `dump_size` (memory.Segment)."""
+    nseg = len(segments) + 1  # PT_NOTE first
+    notes_size = notes_blob if isinstance(notes_blob, int) else len(notes_blob)
+    start = notes_offset(cls, segments)
+    data = page_up(start + notes_size)
+    offs = []
+    pos = data
+    for seg in segments:
+        offs.append(pos)
+        pos += seg.dump_size
+    shoff = 0
+    end = pos
+    if nseg >= PN_XNUM:
+        shoff = pos
+        end = pos + ctypes.sizeof(cls.Shdr)
+    return Layout(nseg, start, notes_size, data, offs, end, shoff)
+
+
+def headers(cls: ElfClass, arch, layout: Layout,
+            segments: Sequence) -> tuple[bytes, bytes]:
+    """File header and program headers, and (PN_XNUM) the extra section
+    header; arch: an arch.Arch (MACHINE, OSABI, EFLAGS), segments: objects
+    with vaddr, memsz, dump_size and flags (memory.Segment)."""
+    eh = make_ehdr(cls, arch.MACHINE, layout.phnum, arch.OSABI, arch.EFLAGS)
+    shdr = b""
+    if layout.shoff:
+        eh.e_shoff = layout.shoff
+        eh.e_shentsize = ctypes.sizeof(cls.Shdr)
+        eh.e_shnum = 1
+        # fill_extnum_info(): SHT_NULL, sh_size = e_shnum (1), sh_link =
+        # e_shstrndx (0), sh_info = the real number of program headers
+        sh = cls.Shdr()
+        sh.sh_type = SHT_NULL
+        sh.sh_size = 1
+        sh.sh_info = layout.phnum
+        shdr = bytes(sh)
+    ph = cls.Phdr()
+    ph.p_type = PT_NOTE
+    ph.p_offset = layout.notes_offset
+    ph.p_filesz = layout.notes_size
+    ph.p_align = 4
+    out = [bytes(eh), bytes(ph)]
+    for seg, off in zip(segments, layout.seg_offsets):
+        ph = cls.Phdr()
+        ph.p_type = PT_LOAD
+        ph.p_flags = seg.flags
+        ph.p_offset = off
+        ph.p_vaddr = seg.vaddr
+        ph.p_filesz = seg.dump_size
+        ph.p_memsz = seg.memsz
+        ph.p_align = PAGE
+        out.append(bytes(ph))
+    return b"".join(out), shdr

@@ -24,6 +24,8 @@ import tempfile
 from . import arch as arches
 from . import images
 from .errors import CoredumpError
+from . import imagedir
+from .imagedir import ImageDir
 from .rootfs import RootFS
 
 EXIT_NO_GDB = 127  # as a shell says for a command it cannot find
@@ -47,15 +49,16 @@ def find_gdb(arch=None):
 def executable_of(images_dir, pid, root=None, warn=None):
     """Host path of the program process `pid` ran, or None (with a warning)
     when the checkpoint does not name it or it cannot be found."""
-    ckpt = images.open_checkpoint(images_dir)
+    d = imagedir.at(images_dir)
+    ckpt = images.open_checkpoint(d)
     entry, = images.select(ckpt, [pid])
-    proc = images.load_process(images_dir, entry)
+    proc = images.load_process(d, entry)
     if proc.mm is None or not proc.mm.exe_file_id:
         return None
     f = ckpt.files.get(proc.mm.exe_file_id)
     if f is None or f.kind != "reg":
         if warn:
-            warn(os.path.join(images_dir, "files.img"), "no executable file "
+            warn(d.join(d.FILES), "no executable file "
                  "with id %d; gdb starts without it" % proc.mm.exe_file_id)
         return None
     rootfs = RootFS(root)
@@ -122,7 +125,7 @@ def debug(args, gdb_args, convert, say):
         if r.error is not None:
             raise r.error
         if r.skipped:
-            raise CoredumpError(os.path.join(args.images_dir, "pstree.img"),
+            raise CoredumpError(ImageDir(args.images_dir).join(ImageDir.PSTREE),
                                 "process %d (%s) has no core to debug: %s"
                                 % (r.pid, r.comm, r.skipped))
         exe = executable_of(args.images_dir, args.gdb, args.root,

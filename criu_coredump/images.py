@@ -15,7 +15,6 @@ and pycriu versions:
   keys) is read with the arch's own declaration of CRIU's message.
 """
 import os
-import stat
 import struct
 import sys
 import warnings
@@ -25,7 +24,8 @@ from contextlib import contextmanager
 from . import arch as arches
 from . import protodecl
 from .errors import PYCRIU_MISSING, BadImage
-from .rootfs import NotRegular, open_regular
+from .imagedir import ImageDir, ImageReader, as_imagedir
+from .rootfs import NotRegular
 
 # pycriu (the distribution's package, see README), one module at a time
 from .criupb import magic as _magic
@@ -54,29 +54,32 @@ MAX_ENTRY = 64 << 20  # no real image entry comes near this
 _BLOCK = 1 << 18      # bytes of an image read at a time
 
 
-def _path(d, name):
-    return os.path.join(d, name)
+def message(name):
+    """pycriu's class of a CRIU message (pagemap_head, core_entry, ...)."""
+    return getattr(_pb, name)
 
 
-def read_entries(path, expect):
-    """Yield the raw protobuf payloads of an image, after checking its magic.
+def read_entries(d: ImageDir, name, expect):
+    """Yield the raw protobuf payloads of image `name` of d, after checking
+    its magic.
 
     A generator: the file is opened when it is first consumed and closed
     when it is exhausted, fails or is dropped.
     """
-    fd = _open_regular(path)
-    with os.fdopen(fd, "rb") as f:
+    path = d.join(name)
+    with ImageReader(open_image(d, name)) as f:
         try:
             yield from _frames(f, path, expect)
         except OSError as e:
             raise BadImage(path, "cannot read: %s" % (e.strerror or e)) from None
 
 
-def _open_regular(path):
-    """A descriptor of an image file, which must be a regular file
-    (rootfs.open_regular: non-blocking, checked on the descriptor)."""
+def open_image(d: ImageDir, name):
+    """An image file of d (ImageDir.open: a regular file, non-blocking,
+    checked on the descriptor), or BadImage naming it."""
+    path = d.join(name)
     try:
-        return open_regular(path)
+        return d.open(name)
     except FileNotFoundError:
         raise BadImage(path, "missing") from None
     except NotRegular:
@@ -220,9 +223,11 @@ def _bytes_class(cls):
     return _BYTES_CLASSES[name]
 
 
-def load_messages(path, expect, cls):
+def load_messages(d: ImageDir, name, expect, cls):
+    """Every entry of image `name` of d, decoded as cls."""
+    path = d.join(name)
     with quiet_protobuf_log():
-        return [parse(path, cls, b) for b in read_entries(path, expect)]
+        return [parse(path, cls, b) for b in read_entries(d, name, expect)]
 
 
 def _text(value):
@@ -254,10 +259,10 @@ def quiet_protobuf_log():
         os.close(saved)
 
 
-def load_one(path, expect, cls):
-    msgs = load_messages(path, expect, cls)
+def load_one(d: ImageDir, name, expect, cls):
+    msgs = load_messages(d, name, expect, cls)
     if not msgs:
-        raise BadImage(path, "no entry")
+        raise BadImage(d.join(name), "no entry")
     return msgs[0]
 
 
@@ -305,10 +310,10 @@ def _signals(queue):
     return [bytes(s.siginfo) for s in queue.signals]
 
 
-def _load_thread(images_dir, tid):
-    check_pid(_path(images_dir, "pstree.img"), "thread id", tid)
-    path = _path(images_dir, "core-%d.img" % tid)
-    core = load_one(path, "CORE", _pb.core_entry)
+def _load_thread(d: ImageDir, tid):
+    check_pid(d.join(d.PSTREE), "thread id", tid)
+    path = d.join(d.core(tid))
+    core = load_one(d, d.core(tid), "CORE", _pb.core_entry)
     arch, regs = _arch_of(path, core)
     th = Thread(tid=tid, arch=arch.name, regs=regs)
     if core.HasField("thread_core"):
@@ -323,9 +328,9 @@ def _load_thread(images_dir, tid):
     return core, th
 
 
-def _load_mm(images_dir, pid, arch):
-    path = _path(images_dir, "mm-%d.img" % pid)
-    mm = load_one(path, "MM", _pb.mm_entry)
+def _load_mm(d: ImageDir, pid, arch):
+    path = d.join(d.mm(pid))
+    mm = load_one(d, d.mm(pid), "MM", _pb.mm_entry)
     # the arch's largest user address space: a VMA ending above it cannot
     # come from a real process, and must not make us write a core of 2^60
     # bytes; x86_64's vsyscall page lies above it and is the one exception
@@ -400,24 +405,26 @@ def _inside_vmas(guards, vmas, notices):
     return out
 
 
-def _need_regs(images_dir, th):
+def _need_regs(d: ImageDir, th):
     """A live thread's core image must hold its registers."""
     if th.regs is None:
-        raise BadImage(_path(images_dir, "core-%d.img" % th.tid),
+        raise BadImage(d.join(d.core(th.tid)),
                        "no %s thread info (registers)" % th.arch)
 
 
-def load_process(images_dir, entry):
-    """One pstree entry with its threads' core images and its mm."""
+def load_process(images_dir, entry) -> Process:
+    """One pstree entry with its threads' core images and its mm
+    (images_dir: an ImageDir or its path)."""
+    d = as_imagedir(images_dir)
     pid = entry.pid
     tids = thread_ids(entry)
-    core, main = _load_thread(images_dir, pid)
+    core, main = _load_thread(d, pid)
     if not core.HasField("tc"):
-        raise BadImage(_path(images_dir, "core-%d.img" % pid),
+        raise BadImage(d.join(d.core(pid)),
                        "main thread has no task core (tc)")
     tc = core.tc
     if tc.task_state not in (TASK_ALIVE, TASK_DEAD, TASK_STOPPED):
-        raise BadImage(_path(images_dir, "core-%d.img" % pid),
+        raise BadImage(d.join(d.core(pid)),
                        "task state %d is not one of a process" % tc.task_state)
     proc = Process(pid=pid, ppid=entry.ppid, pgid=entry.pgid, sid=entry.sid,
                    arch=main.arch, comm=_text(tc.comm), task_state=tc.task_state,
@@ -434,45 +441,43 @@ def load_process(images_dir, entry):
         # an uninitialised id there).
         return proc
     if pid not in tids:
-        raise BadImage(_path(images_dir, "pstree.img"), "process %d is not "
+        raise BadImage(d.join(d.PSTREE), "process %d is not "
                        "among its own threads %s" % (pid, tids))
-    _need_regs(images_dir, main)
+    _need_regs(d, main)
     proc.threads.append(main)
     for tid in tids:
         if tid == pid:
             continue
-        _, th = _load_thread(images_dir, tid)
+        _, th = _load_thread(d, tid)
         if th.arch != main.arch:
-            raise BadImage(_path(images_dir, "core-%d.img" % tid),
+            raise BadImage(d.join(d.core(tid)),
                            "thread architecture %s differs from the main "
                            "thread's %s" % (th.arch, main.arch))
-        _need_regs(images_dir, th)
+        _need_regs(d, th)
         proc.threads.append(th)
-    proc.mm = _load_mm(images_dir, pid, proc.arch)
+    proc.mm = _load_mm(d, pid, proc.arch)
     return proc
 
 
-def _load_files(images_dir):
+def _load_files(d: ImageDir):
     files = {}
-    path = _path(images_dir, "files.img")
-    if os.path.exists(path):
-        entries = load_messages(path, "FILES", _pb.file_entry)
+    if d.exists(d.FILES):
+        entries = load_messages(d, d.FILES, "FILES", _pb.file_entry)
         regs = [e.reg for e in entries if e.HasField("reg")]
         memfds = [e.memfd for e in entries if e.HasField("memfd")]
     else:
         regs, memfds = [], []
-        old = _path(images_dir, "reg-files.img")
-        if os.path.exists(old):
-            regs = load_messages(old, "REG_FILES", _pb.reg_file_entry)
+        if d.exists(d.REG_FILES):
+            regs = load_messages(d, d.REG_FILES, "REG_FILES", _pb.reg_file_entry)
     for r in regs:
         files[r.id] = MappedFile(id=r.id, path=_text(r.name),
                                  size=r.size if r.HasField("size") else None,
                                  mode=r.mode, build_id=_build_id(r))
     if memfds:
         inodes = {}
-        ipath = _path(images_dir, "memfd.img")
-        if os.path.exists(ipath):
-            for ino in load_messages(ipath, "MEMFD_INODE", _pb.memfd_inode_entry):
+        if d.exists(d.MEMFD):
+            for ino in load_messages(d, d.MEMFD, "MEMFD_INODE",
+                                     _pb.memfd_inode_entry):
                 inodes[ino.inode_id] = ino
         for m in memfds:
             ino = inodes.get(m.inode_id)
@@ -480,9 +485,9 @@ def _load_files(images_dir):
                 id=m.id, path=_text(ino.name) if ino else "memfd-%d" % m.inode_id,
                 kind="memfd", size=ino.size if ino else None,
                 shmem_id=ino.shmid if ino else None)
-    rpath = _path(images_dir, "remap-fpath.img")
-    if os.path.exists(rpath):
-        for r in load_messages(rpath, "REMAP_FPATH", _pb.remap_file_path_entry):
+    if d.exists(d.REMAP_FPATH):
+        for r in load_messages(d, d.REMAP_FPATH, "REMAP_FPATH",
+                               _pb.remap_file_path_entry):
             f = files.get(r.orig_id)
             if f is None:
                 continue
@@ -501,7 +506,7 @@ def _load_files(images_dir):
             elif kind == REMAP_GHOST:
                 f.deleted = True
                 gid = r.remap_id & ~REMAP_GHOST_BIT
-                f.ghost = load_ghost(_path(images_dir, "ghost-file-%d.img" % gid))
+                f.ghost = load_ghost(d, d.ghost(gid))
     return files
 
 
@@ -518,15 +523,15 @@ def _build_id(reg):
     return struct.pack("<%dI" % len(words), *words)
 
 
-def load_ghost(path):
-    """(path, extents) of a ghost image: where each part of the deleted
+def load_ghost(d: ImageDir, name):
+    """(name, extents) of a ghost image: where each part of the deleted
     file's contents lies in the image, as (file offset, length, image
     offset).  The image holds a ghost_file_entry and then either the whole
     contents, or (chunks) ghost_chunk_entry records each followed by its
     bytes (criu/files-reg.c, copy_file_to_chunks)."""
-    fd = _open_regular(path)
-    with os.fdopen(fd, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    path = d.join(name)
+    with ImageReader(open_image(d, name)) as f:
+        size = f.end
         _read_magic(f, path, "GHOST_FILE")
         hdr = f.read(4)
         if len(hdr) < 4:
@@ -539,7 +544,7 @@ def load_ghost(path):
             entry = parse(path, _pb.ghost_file_entry, raw)
         pos = f.tell()
         if not entry.chunks:
-            return (path, [(0, size - pos, pos)] if size > pos else [])
+            return (name, [(0, size - pos, pos)] if size > pos else [])
         extents = []
         while pos < size:
             f.seek(pos)
@@ -558,38 +563,22 @@ def load_ghost(path):
             extents.append((ce.off, ce.len, pos))
             pos += ce.len
         extents.sort()
-        return (path, extents)
+        return (name, extents)
 
 
-def open_checkpoint(images_dir):
-    """Read pstree and files: what every process of the tree shares."""
-    try:
-        st = os.stat(images_dir)
-    except FileNotFoundError:
-        raise BadImage(images_dir, "no such image directory") from None
-    except OSError as e:  # a parent not searchable, a loop of links
-        raise BadImage(images_dir, "cannot read: %s" % e.strerror) from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise BadImage(images_dir, "not a directory")
-    tree_path = _path(images_dir, "pstree.img")
-    try:
-        os.lstat(tree_path)
-    except PermissionError as e:  # the directory is not searchable
-        raise BadImage(images_dir, "cannot read: %s" % e.strerror) from None
-    except OSError:
-        try:
-            empty = not os.listdir(images_dir)
-        except OSError as e:
-            raise BadImage(images_dir, "cannot list: %s" % e.strerror) from None
-        raise BadImage(images_dir, "empty image directory" if empty else
-                       "no pstree.img: not a CRIU image directory")
-    entries = load_messages(tree_path, "PSTREE", _pb.pstree_entry)
+def open_checkpoint(images_dir) -> Checkpoint:
+    """Read pstree and files: what every process of the tree shares
+    (images_dir: an ImageDir or its path)."""
+    d = as_imagedir(images_dir)
+    d.check()
+    tree_path = d.join(d.PSTREE)
+    entries = load_messages(d, d.PSTREE, "PSTREE", _pb.pstree_entry)
     if not entries:
         raise BadImage(tree_path, "no process in the tree")
     _check_tree(tree_path, entries)
     _check_ids(tree_path, entries)
-    return Checkpoint(dir=images_dir, entries=entries,
-                      files=_load_files(images_dir))
+    return Checkpoint(dir=d.path, entries=entries, files=_load_files(d),
+                      images=d)
 
 
 def thread_ids(entry):
@@ -656,6 +645,6 @@ def select(ckpt, pids):
     known = {e.pid for e in ckpt.entries}
     missing = [p for p in pids if p not in known]
     if missing:
-        raise BadImage(_path(ckpt.dir, "pstree.img"), "no process %s in this "
+        raise BadImage(ckpt.images.join(ImageDir.PSTREE), "no process %s in this "
                        "checkpoint" % ", ".join(map(str, missing)))
     return [e for e in ckpt.entries if e.pid in set(pids)]

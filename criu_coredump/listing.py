@@ -10,7 +10,6 @@ error and the exit code says so (the same codes as a conversion).
 from __future__ import annotations
 
 import json
-import os
 
 from . import images
 from .errors import CoredumpError, one_line
@@ -18,6 +17,8 @@ from .errors import CoredumpError, one_line
 
 class TreeWarning(CoredumpError):
     """pstree.img is odd but every process is listed (exit 3)."""
+from . import imagedir
+from .imagedir import ImageDir
 from .pagemap import LAZY, PageIndex
 from .record import Record
 from .report import JSON_FORMAT, human_size
@@ -64,23 +65,23 @@ class ProcessRow(Record):
                 "warnings": [str(w) for w in self.warnings]}
 
 
-def _dumped_pages(images_dir, pid):
+def _dumped_pages(d: ImageDir, pid):
     """Pages that have data in this checkpoint or its parents (not lazy)."""
-    idx = PageIndex(images_dir, "pagemap-%d.img" % pid)
+    idx = PageIndex(d, d.pagemap(pid))
     return sum(n for n, w in zip(idx.npages, idx.where) if w != LAZY)
 
 
-def _row(images_dir, entry, depth):
+def _row(d: ImageDir, entry, depth):
     row = ProcessRow(pid=entry.pid, ppid=entry.ppid, depth=depth)
     try:
-        proc = images.load_process(images_dir, entry)
+        proc = images.load_process(d, entry)
         row.comm = proc.comm
         row.arch = proc.arch
         row.state = STATE_NAMES.get(proc.task_state, str(proc.task_state))
         row.threads = len(proc.threads)
         if proc.mm is not None:
             row.mapped_bytes = sum(v.size for v in proc.mm.vmas)
-            row.dumped_pages = _dumped_pages(images_dir, proc.pid)
+            row.dumped_pages = _dumped_pages(d, proc.pid)
     except CoredumpError as e:
         row.error = e
     return row
@@ -120,10 +121,11 @@ def _forest(entries):
 def list_processes(images_dir):
     """ProcessRows of the checkpoint in tree order.  Raises CoredumpError
     when the checkpoint itself (pstree.img) cannot be read."""
-    ckpt = images.open_checkpoint(images_dir)
+    d = imagedir.at(images_dir)
+    ckpt = images.open_checkpoint(d)
     order, looping = _forest(ckpt.entries)
-    rows = [_row(images_dir, e, depth) for e, depth in order]
-    tree = os.path.join(images_dir, "pstree.img")
+    rows = [_row(d, e, depth) for e, depth in order]
+    tree = d.join(d.PSTREE)
     for e in looping:
         for r in rows:
             if r.pid == e.pid:

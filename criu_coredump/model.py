@@ -123,7 +123,7 @@ class MappedFile(Record):
         self.shmem_id = shmem_id          # memfd: id of its pagemap-shmem image
         self.build_id = build_id          # NT_GNU_BUILD_ID CRIU read (padded to 4)
         # Contents of a file deleted while mapped, as CRIU saved them: a ghost
-        # image (path, [(file offset, length, image offset)]) or, for a LINKED
+        # image (its name, [(file offset, length, image offset)]) or, for a LINKED
         # remap, the path CRIU linked the file to (in the process's view).
         self.ghost = ghost
         self.linked_path = linked_path
@@ -225,7 +225,11 @@ class Checkpoint(Record):
     """An image directory: its process tree and files; processes are loaded
     one at a time with load_process() so that a tree converts in bounded
     memory and one broken process does not stop the others."""
-    def __init__(self, dir: str, entries: list, files: dict[int, MappedFile]):
+    def __init__(self, dir: str,
+                 entries: list,
+                 files: dict[int, MappedFile],
+                 images: object = None):
         self.dir = dir
         self.entries = entries            # pstree entries (protobuf), in pstree order
         self.files = files
+        self.images = images              # the imagedir.ImageDir the records were read from

@@ -24,8 +24,9 @@ CORE_NOTES = frozenset((elf.NT_PRSTATUS, elf.NT_PRFPREG, elf.NT_PRPSINFO,
 def note_name(ntype):
     return "CORE" if ntype in CORE_NOTES else "LINUX"
 
-SIGSTOP = 19  # the same number on every arch we write
 PRARGSZ = 80
+SI_USER = 0      # sent by kill(): how a stopped task reports its SIGSTOP
+SI_KERNEL = 128  # the ptrace stop of a task attached while it ran
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,15 +126,25 @@ def pending_mask(sigs, endian="little"):
     return m
 
 
-def current_signal(proc):
-    """The signal a core reports as 'current' (pr_cursig, NT_SIGINFO).
+def current_signal(proc, arch):
+    """(pr_cursig, NT_SIGINFO si_signo, si_code) of a process's core.
 
-    The kernel reports the fatal signal; a checkpoint has none.  A task
-    stopped by a signal reports SIGSTOP, as gdb's gcore of a stopped task
-    does; a running one reports 0: no signal was being delivered when CRIU
-    froze it.  A pending signal is not 'current': it shows in pr_sigpend.
+    The kernel reports the fatal signal; a checkpoint has none.  What a
+    core of a live process holds instead is gdb's gcore's answer for the
+    same moment (checked on the fixtures' reference cores):
+    - a task CRIU froze while it ran: pr_cursig 0 (no signal was being
+      delivered: gdb prints no "terminated with signal" line), and an
+      NT_SIGINFO of SIGSTOP with si_code SI_KERNEL, the ptrace stop.  A
+      reader needs that stop reason: lldb 21 never finishes loading a core
+      whose NT_SIGINFO is empty;
+    - a task stopped by a signal: SIGSTOP in both, si_code SI_USER and no
+      sender, as CRIU does not record who stopped it.
+    A pending signal is not 'current': it shows in pr_sigpend.  SIGSTOP's
+    number is the arch's (23 on mips).
     """
-    return SIGSTOP if proc.task_state == model.TASK_STOPPED else 0
+    if proc.task_state == model.TASK_STOPPED:
+        return arch.sigstop, arch.sigstop, SI_USER
+    return 0, arch.sigstop, SI_KERNEL
 
 
 def state_fields(proc):
@@ -178,10 +189,16 @@ def psargs(proc, plan):
     return raw.replace(b"\0", b" ")
 
 
-def siginfo_bytes(signo, size=128, endian="little"):
-    """NT_SIGINFO contents: si_signo, si_errno 0, si_code SI_USER (0), and
-    no sender: CRIU does not record how a task was stopped."""
-    return signo.to_bytes(4, endian) + bytes(size - 4)
+def siginfo_bytes(arch, signo, code):
+    """NT_SIGINFO contents: the arch's siginfo_t with si_signo, si_code,
+    si_errno 0 and no sender or other field (CRIU records none).  si_code
+    is the third int, but the second on mips (its siginfo swaps si_code
+    and si_errno): the arch's si_code_offset."""
+    out = bytearray(arch.siginfo_size)
+    out[0:4] = signo.to_bytes(4, arch.endian, signed=True)
+    off = arch.si_code_offset
+    out[off:off + 4] = code.to_bytes(4, arch.endian, signed=True)
+    return bytes(out)
 
 
 def auxv_bytes(auxv, long_t):
@@ -268,7 +285,7 @@ def build_notes(proc, plan, files, arch):
     """All notes of one process, in the kernel's order, as (name, type, desc),
     one at a time (a generator): a process of 100,000 threads has hundreds
     of MiB of notes, which are written as they come, never held together."""
-    cursig = current_signal(proc)
+    cursig, signo, code = current_signal(proc, arch)
     threads = proc.threads
     for i, th in enumerate(threads):
         regsets = thread_regsets(arch, proc, th)
@@ -276,8 +293,7 @@ def build_notes(proc, plan, files, arch):
         yield _named(elf.NT_PRSTATUS, prstatus(arch, proc, th, cursig, fpvalid))
         if i == 0:
             yield _named(elf.NT_PRPSINFO, fill_prpsinfo(arch, proc, plan))
-            yield _named(elf.NT_SIGINFO, siginfo_bytes(cursig, arch.siginfo_size,
-                                                       arch.endian))
+            yield _named(elf.NT_SIGINFO, siginfo_bytes(arch, signo, code))
             if proc.mm is not None:
                 yield _named(elf.NT_AUXV, auxv_bytes(
                     arch.auxv_words(proc.mm.auxv), arch.long_t))

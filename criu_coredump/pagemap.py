@@ -10,15 +10,19 @@ The index keeps the runs in compact arrays (21 bytes a run, not Python
 objects) sorted by address, so a lookup is a bisect and memory stays small
 for pagemaps of millions of entries.
 """
-import os
+from __future__ import annotations
+
 from array import array
 from bisect import bisect_right
+from collections import namedtuple
+from collections.abc import Iterator
 from contextlib import closing
 
 from google.protobuf import descriptor_pb2
 
 from .errors import BadImage
 from . import images
+from .imagedir import ImageDir, as_imagedir
 
 PE_PARENT = 1 << 0
 PE_LAZY = 1 << 1
@@ -53,6 +57,14 @@ PagemapEntry = _entry_class()
 _RUN_MAX = (1 << 32) - 1  # pages in one run (npages is a 32-bit array)
 
 
+class Run(namedtuple("Run", "addr length kind index offset")):
+    """A part of the address space a pagemap covers: kind HERE (its bytes
+    are at `offset` in `index`'s pages image; `index` is a parent's for
+    pages of a pre-dump) or LAZY (no data; index None)."""
+    # addr: int, length: int, kind: int, index: "PageIndex" | None, offset: int
+    __slots__ = ()
+
+
 class PageIndex:
     """Runs of one pagemap image, sorted, with their offsets in the pages image.
 
@@ -63,30 +75,33 @@ class PageIndex:
     """
 
     def __init__(self, images_dir, pagemap_name, children=()):
-        self.images_dir = images_dir
+        """images_dir: the ImageDir (or its path) holding `pagemap_name`."""
+        self.images: ImageDir = as_imagedir(images_dir)
         # real paths of the checkpoints whose parent this is: a 'parent'
         # link that loops back must be an error, not endless recursion
         self._children = children
-        self.path = os.path.join(images_dir, pagemap_name)
+        self.path = self.images.join(pagemap_name)
         self.name = pagemap_name
         self.starts = array("Q")
         self.npages = array("I")
         self.offsets = array("Q")  # page offset in the pages image
         self.where = array("B")
         self._parent = None
+        self.pages_name = None
         self.pages_path = None
         self.lazy_pages = 0
         self.present_pages = 0
         self._load()
 
     def _load(self):
-        with closing(images.read_entries(self.path, "PAGEMAP")) as gen:
+        with closing(images.read_entries(self.images, self.name,
+                                         "PAGEMAP")) as gen:
             head = next(gen, None)
             if head is None:
                 raise BadImage(self.path, "no pagemap header")
-            head = images.parse(self.path, images._pb.pagemap_head, head)
-            self.pages_path = os.path.join(self.images_dir,
-                                           "pages-%d.img" % head.pages_id)
+            head = images.parse(self.path, images.message("pagemap_head"), head)
+            self.pages_name = ImageDir.pages(head.pages_id)
+            self.pages_path = self.images.join(self.pages_name)
             with images.strict_decoding() as strict:
                 self._add_runs(gen, strict)
         self._check_pages_image()
@@ -164,7 +179,7 @@ class PageIndex:
         if not n:
             return
         try:
-            size = os.stat(self.pages_path).st_size
+            size = self.images.size(self.pages_name)
         except OSError:
             raise BadImage(self.pages_path, "missing (the pagemap %s names "
                            "%d pages in it)" % (self.name, n)) from None
@@ -178,27 +193,26 @@ class PageIndex:
         """The same pagemap in the parent checkpoint (pre-dump chain), with
         its own index; CRIU links the previous images as `parent`."""
         if self._parent is None:
-            pdir = os.path.join(self.images_dir, "parent")
-            if not os.path.isdir(pdir):
+            pdir = self.images.join(ImageDir.PARENT)
+            parent = self.images.parent()
+            if parent is None:
                 raise BadImage(self.path, "entries are in the parent "
                                "checkpoint but there is no 'parent' directory")
-            chain = self._children + (os.path.realpath(self.images_dir),)
-            real = os.path.realpath(pdir)
-            if real in chain:
+            chain = self._children + (self.images.real(),)
+            if parent.real() in chain:
                 raise BadImage(pdir, "the chain of parent checkpoints loops")
             if len(chain) > MAX_PARENTS:
                 raise BadImage(pdir, "more than %d parent checkpoints"
                                % MAX_PARENTS)
-            self._parent = PageIndex(real, self.name, chain)
+            self._parent = PageIndex(parent, self.name, chain)
         return self._parent
 
     def __len__(self):
         return len(self.starts)
 
-    def runs(self, start, end):
-        """Yield (addr, length, kind, path, file_offset) for the parts of
-        [start, end) that the pagemap (or its parents) covers, in address
-        order.  kind is HERE (read path at file_offset) or LAZY (no data)."""
+    def runs(self, start, end) -> Iterator[Run]:
+        """The Runs of the parts of [start, end) that the pagemap (or its
+        parents) covers, in address order."""
         if end <= start:
             return
         P = images.PAGE_SIZE
@@ -217,12 +231,12 @@ class PageIndex:
                 b = re if re < end else end
                 w = where[i]
                 if w == HERE:
-                    yield (a, b - a, HERE, self.pages_path,
-                           self.offsets[i] * P + (a - rs))
+                    yield Run(a, b - a, HERE, self,
+                              self.offsets[i] * P + (a - rs))
                 elif w == PARENT:
                     yield from self._parent_runs(a, b)
                 else:
-                    yield (a, b - a, LAZY, None, 0)
+                    yield Run(a, b - a, LAZY, None, 0)
             i += 1
 
     def _parent_runs(self, a, b):
@@ -231,10 +245,10 @@ class PageIndex:
         parent = self.parent
         pos = a
         for r in parent.runs(a, b):
-            if r[0] > pos:
+            if r.addr > pos:
                 break
             yield r
-            pos = r[0] + r[1]
+            pos = r.addr + r.length
         if pos < b:
             raise BadImage(parent.path, "has no pages at 0x%x, which %s says "
                            "are in the parent checkpoint" % (pos, self.path))
@@ -247,3 +261,20 @@ class PageIndex:
         if i >= 0 and self.starts[i] + self.npages[i] * images.PAGE_SIZE > start:
             return True
         return i + 1 < len(self.starts) and self.starts[i + 1] < end
+
+    def check_inside(self, vmas):
+        """BadImage unless every run lies inside the VMAs (sorted by
+        address): one walk over both sorted lists."""
+        P = images.PAGE_SIZE
+        starts, npages = self.starts, self.npages
+        j, nv = 0, len(vmas)
+        for i in range(len(starts)):
+            pos = starts[i]
+            b = pos + npages[i] * P
+            while pos < b:
+                while j < nv and vmas[j].end <= pos:
+                    j += 1
+                if j == nv or vmas[j].start > pos:
+                    raise BadImage(self.path, "pages at 0x%x lie outside every "
+                                   "VMA of the process" % pos)
+                pos = vmas[j].end

@@ -31,7 +31,7 @@ import sys
 import time
 import types
 
-from . import writer
+from . import lifecycle
 
 _BATCH_SECONDS = 0.1
 
@@ -75,10 +75,10 @@ class _ProgressProxy:
 def _worker(tasks, conn, work, with_progress):
     """A worker's life: job indexes in from `tasks` until None comes,
     each job's messages and result out through `conn`."""
-    writer.forget_workers()
-    writer.install_signal_cleanup()
+    lifecycle.forget_workers()
+    lifecycle.install_signal_cleanup()
     # forked while the parent held them (see run_ordered)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, writer.CLEANUP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, lifecycle.CLEANUP_SIGNALS)
     proxy = _ProgressProxy(conn) if with_progress else None
 
     def warn(path, what):
@@ -200,9 +200,9 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
                         daemon=True)
         gc.freeze()  # see the module's docstring
         try:
-            with writer._signals_held():  # started and known, or neither
+            with lifecycle.signals_held():  # started and known, or neither
                 p.start()
-                writer.add_worker(p.pid)
+                lifecycle.add_worker(p.pid)
         finally:
             gc.unfreeze()
         task_r.close()
@@ -234,7 +234,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
         selector.unregister(worker.conn)
         del active[worker.conn]
         worker.proc.join()
-        writer.remove_worker(worker.proc.pid)
+        lifecycle.remove_worker(worker.proc.pid)
         worker.conn.close()
         if worker.tasks is not None:
             worker.tasks.close()
@@ -269,7 +269,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
                 worker.proc.terminate()  # SIGTERM: it removes its temporary core
         for worker in active.values():
             worker.proc.join()
-            writer.remove_worker(worker.proc.pid)
+            lifecycle.remove_worker(worker.proc.pid)
         raise
     finally:
         selector.close()

@@ -106,7 +106,15 @@ build_root() {
   local r=$1 t0=$SECONDS
   command -v debootstrap >/dev/null || {
     echo "distro: installing debootstrap" >&2
-    apt-get -o DPkg::Lock::Timeout=900 update -qq >&2
+    # apt-get update does not wait for the lists lock as install waits for
+    # dpkg's: retry while another apt (a set-up, the other root's build)
+    # holds it
+    local try
+    for try in $(seq 90); do
+      apt-get -o DPkg::Lock::Timeout=900 update -qq >&2 && break
+      [ "$try" = 90 ] && die "apt-get update failed"
+      sleep 10
+    done
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq debootstrap >&2
   }
   unmount_below "$r.new"; rm -rf "$r.new"
@@ -139,13 +147,15 @@ fi
 [ "$what" = build ] && exit 0
 
 # The host's network settings: name servers, and the local certificate
-# authorities its egress may need (pip, apt over https); and, when the host's
-# apt accepts Release files past their Valid-Until (a mirror snapshot older
-# than this machine's clock), the root's apt does too.
+# authorities its egress may need (pip, apt over https).  The root's apt
+# accepts Release files past their Valid-Until: the mirror may be a
+# snapshot, and sid's Release expires a week after it is made (apt-get
+# update then fails with exit 100); and, when the host's apt does not check
+# dates (a clock ahead of the mirror), the root's does not either.
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 conf=$root/etc/apt/apt.conf.d/99ccd-host
-: >"$conf"
-for opt in Acquire::Check-Valid-Until Acquire::Check-Date; do
+echo 'Acquire::Check-Valid-Until "false";' >"$conf"
+for opt in Acquire::Check-Date; do
   if apt-config dump 2>/dev/null | grep -qx "$opt \"false\";"; then
     echo "$opt \"false\";" >>"$conf"
   fi
@@ -159,6 +169,8 @@ fi
 # A clean clone of the submission at HEAD, and ../shared beside it.
 ci=$root/ci
 unmount_below "$ci"; rm -rf "$ci"; mkdir -p "$ci"
+# what earlier runs' tests left in the root's /tmp (GiBs of checkpoints)
+rm -rf "$root"/tmp/pytest-of-*
 head=$(git -C "$here" rev-parse HEAD)
 git clone -q --no-hardlinks "$here" "$ci/criu-coredump"
 git -C "$ci/criu-coredump" checkout -q --detach "$head"

@@ -15,9 +15,11 @@ import subprocess
 
 import pytest
 
-from .conftest import run_coredump
+from .helpers.tools import run_coredump
 from .helpers.corefile import PT_LOAD, read_core
 from .helpers.imgedit import edit_image, read_messages
+
+pytestmark = pytest.mark.slow
 
 PID = 13508  # stopped_static: one process, one thread, a static binary
 PAGE = 4096

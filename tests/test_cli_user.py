@@ -12,7 +12,12 @@ import subprocess
 import sys
 import termios
 
-from .conftest import COREDUMP, need, run_coredump
+import pytest
+
+from .helpers.paths import COREDUMP
+from .helpers.tools import need, readelf, run_coredump
+
+pytestmark = pytest.mark.slow
 
 
 def _fx(fixtures_dir, name):
@@ -105,8 +110,7 @@ def test_summary_line_per_core(fixtures_dir, tmp_path):
 
 
 def _phdrs(core):
-    out = subprocess.run([need("readelf"), "-lW", core], stdout=subprocess.PIPE,
-                         text=True, check=True).stdout
+    out = readelf("-lW", core)
     return [ln.split() for ln in out.splitlines() if ln.strip().startswith("LOAD")]
 
 

@@ -10,7 +10,6 @@ The aarch64 test feeds a hand-built core, since no arm64 kernel is at hand.
 import base64
 import ctypes
 import os
-import re
 import signal
 import struct
 import subprocess
@@ -18,190 +17,26 @@ import sys
 
 import pytest
 
-from pycriu import images
 
 from tests.helpers import core2images
 from tests.helpers.core2images import core_to_images
-from tests.helpers.kernelcore import crash_when_ready
-from tests.synth import PAGEMAP_FIELD2, pagemap_count, pagemap_field2
+from tests.helpers.kernelcore import HEAP_STRING, PROG_NAME, cpu_has
+from tests.helpers.readers import (EU_GREGS, eu_readelf_notes, load_image,
+                                   readelf_loads, sigset, to_u64)
+from tests.helpers.synth import PAGEMAP_FIELD2, pagemap_count, pagemap_field2
+
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-PROG_NAME = "c2iprog"
-HEAP_STRING = b"heap string for core2images"
-
-PROG_SRC = r"""
-#define _GNU_SOURCE
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-static pthread_barrier_t ready;
-
-/* Park in pause() via the raw syscall so that nothing clobbers ymm8, which
- * holds a per-thread pattern in both halves (checked through NT_X86_XSTATE). */
-static void park(unsigned n)
-{
-	unsigned long long pat[4] = {0x1111111100000000ULL + n, 0x2222222200000000ULL + n,
-				     0x3333333300000000ULL + n, 0x4444444400000000ULL + n};
-#ifdef WITH_AVX
-	__asm__ volatile("vmovdqu %0, %%ymm8" : : "m"(pat) : "xmm8");
-#else
-	(void)pat;
-#endif
-	for (;;)
-		syscall(SYS_pause);
-}
-
-static void *worker(void *arg)
-{
-	unsigned n = (unsigned)(long)arg;
-	if (n == 2) {	/* this thread blocks SIGUSR1/2 and has SIGUSR1 pending */
-		sigset_t s;
-		sigemptyset(&s);
-		sigaddset(&s, SIGUSR1);
-		sigaddset(&s, SIGUSR2);
-		pthread_sigmask(SIG_BLOCK, &s, NULL);
-		syscall(SYS_tgkill, getpid(), gettid(), SIGUSR1);
-	}
-	pthread_barrier_wait(&ready);
-	park(n);
-	return NULL;
-}
-
-int main(void)
-{
-	pthread_t t[3];
-	char *heap = strdup("heap string for core2images");
-	pthread_barrier_init(&ready, NULL, 4);
-	for (long i = 0; i < 3; i++)
-		pthread_create(&t[i], NULL, worker, (void *)(i + 1));
-	pthread_barrier_wait(&ready);
-	printf("ready %p\n", (void *)heap);
-	fflush(stdout);
-	park(0);
-	return 0;
-}
-"""
-
-EU_GREGS = {"rbp": "bp", "rbx": "bx", "rax": "ax", "rcx": "cx", "rdx": "dx",
-            "rsi": "si", "rdi": "di", "orig_rax": "orig_ax", "rip": "ip",
-            "rflags": "flags", "rsp": "sp", "fs.base": "fs_base", "gs.base": "gs_base"}
-for _r in ("r8 r9 r10 r11 r12 r13 r14 r15 cs ss ds es fs gs").split():
-    EU_GREGS[_r] = _r
 
 
 # ---------------------------------------------------------------------------
 # Making a kernel core
 # ---------------------------------------------------------------------------
 
-def cpu_has(flag):
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                return flag in line.split()
-    return False
-
-
-@pytest.fixture(scope="module")
-def kernel_core(tmp_path_factory, plain_core_pattern):
-    """Build, run and crash the test program; return what was seen live."""
-    work = tmp_path_factory.mktemp("kcore")
-    src, exe = work / "prog.c", work / PROG_NAME
-    src.write_text(PROG_SRC)
-    flags = ["-DWITH_AVX", "-mavx"] if cpu_has("avx") else []
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", *flags, "-o", str(exe), str(src)],
-                   check=True)
-
-    live = {}
-
-    def look(pid, line):
-        live.update(read_live(pid))
-        live["heap"] = int(line.split()[1], 16)
-        live["avx"] = bool(flags)
-    core, pid = crash_when_ready(exe, work, lambda calls: calls == ["34"] * 4,
-                                 on_ready=look)
-    return {"core": str(core), "exe": str(exe), "pid": pid, "live": live,
-            "work": work}
-
-
-def read_live(pid):
-    """/proc facts the core cannot be checked against otherwise."""
-    with open("/proc/%d/auxv" % pid, "rb") as f:
-        raw = f.read()
-    auxv = list(struct.unpack("<%dQ" % (len(raw) // 8), raw))
-    with open("/proc/%d/stat" % pid) as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()   # fields[0] is field 3 (state)
-    field_no = lambda n: int(fields[n - 3])          # noqa: E731
-    return {
-        "auxv": auxv,
-        "tids": sorted(int(t) for t in os.listdir("/proc/%d/task" % pid)),
-        "mm": {"mm_start_code": field_no(26), "mm_end_code": field_no(27),
-               "mm_start_stack": field_no(28), "mm_start_data": field_no(45),
-               "mm_end_data": field_no(46), "mm_arg_start": field_no(48),
-               "mm_arg_end": field_no(49), "mm_env_start": field_no(50),
-               "mm_env_end": field_no(51)},
-    }
-
-
 # ---------------------------------------------------------------------------
 # Independent views of the core
 # ---------------------------------------------------------------------------
-
-def eu_readelf_notes(core):
-    """Per-thread registers and flags as eu-readelf decodes them."""
-    out = subprocess.run(["eu-readelf", "-n", core], check=True, capture_output=True,
-                         text=True).stdout
-    threads, psinfo, current = [], {}, None
-    for line in out.splitlines():
-        header = re.match(r"\s+(CORE|LINUX)\s+\d+\s+(\S+)", line)
-        if header:
-            current = header.group(2)
-            if current == "PRSTATUS":
-                threads.append({"regs": {}, "xmm": {}})
-            continue
-        if current == "PRSTATUS":
-            for key, val in re.findall(r"([a-z_.0-9]+):\s+(<[0-9,]*>|-?0x[0-9a-f]+|-?\d+)",
-                                       line):
-                threads[-1]["regs"][key] = val
-        elif current == "FPREGSET":
-            for key, val in re.findall(r"(xmm\d+|mxcsr|fcw|fsw):\s+(0x[0-9a-f]+)", line):
-                threads[-1]["xmm"][key] = int(val, 16)
-        elif current == "PRPSINFO":
-            for key, val in re.findall(r"([a-z]+):\s+([^\s,]+)", line):
-                psinfo.setdefault(key, val)
-    return threads, psinfo
-
-
-def to_u64(text):
-    return int(text, 0) & 0xFFFFFFFFFFFFFFFF
-
-
-def sigset(text):
-    """eu-readelf's '<10,12>' as a mask."""
-    return sum(1 << (int(s) - 1) for s in text.strip("<>").split(",") if s)
-
-
-def readelf_loads(core):
-    """(vaddr, filesz, memsz) of every PT_LOAD, from GNU readelf."""
-    out = subprocess.run(["readelf", "-lW", core], check=True, capture_output=True,
-                         text=True).stdout
-    loads = []
-    for line in out.splitlines():
-        parts = line.split()
-        if parts and parts[0] == "LOAD":
-            loads.append((int(parts[2], 16), int(parts[4], 16), int(parts[5], 16)))
-    return loads
-
-
-def load_image(path):
-    with open(path, "rb") as f:
-        return images.load(f)["entries"]
-
 
 def raw_records(path):
     """Size-prefixed records of an image, after its two magics."""

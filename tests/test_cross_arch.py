@@ -32,11 +32,16 @@ import pycriu
 import pytest
 from pycriu.images import pb, pb2dict
 
+from criu_coredump import syscall_restart
 from criu_coredump.arch import aarch64 as ccd_aarch64
 
-from .conftest import REPO, need, run_coredump
+from .helpers.paths import REPO
+from .helpers import tools
+from .helpers.tools import need, run_coredump
 from .helpers import core2images
 from .helpers.kernelcore import allow_core
+
+pytestmark = pytest.mark.cross
 
 PROG = os.path.join(REPO, "tests", "progs", "parked_threads.c")
 MARKER = "criu-coredump cross-arch marker"
@@ -175,15 +180,8 @@ REGISTER = re.compile(r"^([a-z][a-z0-9_]*):?\s+(\S+)")
 
 
 def gdb(target, exe, core, *commands):
-    need(target.gdb)
-    args = [target.gdb, "-batch", "-nx", "-ex", "set pagination off",
-            "-ex", "set width 0"]
-    for c in commands:
-        args += ["-ex", c]
-    p = subprocess.run(args + [exe, core], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout
-    return p.stdout
+    return tools.gdb(core, "set pagination off", "set width 0", *commands,
+                     exe=exe, program=target.gdb, check=True)
 
 
 def sections(text):
@@ -612,3 +610,41 @@ def test_aarch64_gdb_option_picks_a_debugger_that_reads_aarch64(roundtrip):
     p = run_coredump("-i", rt.images, "--gdb", pid, "--", "-batch", "-ex",
                      "info registers pc", check=0)
     assert registers(p.stdout.splitlines())["pc"] == want["pc"]
+
+
+# ---- aarch64 under qemu-user: a thread saved on its svc stays there ---------
+
+def test_aarch64_thread_saved_on_its_svc_is_left_there(tmp_path, plain_core_pattern):
+    target = TARGETS["aarch64"]
+    work = str(tmp_path)
+    exe = build(target, work)
+    ref = reference_core(target, exe, work)
+    images = os.path.join(work, "images")
+    core2images.core_to_images(ref, images)
+    # put each thread in pause() where the kernel (and so CRIU) would save
+    # it: on its svc, x0 back to its argument (qemu shows it after the svc)
+    moved = {}
+
+    def edit(k, e):
+        g = e["ti_aarch64"]["gpregs"]
+        hexed = isinstance(g["pc"], str)
+        moved[k] = (int(g["pc"], 16) if hexed else g["pc"]) - 4
+        g["pc"] = hex(moved[k]) if hexed else moved[k]
+    planted = os.path.join(work, "planted")
+    tids = plant(images, planted, edit)
+    ours = convert(planted, work)
+    lines = gdb(target, exe, ours, "thread apply all info registers pc x8",
+                   "thread apply all x/i $pc")
+    per = per_thread(lines.splitlines())
+    calls = []
+    for k, tid in enumerate(tids):
+        regs = registers(per[tid])
+        assert int(regs["pc"], 16) == moved[k], (tid, regs)
+        assert any(re.search(r"\bsvc\s+#0x0\b", l) for l in per[tid]), per[tid]
+        calls.append(syscall_restart.SYSCALL_NAMES["generic"].get(int(regs["x8"], 16), "other"))
+    # the workers in pause(), which is ppoll on aarch64; main in tgkill
+    assert sorted(calls) == ["other", "ppoll", "ppoll", "ppoll"], calls
+
+
+# The real CRIU fixtures are compared with their gcores, exactly, in
+# tests/test_e2e_fixtures.py (every zdtm program among them).

@@ -14,13 +14,16 @@ import shutil
 import struct
 import subprocess
 
+import pytest
 from pycriu import images as pimages
 
-from . import synth
-from .conftest import need, run_coredump
-from .corecheck import convert, gdb_memory, loads
+from .helpers import synth
+from .helpers.tools import need, run_coredump
+from .helpers.tools import convert, gdb_memory, loads
 from .helpers import corefile
 from .helpers.corefile import read_core
+
+pytestmark = pytest.mark.slow
 
 P = synth.PAGE
 GUARD = 1 << 16

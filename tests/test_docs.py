@@ -5,9 +5,14 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from criu_coredump import __version__
 
-from .conftest import REPO, need, run_coredump
+from .helpers.paths import REPO
+from .helpers.tools import need, run_coredump
+
+pytestmark = pytest.mark.slow
 
 MAN = os.path.join(REPO, "doc", "coredump.1")
 

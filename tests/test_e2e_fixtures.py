@@ -16,20 +16,20 @@ import pytest
 
 from criu_coredump import images
 
-from .conftest import FIXTURES, gdbcheck, need, run_coredump
+from .helpers.paths import FIXTURES
+from .helpers.tools import gdb, gdbcheck, need, run_coredump
 from .helpers.debuggers import fixture_exe
 from .helpers.gdbfacts import differences, facts
+
+pytestmark = pytest.mark.slow
 
 
 def gdb_cmds_answers(fx, core):
     """gdb's answers to the fixture's gdb.cmds on a core, as gdbcheck.py asks."""
-    need("gdb")
     root = os.path.abspath(os.path.join(fx, "root"))
-    out = subprocess.run(["gdb", "-batch", "-nx", "-iex", "set sysroot " + root,
-                          "-iex", "set debuginfod enabled off",
-                          "-x", os.path.join(fx, "gdb.cmds"), fixture_exe(fx), core],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         timeout=300).stdout
+    out = gdb(core, exe=fixture_exe(fx), sysroot=root,
+              early=["set debuginfod enabled off"],
+              script=os.path.join(fx, "gdb.cmds"))
     return out, root
 
 
@@ -120,7 +120,7 @@ def test_unknown_pid_is_an_error(fixtures_dir, tmp_path):
 def test_python_m_and_bin_agree(fixtures_dir, tmp_path):
     import subprocess
     import sys
-    from .conftest import REPO
+    from .helpers.paths import REPO
     fx = fixtures_dir("stopped_static")
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()

@@ -6,7 +6,21 @@ import os
 import re
 import subprocess
 
-from .conftest import REPO, need
+import pytest
+
+from .helpers.paths import REPO
+from .helpers.tools import need
+
+pytestmark = pytest.mark.slow
+
+
+def readme_session():
+    """The README's session of scripts/example.sh: its indented lines, from
+    the summary line to the last frame."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    block = text.split("`scripts/example.sh` prints:\n", 1)[1].split("\n(gdb ", 1)[0]
+    return [line[4:] for line in block.splitlines() if line.startswith("    ")]
 
 
 def test_example_script_shows_every_thread_and_frame_without_warnings(tmp_path):
@@ -16,6 +30,15 @@ def test_example_script_shows_every_thread_and_frame_without_warnings(tmp_path):
                        timeout=1200, cwd=REPO)
     out = p.stdout
     assert p.returncode == 0, out
+    # what the README shows a user is what the script prints: the summary,
+    # the thread list and every frame (gdb 13, 16 and 18 print them alike;
+    # the README's paths are out/example and /home/me/criu-coredump)
+    shown = readme_session()
+    said = out.replace(str(tmp_path), "out/example").replace(REPO, "/home/me/criu-coredump")
+    said = said.splitlines()
+    assert shown[0] in said, said
+    same = re.compile(r"^(#\d+ |[* ] \d+ +Thread |Thread \d+ \(|\[Current thread)")
+    assert ([l for l in shown if same.match(l)] == [l for l in said if same.match(l)]), said
     assert "core.13466: pid 13466 (prog), x86_64, 4 threads" in out
     gdb_part = out.split("gdb on ", 1)[1]
     assert not re.search(r"warning|error|\?\?|[Nn]o such file|not available", gdb_part,

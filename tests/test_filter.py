@@ -5,8 +5,10 @@ import os
 
 import pytest
 
-from . import synth
-from .corecheck import convert, gdb_memory, loads
+from .helpers import synth
+from .helpers.tools import convert, gdb_memory, loads
+
+pytestmark = pytest.mark.slow
 
 P = synth.PAGE
 PID = 500

@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,8 @@ from .helpers import imagefuzz as fz
 from .helpers.inprocess import run_main
 from .helpers import imgedit as ie
 from .helpers.corefile import NT_PRSTATUS, PT_LOAD, PT_NOTE, read_core
+
+pytestmark = pytest.mark.slow
 
 FUZZ_SECONDS = float(os.environ.get("CCD_FUZZ_SECONDS", "60"))
 HANG_SECONDS = float(os.environ.get("CCD_FUZZ_HANG_SECONDS", "60"))

@@ -15,8 +15,10 @@ import time
 
 import pytest
 
-from .conftest import COREDUMP
+from .helpers.paths import COREDUMP
 from .helpers.imgedit import edit_image, read_messages
+
+pytestmark = pytest.mark.slow
 
 PID = 13508
 BIG = 2 << 30

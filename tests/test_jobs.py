@@ -7,11 +7,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from criu_coredump.convert import generate
 
-from . import synth
-from .conftest import COREDUMP
-from .corecheck import convert
+from .helpers import synth
+from .helpers.paths import COREDUMP
+from .helpers.tools import convert
+
+pytestmark = pytest.mark.slow
 
 P = synth.PAGE
 BASE = 0x70000000

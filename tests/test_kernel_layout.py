@@ -15,8 +15,13 @@ import re
 import struct
 import subprocess
 
-from .conftest import FIRST_PID, FIXTURES, need
+import pytest
+
+from .helpers.paths import FIRST_PID, FIXTURES
+from .helpers.tools import need
 from .helpers.core2images import CoreFile
+
+pytestmark = pytest.mark.slow
 
 LAYOUT = os.path.join(FIXTURES, "threads", "kernel-core-layout.txt")
 NOTE_ROW = re.compile(r"^\s+(CORE|LINUX)\s+0x([0-9a-f]+)\s+(\S.*)$")

@@ -25,14 +25,16 @@ import subprocess
 
 import pytest
 
-from .conftest import need, run_coredump
+from .helpers import tools
+from .helpers.tools import need, run_coredump
 from .helpers.core2images import (CoreFile, core_to_images, prstatus_type,
                                   x86_xsave_layout_from_cpuid,
                                   x86_xsave_layout_from_note)
 from .helpers.kernelcore import crash_when_ready
-from .test_core2images import cpu_has
-from .test_notes_readers import per_thread_values
-from .test_roundtrip_programs import XSTATE_WARNING
+from .helpers.debuggers import XSTATE_WARNING, per_thread_values
+from .helpers.kernelcore import cpu_has
+
+pytestmark = pytest.mark.slow
 
 PROG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs", "roundtrip.c")
 NT_PRSTATUS, NT_FPREGSET, NT_PRPSINFO, NT_AUXV = 1, 2, 3, 6
@@ -49,7 +51,8 @@ NOT_CARRIED = {
     "pr_cutime": "children's CPU time: not in CRIU images",
     "pr_cstime": "children's CPU time: not in CRIU images",
 }
-# NT_SIGINFO as a whole is the fatal signal's siginfo: not carried either.
+# NT_SIGINFO as a whole is the fatal signal's siginfo: not carried either;
+# ours is gcore's for a running task, the ptrace stop (SIGSTOP, SI_KERNEL).
 
 FX_SW_RESERVED, XCR0_OFFSET, XSTATE_BV_OFFSET = 464, 464, 512
 # XSAVE components CRIU images hold (core-x86.proto user_x86_xsave_entry):
@@ -157,9 +160,13 @@ def test_fpregset_is_the_kernels(both):
 
 
 def test_siginfo_is_the_fatal_signal_only_in_the_kernels(both):
+    """The kernel's siginfo is the SIGSEGV that killed the process; ours, of
+    a process frozen while it ran, is what gcore writes for one: SIGSTOP,
+    si_errno 0, si_code SI_KERNEL (128), nothing else
+    (test_notes_readers.test_signal_notes_of_a_running_task_are_gcores)."""
     (kernel, _), (ours, _) = both
     assert struct.unpack_from("<i", note(kernel, NT_SIGINFO)) == (signal.SIGSEGV,)
-    assert note(ours, NT_SIGINFO) == bytes(128)
+    assert note(ours, NT_SIGINFO) == struct.pack("<iii", signal.SIGSTOP, 0, 128).ljust(128, b"\0")
 
 
 def layout(notes):
@@ -210,12 +217,8 @@ GDB_DROP = ("[New LWP", "Program terminated with signal", "warning: ")
 
 
 def gdb(roundtrip, core, *commands):
-    need("gdb")
-    args = ["gdb", "-batch", "-nx", "-ex", "set debuginfod enabled off"]
-    for c in commands:
-        args += ["-ex", c]
-    out = subprocess.run(args + [roundtrip["exe"], core], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    out = tools.gdb(core, "set debuginfod enabled off", *commands,
+                    exe=roundtrip["exe"])
     # gdb 13 warns, mid-line, that the kernel's XSAVE note is too small when
     # this CPU's layout is not the standard one
     out = XSTATE_WARNING.sub("", out)

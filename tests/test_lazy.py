@@ -3,8 +3,12 @@ are not in the images.  The core is written with those ranges as holes, one
 warning line per process names the pagemap, and the exit code is 3."""
 import os
 
-from . import synth
-from .corecheck import convert, gdb_memory
+import pytest
+
+from .helpers import synth
+from .helpers.tools import convert, gdb_memory
+
+pytestmark = pytest.mark.slow
 
 P = synth.PAGE
 ANON = 0x50000000

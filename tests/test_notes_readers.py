@@ -2,20 +2,29 @@
 they decode is what the images hold: registers, vector registers, signal
 masks, process state, command line."""
 import os
+import lzma
 import re
 import shutil
 import signal
+import struct
 import subprocess
 
 import pytest
 from pycriu import images as pyimages
 
-from .conftest import FIRST_PID, need, run_coredump
-from .helpers.debuggers import GDB_THREAD, gdb_on_fixture, per_thread
-from .test_core2images import EU_GREGS, eu_readelf_notes, load_image, sigset, to_u64
+from .helpers.paths import FIRST_PID
+from .helpers.tools import need, run_coredump
+from .helpers.corefile import NT_PRSTATUS, read_core
+from .helpers.debuggers import gdb_on_fixture, per_thread_values
+from .helpers.readers import EU_GREGS, eu_readelf_notes, load_image, sigset, to_u64
+
+pytestmark = pytest.mark.slow
 
 CORES = [("threads", 13466), ("stopped_static", 13508), ("tree", 13544),
          ("tree", 13547), ("shmem", 13585)]
+# the kernel's order, as in threads/kernel-core-layout.txt
+MODERN_PID = 7668
+NT_SIGINFO = 0x53494749
 # the kernel's order, as in threads/kernel-core-layout.txt
 FIRST_THREAD = ["PRSTATUS", "PRPSINFO", "SIGINFO", "AUXV", "FILE", "FPREGSET",
                 "X86_XSTATE"]
@@ -153,11 +162,6 @@ def gdb(fixture, core, *commands):
     return gdb_on_fixture(fixture, core, *commands)
 
 
-def per_thread_values(out):
-    """{tid: [value of each `$N = value` line]} from `thread apply all`."""
-    return per_thread(out, GDB_THREAD, r"^\$\d+ = (.*)$")
-
-
 @pytest.mark.parametrize("name,pid", [("threads", 13466), ("stopped_static", 13508)])
 def test_gdb_prints_the_images_vector_registers(name, pid, cores, fixtures_dir):
     fx = fixtures_dir(name)
@@ -181,16 +185,59 @@ def test_gdb_prints_the_images_vector_registers(name, pid, cores, fixtures_dir):
     assert "<unavailable>" not in out
 
 
-def test_gdb_siginfo_of_a_stopped_and_a_running_task(cores, fixtures_dir):
+def test_gdb_siginfo_of_a_stopped_and_a_running_task(cores, fixtures_dir, tmp_path):
     """A stopped task: SIGSTOP, sent by no one CRIU knows of (SI_USER).  A
-    running one: signal 0, no signal was being delivered."""
+    running one: gdb answers as on gcore's core of the same moment
+    (modern_threads' ref.core): no current signal, and the ptrace stop,
+    SIGSTOP with si_code SI_KERNEL (128), as its siginfo."""
     cmds = ["p $_siginfo.si_signo", "p $_siginfo.si_code", "p $_siginfo._sifields._kill.si_pid"]
     out = gdb(fixtures_dir("stopped_static"), core_path(cores, "stopped_static", 13508), *cmds)
     assert re.findall(r"^\$\d+ = (.*)$", out, re.M) == [str(int(signal.SIGSTOP)), "0", "0"]
     assert "Program terminated with signal SIGSTOP, Stopped (signal)." in out
-    out = gdb(fixtures_dir("threads"), core_path(cores, "threads", 13466), cmds[0])
-    assert re.findall(r"^\$\d+ = (.*)$", out, re.M) == ["0"]
-    assert "Program terminated" not in out
+    fx = fixtures_dir("modern_threads")
+    ours = gdb(fx, core_path(cores, "modern_threads", MODERN_PID), *cmds)
+    ref = gdb(fx, ref_core(fx, tmp_path), *cmds)
+    values = re.findall(r"^\$\d+ = (.*)$", ours, re.M)
+    assert values == [str(int(signal.SIGSTOP)), "128", "0"]
+    assert values == re.findall(r"^\$\d+ = (.*)$", ref, re.M)
+    assert "Program terminated" not in ours and "Program terminated" not in ref
+
+
+def ref_core(fx, tmp_path):
+    """The fixture's gcore, uncompressed into tmp_path."""
+    path = str(tmp_path / "ref.core")
+    with lzma.open(os.path.join(fx, "ref.core.xz")) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return path
+
+
+def signal_fields(path):
+    """[(pr_info + pr_cursig of each NT_PRSTATUS, NT_SIGINFO or None)] of a
+    core, per thread: gcore writes an NT_SIGINFO for every thread, the
+    kernel (and we) for the first only."""
+    _, notes, _ = read_core(path)
+    out = []
+    for _, t, d in notes:
+        if t == NT_PRSTATUS:
+            out.append([d[:14], None])
+        elif t == NT_SIGINFO:
+            out[-1][1] = d
+    return out
+
+
+def test_signal_notes_of_a_running_task_are_gcores(cores, fixtures_dir, tmp_path):
+    """Our pr_info, pr_cursig and NT_SIGINFO of a process CRIU froze while
+    it ran are, byte for byte, those of gcore's core of the same moment.
+    A reader needs that stop reason: lldb 21 never finishes loading a core
+    whose NT_SIGINFO is all zeros."""
+    fx = fixtures_dir("modern_threads")
+    ours = signal_fields(core_path(cores, "modern_threads", MODERN_PID))
+    ref = signal_fields(ref_core(fx, tmp_path))
+    assert len(ours) == len(ref) > 1
+    assert [p for p, _ in ours] == [p for p, _ in ref]
+    assert ours[0][1] == ref[0][1]
+    assert struct.unpack_from("<iii", ours[0][1]) == (signal.SIGSTOP, 0, 128)
+    assert all(s is None for _, s in ours[1:])
 
 
 def test_nt_file_names_memfd_and_shared_anonymous_memory_as_the_kernel(cores):

@@ -13,8 +13,11 @@ import tempfile
 
 import pytest
 
-from .conftest import REPO, run_coredump
+from .helpers.paths import REPO
+from .helpers.tools import run_coredump
 from .helpers.inprocess import run_main
+
+pytestmark = pytest.mark.slow
 
 PID = 13508
 

@@ -17,7 +17,9 @@ import pytest
 
 from criu_coredump import __version__
 
-from .conftest import REPO
+from .helpers.paths import REPO
+
+pytestmark = pytest.mark.slow
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # the interpreter Debian's pycriu is built for
 

@@ -4,19 +4,18 @@ pycriu, which knows only field 2.  Both image sets come from one real
 kernel-written core, so the cores we write must be identical and gdb must
 read the same program state from them as from the kernel's core."""
 import os
-import subprocess
 
-from .conftest import need, run_coredump
+import pytest
+
+from .helpers.tools import gdb, run_coredump
 from .helpers.core2images import core_to_images
-from .test_core2images import kernel_core  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
 
 
 def _gdb(exe, core):
-    need("gdb")
-    out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set debuginfod enabled off",
-                          "-ex", "thread apply all bt", "-ex", "info threads",
-                          exe, core], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    out = gdb(core, "set debuginfod enabled off", "thread apply all bt",
+              "info threads", exe=exe)
     keep = [l for l in out.splitlines()
             if l.startswith(("#", "Thread ", "  ", "* "))]
     return keep

@@ -5,8 +5,10 @@ import os
 
 import pytest
 
-from . import synth
-from .corecheck import convert, gdb_memory
+from .helpers import synth
+from .helpers.tools import convert, gdb_memory
+
+pytestmark = pytest.mark.slow
 
 P = synth.PAGE
 BASE = 0x40000000

@@ -3,9 +3,13 @@ else still right (compared byte for byte with the untroubled conversion)."""
 import os
 import shutil
 
-from .conftest import run_coredump
+import pytest
+
+from .helpers.tools import run_coredump
 from .helpers.corefile import PT_LOAD, read_core
 from .helpers.imgedit import read_messages
+
+pytestmark = pytest.mark.slow
 
 
 def test_one_broken_process_of_a_tree(fixtures_dir, cores, tmp_path):

@@ -16,9 +16,9 @@ import time
 from criu_coredump import writer
 from criu_coredump.convert import generate
 
-from . import synth
-from .conftest import COREDUMP
-from .corecheck import convert, gdb_memory
+from .helpers import synth
+from .helpers.paths import COREDUMP
+from .helpers.tools import convert, gdb_memory
 
 P = synth.PAGE
 BASE = 0x7f0000000000

@@ -5,8 +5,10 @@ import re
 
 import pytest
 
-from . import synth
-from .corecheck import convert, gdb_memory, readelf
+from .helpers import synth
+from .helpers.tools import convert, gdb_memory, readelf
+
+pytestmark = pytest.mark.slow
 
 P = synth.PAGE
 BASE = 0x100000000

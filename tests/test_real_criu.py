@@ -19,23 +19,29 @@ import importlib.util
 import os
 import difflib
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from .conftest import FIXTURES, GDBCHECK, need, run_coredump
+from .helpers.paths import FIXTURES, GDBCHECK
+from .helpers.tools import gdb, need, run_coredump
 from .helpers.kernelcore import wait_until
+
+pytestmark = pytest.mark.distro
 
 SRC = os.path.join(FIXTURES, "src", "threads.c")
 
 # gdb's questions, the same on both cores; threads visited in LWP order (gdb
 # numbers them in the order of the core's notes, which is gcore's own).
-# (Not $_siginfo: gcore reports the signal that stopped the thread for gdb,
-# a checkpoint has none.)
+# $_siginfo is asked of the current thread, the first of the notes (the
+# leader in both cores): gcore writes the ptrace stop for it (SIGSTOP,
+# SI_KERNEL), and so do we for a task frozen while it ran.
 PER_THREAD = ["bt", "info registers", "p/x $mxcsr"]
-PROCESS = ["info sharedlibrary", "info auxv", "info proc mappings"]
+PROCESS = ["p $_siginfo.si_signo", "p $_siginfo.si_code",
+           "info sharedlibrary", "info auxv", "info proc mappings"]
 PROGRAM_VALUES = {"threads": ["p global_counter", "p heap_msg", "p fvals"],
                   "python3": []}
 
@@ -62,11 +68,7 @@ def gdb_script(path, values):
 
 
 def gdb_answers(exe, core, script):
-    need("gdb")
-    p = subprocess.run(["gdb", "-batch", "-nx", "-iex", "set debuginfod enabled off",
-                        "-x", script, exe, core], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, timeout=300)
-    return p.stdout
+    return gdb(core, exe=exe, early=["set debuginfod enabled off"], script=script)
 
 
 class Live:
@@ -132,6 +134,9 @@ def compare(name, exe, pid, images, ref, work):
     assert sum(l.startswith("== LWP ") for l in want) >= 4, want_text
     assert any(l.startswith("#2 ") for l in want), want_text
     assert any(l.startswith("rip ") for l in want), want_text
+    values = [l.split(" = ", 1)[1] for l in want if l.startswith("$")]
+    n = len(PROGRAM_VALUES[name])  # then $_siginfo's two
+    assert values[n:n + 2] == ["%d" % signal.SIGSTOP, "128"], want_text
     diff = [l for l in difflib.unified_diff(want, got, "gcore", "ours", lineterm="", n=1)]
     assert want == got, "gdb on our core differs from gdb on gcore's:\n" + "\n".join(diff)
 

@@ -15,8 +15,10 @@ import pytest
 
 from criu_coredump.rootfs import RootFS
 
-from .conftest import run_coredump
+from .helpers.tools import run_coredump
 from .helpers.imgedit import edit_image
+
+pytestmark = pytest.mark.slow
 
 RESOLVERS = ("openat2", "walk")
 INSIDE = b"INSIDE-THE-ROOT."

@@ -5,16 +5,18 @@ same backtraces, shared libraries and auxv on our core as on the kernel's
 (only the fatal-signal lines differ: a checkpoint has no fatal signal)."""
 import glob
 import os
-import re
 import signal
 import subprocess
 import time
 
 import pytest
 
-from .conftest import need, run_coredump
+from .helpers.tools import gdb, run_coredump
 from .helpers.core2images import core_to_images
+from .helpers.debuggers import XSTATE_WARNING
 from .helpers.kernelcore import allow_core
+
+pytestmark = pytest.mark.slow
 
 PROGRAMS = {
     "python3": ["/usr/bin/python3", "-c",
@@ -50,21 +52,14 @@ def _kernel_core(argv, work):
 
 
 def _gdb(exe, core):
-    need("gdb")
-    out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "set debuginfod enabled off",
-                          "-ex", "info threads", "-ex", "thread apply all bt",
-                          "-ex", "info sharedlibrary", "-ex", "info auxv",
-                          exe, core], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    out = gdb(core, "set debuginfod enabled off", "info threads",
+              "thread apply all bt", "info sharedlibrary", "info auxv", exe=exe)
     # gdb 13 cannot size the kernel's XSAVE note on CPUs whose component
     # offsets are not Intel's (AMD here): it warns, mid-line.  Our note uses
     # the standard layout gdb expects, so the warning must never be ours.
     out, warnings = XSTATE_WARNING.subn("", out)
     drop = ("[New LWP", "warning:", "Program terminated with signal")
     return [l for l in out.splitlines() if l.strip() and not l.startswith(drop)], warnings
-
-
-XSTATE_WARNING = re.compile(r"warning: Section `\.reg-xstate/\d+' in core file too small\.\n?")
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))

@@ -97,6 +97,8 @@ class Arch(FrozenRecord):
                  osabi: int = elf.ELFOSABI_NONE,
                  eflags: int = 0,
                  siginfo_size: int = 128,
+                 sigstop: int = 19,
+                 si_code_offset: int = 8,
                  native_hosts: tuple[str, ...] = (),
                  syscall: SyscallABI | None = None):
         self.name = name                  # x86_64, ia32, aarch64, arm, ppc64, s390, riscv64, mips
@@ -123,10 +125,12 @@ class Arch(FrozenRecord):
         self.osabi = osabi
         self.eflags = eflags
         self.siginfo_size = siginfo_size
+        self.sigstop = sigstop            # SIGSTOP's number (asm/signal.h)
+        self.si_code_offset = si_code_offset  # si_code in siginfo_t: after si_signo, si_errno
         self.native_hosts = native_hosts  # platform.machine() whose plain gdb reads it
         self.syscall = syscall
 
-    # the names writer.headers() reads
+    # the names elf.headers() reads
     @property
     def ELF(self):
         return self.elf

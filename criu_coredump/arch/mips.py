@@ -53,6 +53,8 @@ ARCH = Arch(
     gregs=GREGS, decode=decode,
     thread_notes=((elf.NT_PRFPREG, fpregs),),
     native_hosts=("mips64",),
+    # asm/signal.h: SIGSTOP is 23; asm/siginfo.h: si_code before si_errno
+    sigstop=23, si_code_offset=4,
     # syscall-restart rewind: not handled yet on this arch (the registers
     # are written as CRIU saved them)
 )

@@ -16,6 +16,8 @@ directory, as the process sees it.
 import contextlib
 import os
 import resource
+import struct
+import subprocess
 import time
 
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
@@ -107,3 +109,116 @@ def crash_when_ready(exe, work, settled, on_ready=None, timeout=60):
         proc.wait(timeout=timeout)
     assert proc.returncode == -signal.SIGSEGV, proc.returncode
     return find_core(work, proc.pid), proc.pid
+
+
+# -- the threaded program whose core core2images converts ---------------------
+
+PROG_NAME = "c2iprog"
+HEAP_STRING = b"heap string for core2images"
+
+PROG_SRC = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static pthread_barrier_t ready;
+
+/* Park in pause() via the raw syscall so that nothing clobbers ymm8, which
+ * holds a per-thread pattern in both halves (checked through NT_X86_XSTATE). */
+static void park(unsigned n)
+{
+	unsigned long long pat[4] = {0x1111111100000000ULL + n, 0x2222222200000000ULL + n,
+				     0x3333333300000000ULL + n, 0x4444444400000000ULL + n};
+#ifdef WITH_AVX
+	__asm__ volatile("vmovdqu %0, %%ymm8" : : "m"(pat) : "xmm8");
+#else
+	(void)pat;
+#endif
+	for (;;)
+		syscall(SYS_pause);
+}
+
+static void *worker(void *arg)
+{
+	unsigned n = (unsigned)(long)arg;
+	if (n == 2) {	/* this thread blocks SIGUSR1/2 and has SIGUSR1 pending */
+		sigset_t s;
+		sigemptyset(&s);
+		sigaddset(&s, SIGUSR1);
+		sigaddset(&s, SIGUSR2);
+		pthread_sigmask(SIG_BLOCK, &s, NULL);
+		syscall(SYS_tgkill, getpid(), gettid(), SIGUSR1);
+	}
+	pthread_barrier_wait(&ready);
+	park(n);
+	return NULL;
+}
+
+int main(void)
+{
+	pthread_t t[3];
+	char *heap = strdup("heap string for core2images");
+	pthread_barrier_init(&ready, NULL, 4);
+	for (long i = 0; i < 3; i++)
+		pthread_create(&t[i], NULL, worker, (void *)(i + 1));
+	pthread_barrier_wait(&ready);
+	printf("ready %p\n", (void *)heap);
+	fflush(stdout);
+	park(0);
+	return 0;
+}
+"""
+
+
+def cpu_has(flag):
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return flag in line.split()
+    return False
+
+
+def crash_c2iprog(work):
+    """Build, run and crash the test program (threads parked in pause()
+    with known vector registers) in directory `work` (a pathlib.Path);
+    return the kernel's core and what was seen live."""
+    src, exe = work / "prog.c", work / PROG_NAME
+    src.write_text(PROG_SRC)
+    flags = ["-DWITH_AVX", "-mavx"] if cpu_has("avx") else []
+    subprocess.run(["gcc", "-g", "-O0", "-pthread", *flags, "-o", str(exe), str(src)],
+                   check=True)
+
+    live = {}
+
+    def look(pid, line):
+        live.update(read_live(pid))
+        live["heap"] = int(line.split()[1], 16)
+        live["avx"] = bool(flags)
+    core, pid = crash_when_ready(exe, work, lambda calls: calls == ["34"] * 4,
+                                 on_ready=look)
+    return {"core": str(core), "exe": str(exe), "pid": pid, "live": live,
+            "work": work}
+
+
+def read_live(pid):
+    """/proc facts the core cannot be checked against otherwise."""
+    with open("/proc/%d/auxv" % pid, "rb") as f:
+        raw = f.read()
+    auxv = list(struct.unpack("<%dQ" % (len(raw) // 8), raw))
+    with open("/proc/%d/stat" % pid) as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()   # fields[0] is field 3 (state)
+    field_no = lambda n: int(fields[n - 3])          # noqa: E731
+    return {
+        "auxv": auxv,
+        "tids": sorted(int(t) for t in os.listdir("/proc/%d/task" % pid)),
+        "mm": {"mm_start_code": field_no(26), "mm_end_code": field_no(27),
+               "mm_start_stack": field_no(28), "mm_start_data": field_no(45),
+               "mm_end_data": field_no(46), "mm_arg_start": field_no(48),
+               "mm_arg_end": field_no(49), "mm_env_start": field_no(50),
+               "mm_env_end": field_no(51)},
+    }
