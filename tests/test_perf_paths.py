@@ -151,11 +151,12 @@ def test_a_killed_workers_next_job_goes_to_another(tmp_path):
     killed in its first job loses that one only; the job waiting in its
     pipe is converted by a new worker."""
     ck = synth.Checkpoint(tmp_path / "img")
+    stride = writer.GATHER_GAP // P + 2  # one kernel copy a page: slow
     for pid in (60, 61, 62, 63):
         p = ck.process(pid)
-        p.vma(BASE, BASE + 2 * 40000 * P)
+        p.vma(BASE, BASE + stride * 40000 * P)
         for i in range(40000):
-            p.pages(BASE + 2 * i * P, nr_pages=1)
+            p.pages(BASE + stride * i * P, nr_pages=1)
     images = ck.write()
     out = tmp_path / "out"
     out.mkdir()
