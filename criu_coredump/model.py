@@ -53,12 +53,6 @@ TASK_THREAD = 5
 PAGE_SIZE = 4096
 MAX_FILE_OFFSET = (1 << 63) - 1  # off_t
 
-# core_entry.march (images/core.proto): every machine CRIU writes images for,
-# converted or not; the arch modules say which of them they convert.
-MARCH_NAMES = {1: "x86_64", 2: "arm", 3: "aarch64", 4: "ppc64", 5: "s390",
-               6: "mips", 7: "loongarch64", 8: "riscv64"}
-
-
 class Vma(Record):
     def __init__(self, start: int,
                  end: int,

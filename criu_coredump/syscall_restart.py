@@ -88,13 +88,22 @@ table and get the fallback.
 
 The per-architecture knowledge is data: each arch's `syscall`
 (arch/base.py SyscallABI: entry instructions, registers, whether the
-kernel rewinds first) in arch/<name>.py, and here SYSCALL_NAMES, one
-numbering per system call ABI.  ppc64, s390 and mips have no `syscall`
-yet: their registers are written as CRIU saved them.
+kernel rewinds first) in arch/<name>.py, and the numbering of each
+system call ABI in arch/syscall_numbers.py (SYSCALL_NAMES here).
+
+ppc64, s390, mips and loongarch64 -- their kernels, like x86's, decide the
+restart after get_signal(), and compel rewinds what it saves (compel/arch/
+<arch>/src/lib/infect.c); each arch's SyscallABI.style names how that is
+recognised and undone here (STYLES; the functions say which registers).
+mips and loongarch64 keep no trace of the call once compel zeroed r0: a
+thread on its `syscall` instruction with a number of the table is taken as
+rewound, and a restart block (mips) cannot be told.  riscv64 rewinds before
+get_signal(), as arm64 does: recognised, left as saved.
 """
 from __future__ import annotations
 
 from .arch import by_name
+from .arch.syscall_numbers import TABLES
 from .record import Record
 
 EINTR = 4
@@ -153,67 +162,8 @@ RULES.update(futex=_futex, futex_time64=_futex, clock_nanosleep=_clock_nanosleep
 
 # ---- system call numbers of each ABI, for the calls in RULES -------------
 
-SYSCALL_NAMES = {
-    "x86_64": {
-        0: 'read', 1: 'write', 2: 'open', 7: 'poll', 17: 'pread64',
-        18: 'pwrite64', 19: 'readv', 20: 'writev', 23: 'select', 34: 'pause',
-        35: 'nanosleep', 42: 'connect', 43: 'accept', 44: 'sendto',
-        45: 'recvfrom', 46: 'sendmsg', 47: 'recvmsg', 56: 'clone', 57: 'fork',
-        58: 'vfork', 61: 'wait4', 69: 'msgsnd', 70: 'msgrcv', 72: 'fcntl',
-        73: 'flock', 85: 'creat', 130: 'rt_sigsuspend', 202: 'futex',
-        219: 'restart_syscall', 230: 'clock_nanosleep', 242: 'mq_timedsend',
-        243: 'mq_timedreceive', 247: 'waitid', 257: 'openat', 270: 'pselect6',
-        271: 'ppoll', 288: 'accept4', 295: 'preadv', 296: 'pwritev',
-        307: 'sendmmsg', 327: 'preadv2', 328: 'pwritev2', 333: 'io_pgetevents',
-        435: 'clone3', 437: 'openat2', 449: 'futex_waitv',
-    },
-    "i386": {
-        0: 'restart_syscall', 2: 'fork', 3: 'read', 4: 'write', 5: 'open',
-        7: 'waitpid', 8: 'creat', 29: 'pause', 55: 'fcntl', 72: 'sigsuspend',
-        82: 'select', 102: 'socketcall', 114: 'wait4', 117: 'ipc', 120: 'clone',
-        142: '_newselect', 143: 'flock', 145: 'readv', 146: 'writev',
-        162: 'nanosleep', 168: 'poll', 179: 'rt_sigsuspend', 180: 'pread64',
-        181: 'pwrite64', 190: 'vfork', 221: 'fcntl64', 240: 'futex',
-        267: 'clock_nanosleep', 279: 'mq_timedsend', 280: 'mq_timedreceive',
-        284: 'waitid', 295: 'openat', 308: 'pselect6', 309: 'ppoll',
-        333: 'preadv', 334: 'pwritev', 345: 'sendmmsg', 362: 'connect',
-        364: 'accept4', 369: 'sendto', 370: 'sendmsg', 371: 'recvfrom',
-        372: 'recvmsg', 378: 'preadv2', 379: 'pwritev2', 385: 'io_pgetevents',
-        400: 'msgsnd', 401: 'msgrcv', 407: 'clock_nanosleep_time64',
-        413: 'pselect6_time64', 414: 'ppoll_time64', 416: 'io_pgetevents_time64',
-        418: 'mq_timedsend_time64', 419: 'mq_timedreceive_time64',
-        422: 'futex_time64', 435: 'clone3', 437: 'openat2', 449: 'futex_waitv',
-    },
-    "generic": {   # include/uapi/asm-generic/unistd.h: aarch64
-        25: 'fcntl', 32: 'flock', 56: 'openat', 63: 'read', 64: 'write',
-        65: 'readv', 66: 'writev', 67: 'pread64', 68: 'pwrite64', 69: 'preadv',
-        70: 'pwritev', 72: 'pselect6', 73: 'ppoll', 95: 'waitid', 98: 'futex',
-        101: 'nanosleep', 115: 'clock_nanosleep', 128: 'restart_syscall',
-        133: 'rt_sigsuspend', 182: 'mq_timedsend', 183: 'mq_timedreceive',
-        188: 'msgrcv', 189: 'msgsnd', 202: 'accept', 203: 'connect',
-        206: 'sendto', 207: 'recvfrom', 211: 'sendmsg', 212: 'recvmsg',
-        220: 'clone', 242: 'accept4', 260: 'wait4', 269: 'sendmmsg',
-        286: 'preadv2', 287: 'pwritev2', 292: 'io_pgetevents', 435: 'clone3',
-        437: 'openat2', 449: 'futex_waitv',
-    },
-    "arm": {       # EABI
-        0: 'restart_syscall', 2: 'fork', 3: 'read', 4: 'write', 5: 'open',
-        8: 'creat', 29: 'pause', 55: 'fcntl', 72: 'sigsuspend', 114: 'wait4',
-        120: 'clone', 142: '_newselect', 143: 'flock', 145: 'readv',
-        146: 'writev', 162: 'nanosleep', 168: 'poll', 179: 'rt_sigsuspend',
-        180: 'pread64', 181: 'pwrite64', 190: 'vfork', 221: 'fcntl64',
-        240: 'futex', 265: 'clock_nanosleep', 276: 'mq_timedsend',
-        277: 'mq_timedreceive', 280: 'waitid', 283: 'connect', 285: 'accept',
-        289: 'send', 290: 'sendto', 291: 'recv', 292: 'recvfrom', 296: 'sendmsg',
-        297: 'recvmsg', 301: 'msgsnd', 302: 'msgrcv', 322: 'openat',
-        335: 'pselect6', 336: 'ppoll', 361: 'preadv', 362: 'pwritev',
-        366: 'accept4', 374: 'sendmmsg', 392: 'preadv2', 393: 'pwritev2',
-        399: 'io_pgetevents', 407: 'clock_nanosleep_time64',
-        413: 'pselect6_time64', 414: 'ppoll_time64', 416: 'io_pgetevents_time64',
-        418: 'mq_timedsend_time64', 419: 'mq_timedreceive_time64',
-        422: 'futex_time64', 435: 'clone3', 437: 'openat2', 449: 'futex_waitv',
-    },
-}
+# numbers per ABI: arch/syscall_numbers.py
+SYSCALL_NAMES = TABLES
 
 # ---- per architecture ------------------------------------------------------
 
@@ -233,7 +183,8 @@ class Restart(Record):
                  code: int,
                  how: str,
                  insn_len: int = 0,
-                 changed: bool = False):
+                 changed: bool = False,
+                 changes: dict = None):
         self.arch = arch
         self.nr = nr
         self.name = name                  # "" when the table does not know the call
@@ -242,6 +193,9 @@ class Restart(Record):
                                           # "kernel" (arm, aarch64: the kernel's own view)
         self.insn_len = insn_len          # length of the entry instruction
         self.changed = changed
+        # the registers (Regs.gp names) and values that give back the kernel's
+        # view, for the styles that set more than pc and ret
+        self.changes = changes
 
 
 def _get(gp, name):
@@ -276,12 +230,109 @@ def _spec(arch):
     return a.syscall if a is not None else None
 
 
-def recognise(arch, g, read):
+def _args(g, e, mask):
+    return [_get(g, a) & mask for a in e.args]
+
+
+def _ppc64(arch, spec, g, read, extra):
+    """ppc64: r3 == orig_gpr3 on the `sc`/`scv` at nip (CR0.SO set after
+    `sc`: the call failed): rewound by compel.  EINTR (sc, SO set) or
+    -EINTR (scv) after it, for a call that restarts with a restart block:
+    compel's -ERESTART_RESTARTBLOCK.  The kernel's trap comes back too."""
+    mask = (1 << spec.bits) - 1
+    roles, so = dict(spec.roles), dict(spec.consts)["so"]
+    pc, ret = _get(g, spec.pc) & mask, _get(g, spec.ret) & mask
+    failed = bool(_get(g, roles["ccr"]) & so)
+    for e in spec.entries:
+        if not (e.negative or failed):
+            continue
+        nr, args = _get(g, e.nr) & mask, _args(g, e, mask)
+
+        def enc(code):
+            return -code & mask if e.negative else code
+        if ret == _get(g, spec.orig) & mask and _read(read, pc, 4) == e.insn:
+            name, code = code_for(e.numbers, nr, args)
+            if code in (None, ERESTART_RESTARTBLOCK):
+                code = FALLBACK
+            return Restart(arch, nr, name, code, "rewound", 4, changes={
+                spec.pc: (pc + 4) & mask, spec.ret: enc(code), roles["trap"]: e.trap})
+        if ret == enc(EINTR) and _read(read, pc - 4, 4) == e.insn:
+            name, code = code_for(e.numbers, nr, args)
+            if code == ERESTART_RESTARTBLOCK:
+                return Restart(arch, nr, name, code, "restartblock", 4, changes={
+                    spec.ret: enc(code), roles["trap"]: e.trap})
+    return None
+
+
+def _s390(arch, spec, g, read, extra):
+    """s390: a thread whose system_call word is set, with r2 == orig_gpr2 on
+    its `svc`: rewound by compel; -EINTR after it, for a call that restarts
+    with a restart block: compel's -ERESTART_RESTARTBLOCK."""
+    mask = (1 << spec.bits) - 1
+    call = extra.get(dict(spec.roles)["system_call"]) or 0
+    ilen, nr = call >> 16, call & 0xFFFF
+    if not call or not ilen:
+        return None
+    e = spec.entries[0]
+    pc, ret, args = _get(g, spec.pc) & mask, _get(g, spec.ret) & mask, _args(g, e, mask)
+    if ret == _get(g, spec.orig) & mask and _read(read, pc, 1) == e.insn:
+        name, code = code_for(e.numbers, nr, args)
+        if code in (None, ERESTART_RESTARTBLOCK):
+            code = FALLBACK
+        return Restart(arch, nr, name, code, "rewound", ilen, changes={
+            spec.pc: (pc + ilen) & mask, spec.ret: -code & mask})
+    if ret == -EINTR & mask and _read(read, pc - ilen, 1) == e.insn:
+        name, code = code_for(e.numbers, nr, args)
+        if code == ERESTART_RESTARTBLOCK:
+            return Restart(arch, nr, name, code, "restartblock", ilen,
+                           changes={spec.ret: -code & mask})
+    return None
+
+
+def _marked(arch, spec, g, read, extra):
+    """mips and loongarch64: compel zeroed the marker register (r0) of a
+    rewound thread, so a thread with r0 == 0 on its `syscall` instruction
+    whose number (v0; a7) is a call of the table is taken as rewound.  The
+    kernel's view: the pc after the instruction, the code in v0 (positive,
+    a3 = 1: mips) or a0 (-code, orig_a0 = the first argument: loongarch64),
+    r0 = the number (mips) or the number + 1 (loongarch64)."""
+    mask = (1 << spec.bits) - 1
+    roles = dict(spec.roles)
+    if _get(g, roles["marker"]) & mask:
+        return None
+    e = spec.entries[0]
+    pc = _get(g, spec.pc) & mask
+    if _read(read, pc, len(e.insn)) != e.insn:
+        return None
+    nr, args = _get(g, e.nr) & mask, _args(g, e, mask)
+    name, code = code_for(e.numbers, nr, args)
+    if code is None:
+        return None
+    if code == ERESTART_RESTARTBLOCK and name != "restart_syscall":
+        code = FALLBACK      # such a call is not rewound by compel
+    changes = {spec.pc: (pc + len(e.insn)) & mask}
+    if e.negative:           # loongarch64
+        changes.update({spec.ret: -code & mask, spec.orig: _get(g, spec.ret) & mask,
+                        roles["marker"]: nr + 1})
+    else:                    # mips
+        changes.update({spec.ret: code, roles["error"]: 1, roles["marker"]: nr})
+    return Restart(arch, nr, name, code, "rewound", len(e.insn), changes=changes)
+
+
+# how CRIU's rewind is recognised, per SyscallABI.style
+STYLES = {"cr0_so": _ppc64, "int_code": _s390, "zeroed_marker": _marked}
+
+
+def recognise(arch, g, read, extra=None):
     """The Restart of a thread's general registers `g` (Regs.gp, by the
-    kernel's names), or None.  `read(addr, n)` gives the process's memory."""
+    kernel's names), or None.  `read(addr, n)` gives the process's memory;
+    `extra` the thread's other decoded registers (Regs.extra: s390's
+    system_call)."""
     spec = _spec(arch)
     if spec is None:
         return None
+    if spec.style in STYLES:
+        return STYLES[spec.style](arch, spec, g, read, extra or {})
     mask = (1 << spec.bits) - 1
     pc = _get(g, spec.pc) & mask
     for e in spec.entries:
@@ -315,11 +366,15 @@ def recognise(arch, g, read):
     return None
 
 
-def undo(arch, g, read):
+def undo(arch, g, read, extra=None):
     """Give `g` the registers the kernel's core shows for that thread, in
     place; returns the Restart found (changed tells whether g changed)."""
-    r = recognise(arch, g, read)
+    r = recognise(arch, g, read, extra)
     if r is None or r.how == "kernel":
+        return r
+    if r.changes is not None:
+        g.update(r.changes)
+        r.changed = True
         return r
     spec = _spec(arch)
     mask = (1 << spec.bits) - 1
@@ -333,6 +388,6 @@ def undo(arch, g, read):
 def undo_rewind(proc, plan):
     """Undo CRIU's rewind in every thread of proc (images.Process), reading
     instructions through plan (memory.MemoryPlan).  Returns the Restarts."""
-    found = [undo(th.arch, th.regs.gp, plan.read) for th in proc.threads
+    found = [undo(th.arch, th.regs.gp, plan.read, th.regs.extra) for th in proc.threads
              if th.regs is not None]
     return [r for r in found if r is not None]

@@ -186,7 +186,9 @@ def test_thread_without_registers(imgs, tmp_path):
                  r"no x86_64 thread info \(registers\)")
 
 
-def test_machine_type_not_supported(imgs, tmp_path):
+def test_machine_type_unknown_to_pycriu_is_read(imgs, tmp_path):
+    """mtype 7 (LOONGARCH64) is not in pycriu 3.17's enum: it is read all the
+    same, and the x86 registers are not taken for loongarch64 ones."""
     d = imgs()
     with open(img(d, "core-%d.img" % PID), "r+b") as f:
         raw = f.read()
@@ -194,7 +196,7 @@ def test_machine_type_not_supported(imgs, tmp_path):
         f.write(b"\x08\x07")  # LOONGARCH64, unknown to pycriu 3.17's enum
     p, out = convert(d, tmp_path)
     assert_error(p, out, img(d, "core-%d.img" % PID),
-                 "machine type loongarch64 is not supported")
+                 r"no loongarch64 thread info \(registers\)")
 
 
 def test_thread_info_of_another_machine(imgs, tmp_path):

@@ -377,7 +377,7 @@ def test_aarch64_synthetic_core(tmp_path):
 
 def test_unsupported_machine(tmp_path):
     core = tmp_path / "core"
-    core.write_bytes(build_core(243, [note(1, b"\0" * 8)], []))   # EM_RISCV
+    core.write_bytes(build_core(43, [note(1, b"\0" * 8)], []))   # EM_SPARCV9
     with pytest.raises(NotImplementedError):
         core_to_images(str(core), str(tmp_path / "img"))
 
@@ -391,7 +391,8 @@ def test_prstatus_sizes_match_kernel():
     assert ctypes.sizeof(core2images.prstatus_type(c64, 48)) == 504     # ppc64
     assert ctypes.sizeof(core2images.prstatus_type(c64.__ctype_be__, 27,
                                                    ctypes.BigEndianStructure)) == 336  # s390x
-    assert ctypes.sizeof(core2images.prstatus_type(c64, 45)) == 480     # mips64
+    assert ctypes.sizeof(core2images.prstatus_type(c64, 45)) == 480     # mips64, loongarch64
+    assert ctypes.sizeof(core2images.prstatus_type(c64, 32)) == 376     # riscv64
     assert ctypes.sizeof(core2images.prpsinfo_type(c64, c32)) == 136
     assert ctypes.sizeof(core2images.prpsinfo_type(c32, ctypes.c_uint16)) == 124
     assert ctypes.sizeof(core2images.Fxsave) == 512

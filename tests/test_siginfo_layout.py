@@ -9,7 +9,6 @@ it prints SIGSTOP, offsetof(siginfo_t, si_code), offsetof(..., si_errno)
 and sizeof(siginfo_t), and our note, read at those offsets, must say
 SIGSTOP, SI_KERNEL (a task frozen while it ran) and errno 0.
 """
-import os
 import subprocess
 
 import pytest
@@ -19,6 +18,8 @@ from criu_coredump.arch import by_name
 
 from .helpers.tools import need
 from .test_cross_arch import TARGETS
+
+pytestmark = pytest.mark.cross
 
 SI_KERNEL = 128
 PROG = r"""
@@ -35,7 +36,8 @@ int main(void)
 # test_cross_arch's targets, and x86_64 natively: (compiler, runner, arch)
 CASES = {name: (t.cc, t.runner, arch) for name, arch in
          [("aarch64", "aarch64"), ("armv7", "arm"), ("ia32", "ia32"),
-          ("ppc64le", "ppc64"), ("s390x", "s390"), ("mips64el", "mips")]
+          ("ppc64le", "ppc64"), ("s390x", "s390"), ("mips64el", "mips"),
+          ("riscv64", "riscv64")]
          for t in [TARGETS[name]]}
 CASES["x86_64"] = ("gcc", (), "x86_64")
 

@@ -42,13 +42,18 @@ class SyscallEntry(FrozenRecord):
                  numbers: str,
                  nr: str,
                  args: tuple[str, ...],
-                 thumb: bool | None = None):
+                 thumb: bool | None = None,
+                 negative: bool = True,
+                 trap: int | None = None):
         self.insn = insn                  # the instruction's bytes in memory
         self.numbers = numbers            # which system call numbering it uses
                                           # (a key of syscall_restart.SYSCALL_NAMES)
         self.nr = nr                      # register holding the system call number
         self.args = args                  # registers holding its arguments, in order
         self.thumb = thumb                # arm: only in this state (cpsr T bit)
+        self.negative = negative          # the call returns -code in `ret`; False: the
+                                          # code itself, an error flag set (ppc64 sc, mips)
+        self.trap = trap                  # ppc64: pt_regs.trap of a call made this way
 
 
 class SyscallABI(FrozenRecord):
@@ -61,7 +66,10 @@ class SyscallABI(FrozenRecord):
                  entries: tuple[SyscallEntry, ...],
                  kernel_rewinds_first: bool,
                  orig: str | None = None,
-                 thumb_bit: tuple | None = None):
+                 thumb_bit: tuple | None = None,
+                 style: str = "",
+                 roles: tuple[tuple[str, str], ...] = (),
+                 consts: tuple[tuple[str, int], ...] = ()):
         self.bits = bits
         self.pc = pc
         self.ret = ret
@@ -70,8 +78,19 @@ class SyscallABI(FrozenRecord):
         # registers are already what its core shows (arm, arm64); False: after
         # it (x86), and CRIU's rewind is undone
         self.kernel_rewinds_first = kernel_rewinds_first
-        self.orig = orig                  # x86: orig_ax (the number; < 0: no call)
+        self.orig = orig                  # x86: orig_ax (the number; < 0: no call);
+                                          # ppc64 orig_gpr3, s390 orig_gpr2, loongarch64
+                                          # orig_a0: the first argument
         self.thumb_bit = thumb_bit        # arm: (register, mask) of the T bit
+        # how CRIU's rewind is recognised and undone (syscall_restart.STYLES):
+        # as x86 or as arm (from kernel_rewinds_first) unless named here:
+        # "cr0_so" (ppc64), "int_code" (s390), "zeroed_marker" (mips, loongarch64)
+        self.style = style
+        # the style's other registers, by role: ppc64 "ccr", "trap"; mips
+        # "marker" (r0), "error" (a3), "saved_a3" (k0); loongarch64 "marker" (r0)
+        self.roles = roles
+        # the style's constants, by name (ppc64: "so", CR0's summary-overflow bit)
+        self.consts = consts
 
 
 class Arch(FrozenRecord):
@@ -101,7 +120,7 @@ class Arch(FrozenRecord):
                  si_code_offset: int = 8,
                  native_hosts: tuple[str, ...] = (),
                  syscall: SyscallABI | None = None):
-        self.name = name                  # x86_64, ia32, aarch64, arm, ppc64, s390, riscv64, mips
+        self.name = name                  # the module's name (arch/__init__.py MODULES)
         self.elf = elf                    # ELF class and byte order of the core
         self.machine = machine            # e_machine
         self.endian = endian              # "little" or "big"

@@ -22,7 +22,7 @@ import ctypes
 import struct
 
 from .. import elf
-from .base import Arch, Regs
+from .base import Arch, Regs, SyscallABI, SyscallEntry
 
 _CRIU_SPECIAL = ("lo", "hi", "cp0_epc", "cp0_badvaddr", "cp0_status", "cp0_cause")
 # elf_gregset_t by the EF_* offsets
@@ -55,6 +55,15 @@ ARCH = Arch(
     native_hosts=("mips64",),
     # asm/signal.h: SIGSTOP is 23; asm/siginfo.h: si_code before si_errno
     sigstop=23, si_code_offset=4,
-    # syscall-restart rewind: not handled yet on this arch (the registers
-    # are written as CRIU saved them)
+    # arch/mips/kernel/signal.c do_signal() restarts after get_signal(); a
+    # failed call left r0 = its number (for the restart), v0 = the positive
+    # -ERESTART* code, a3 = 1 and k0 = its a3 (scall64-n64.S).  compel
+    # rewinds (v0 = r0, a3 = k0, epc -= 4; v0 = -EINTR for
+    # -ERESTART_RESTARTBLOCK) and zeroes r0: only the `syscall` at epc and
+    # a number in the table tell such a thread, and a restart block is lost.
+    syscall=SyscallABI(64, "cp0_epc", "r2", (
+        SyscallEntry(struct.pack("<I", 0x0000000C), "mips_n64", "r2",
+                     ("r4", "r5", "r6", "r7", "r8", "r9"), negative=False),),
+        kernel_rewinds_first=False, style="zeroed_marker",
+        roles=(("marker", "r0"), ("error", "r7"), ("saved_a3", "r26"))),
 )

@@ -35,7 +35,7 @@ import ctypes
 import struct
 
 from .. import elf
-from .base import Arch, Regs, words
+from .base import Arch, Regs, SyscallABI, SyscallEntry, words
 
 # elf_gregset_t: struct user_pt_regs, padded to ELF_NGREG (48) words
 GREGS = tuple("r%d" % i for i in range(32)) + (
@@ -132,6 +132,16 @@ ARCH = Arch(
                   (NT_PPC_TM_SPR, lambda proc, th: None if th.regs.tm_spr is None
                    else struct.pack("<3Q", *th.regs.tm_spr))),
     native_hosts=("ppc64le",),
-    # syscall-restart rewind: not handled yet on this arch (the registers
-    # are written as CRIU saved them)
+    # arch/powerpc/kernel/signal.c do_signal(): check_syscall_restart()
+    # runs after get_signal(), so a ptrace stop shows nip after the `sc`
+    # (or `scv 0`) and r3 = the -ERESTART* code: positive with CR0.SO set
+    # after `sc`, negative after `scv`; compel rewinds (r3 = orig_gpr3,
+    # nip -= 4; r3 = EINTR for -ERESTART_RESTARTBLOCK) and zeroes trap
+    syscall=SyscallABI(64, "nip", "r3", tuple(
+        SyscallEntry(struct.pack("<I", insn), "ppc64", "r0",
+                     ("r3", "r4", "r5", "r6", "r7", "r8"), negative=negative, trap=trap)
+        for insn, negative, trap in ((0x44000002, False, 0xC00),    # sc
+                                     (0x44000001, True, 0x3000))),  # scv 0
+        kernel_rewinds_first=False, orig="orig_gpr3", style="cr0_so",
+        roles=(("ccr", "ccr"), ("trap", "trap")), consts=(("so", 0x10000000),)),
 )

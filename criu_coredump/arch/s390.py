@@ -26,7 +26,7 @@ import ctypes
 import struct
 
 from .. import elf
-from .base import Arch, Regs, ctype, words
+from .base import Arch, Regs, SyscallABI, SyscallEntry, ctype, words
 
 # elf_gregset_t (s390_regs) as 27 longs: two access registers in each of
 # words 18-25, the lower-numbered one in the high half (big-endian memory)
@@ -88,6 +88,14 @@ ARCH = Arch(
                   (elf.NT_S390_GS_BC, lambda proc, th: _q(th.regs.gs_bc)),
                   (elf.NT_S390_RI_CB, lambda proc, th: _q(th.regs.ri_cb))),
     native_hosts=("s390x",),
-    # syscall-restart rewind: not handled yet on this arch (the registers
-    # are written as CRIU saved them)
+    # arch/s390/kernel/signal.c arch_do_signal_or_restart(): the restart
+    # is decided after get_signal(), so a ptrace stop shows psw_addr after
+    # the `svc` and r2 = the -ERESTART* code; compel rewinds when
+    # system_call is set (r2 = orig_gpr2, psw_addr -= its instruction
+    # length, system_call >> 16; r2 = -EINTR for -ERESTART_RESTARTBLOCK).
+    # The call's number is system_call's low half (svc NN, or r1 for svc 0).
+    syscall=SyscallABI(64, "psw_addr", "r2", (
+        SyscallEntry(b"\x0a", "s390x", "r1", ("r2", "r3", "r4", "r5", "r6", "r7")),),
+        kernel_rewinds_first=False, orig="orig_gpr2", style="int_code",
+        roles=(("system_call", "system_call"),)),
 )

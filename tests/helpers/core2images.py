@@ -65,6 +65,8 @@ from typing import Callable, Dict, List, Optional
 from pycriu import images
 from pycriu.images import pb
 
+from . import rawcore
+
 LE = ctypes.LittleEndianStructure
 
 # --------------------------------------------------------------------------
@@ -80,6 +82,7 @@ PF_X, PF_W, PF_R = 1, 2, 4
 
 EM_386, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 40, 62, 183
 EM_MIPS, EM_PPC64, EM_S390, EM_RISCV = 8, 21, 22, 243
+EM_LOONGARCH = 258
 
 NT_PRSTATUS = 1
 NT_FPREGSET = 2
@@ -782,6 +785,42 @@ def mips_thread_info(thread, proc):
     return {"clear_tid_addr": 0, "tls": 0, "gpregs": gpregs, "fpregs": fpregs}
 
 
+# ---- riscv64 and loongarch64 --------------------------------------------------
+# pycriu 3.17 knows neither: their core images are written by rawcore.
+
+RISCV64_GREGS = ("pc ra sp gp tp t0 t1 t2 s0 s1 a0 a1 a2 a3 a4 a5 a6 a7 "
+                 "s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 t3 t4 t5 t6").split()
+
+
+def riscv64_thread_info(thread, proc):
+    """thread_info_riscv64: user_regs_struct by name (tp is also tls);
+    f0-f31 and fcsr from NT_PRFPREG, zeros without it."""
+    r = thread.regs
+    fp = thread.notes.get(NT_FPREGSET)
+    f, fcsr = [0] * 32, 0
+    if fp is not None and len(fp) >= 260:
+        vals = struct.unpack_from("<32QI", fp)
+        f, fcsr = list(vals[:32]), vals[32]
+    return {"clear_tid_addr": 0, "tls": r[4],
+            "gpregs": dict(zip(RISCV64_GREGS, r[:32])),
+            "fpsimd": {"f": f, "fcsr": fcsr}}
+
+
+def loongarch64_thread_info(thread, proc):
+    """thread_info_loongarch64: regs[32] and pc (csr_era, word 33; CRIU
+    keeps neither orig_a0 nor csr_badv), r2 is the thread pointer; fpr0-31,
+    fcc and fcsr from NT_PRFPREG, zeros without it."""
+    r = thread.regs
+    fp = thread.notes.get(NT_FPREGSET)
+    fpr, fcc, fcsr = [0] * 32, 0, 0
+    if fp is not None and len(fp) >= 268:
+        vals = struct.unpack_from("<32QQI", fp)
+        fpr, fcc, fcsr = list(vals[:32]), vals[32], vals[33]
+    return {"clear_tid_addr": 0, "tls": r[2],
+            "gpregs": {"regs": list(r[:32]), "pc": r[33]},
+            "fpregs": {"regs": fpr, "fcc": fcc, "fcsr": fcsr}}
+
+
 MACHINES = {
     EM_X86_64: MachineSpec("x86_64", "X86_64", "thread_info", 27, ctypes.c_uint32,
                            x86_64_thread_info, vsyscall=0xFFFFFFFFFF600000),
@@ -797,7 +836,13 @@ MACHINES = {
                          s390_thread_info, endian="big"),
     EM_MIPS: MachineSpec("mips", "MIPS", "ti_mips", 45, ctypes.c_uint32,
                          mips_thread_info),
+    EM_RISCV: MachineSpec("riscv64", "RISCV64", "ti_riscv64", 32, ctypes.c_uint32,
+                          riscv64_thread_info),
+    EM_LOONGARCH: MachineSpec("loongarch64", "LOONGARCH64", "ti_loongarch64", 45,
+                              ctypes.c_uint32, loongarch64_thread_info),
 }
+# core_entry.march by name (images/core.proto), for the ones pycriu 3.17 lacks
+MARCH = {"LOONGARCH64": 7, "RISCV64": 8}
 
 
 def machine_spec(core):
@@ -819,15 +864,25 @@ def _sx(value, bits):
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-def compel_rewind(arch, gpregs):
+def compel_rewind(arch, gpregs, kernel_regs=None):
     """Rewind a thread_info's gpregs (a dict) as CRIU's compel_get_task_regs()
-    does before saving them: compel/arch/x86/src/lib/infect.c (signed 64-bit
-    registers, or 32-bit for a compat task) and compel/arch/arm/src/lib/
-    infect.c; compel/arch/aarch64 changes nothing.  Returns gpregs."""
+    does before saving them: compel/arch/<arch>/src/lib/infect.c, x86 (signed
+    64-bit registers, or 32-bit for a compat task), arm, ppc64 (also zeroes
+    trap), s390, mips (also zeroes r0) and loongarch64 (also zeroes r0; its
+    orig_a0, which the images do not keep, comes from `kernel_regs`, the
+    NT_PRSTATUS words); aarch64 and riscv64 change nothing.  Returns gpregs."""
     if arch in ("x86_64", "ia32"):
         bits, pc, ret, orig, insn = (64 if arch == "x86_64" else 32), "ip", "ax", "orig_ax", 2
     elif arch == "arm":
         bits, pc, ret, orig, insn = 32, "pc", "r0", "orig_r0", 4
+    elif arch == "ppc64":
+        return _compel_ppc64(gpregs)
+    elif arch == "s390":
+        return _compel_s390(gpregs)
+    elif arch == "mips":
+        return _compel_mips(gpregs)
+    elif arch == "loongarch64":
+        return _compel_loongarch64(gpregs, kernel_regs[32])
     else:
         return gpregs
     mask = (1 << bits) - 1
@@ -839,6 +894,70 @@ def compel_rewind(arch, gpregs):
         elif code == ERESTART_RESTARTBLOCK:
             gpregs[ret] = EINTR & mask
     return gpregs
+
+
+M64 = (1 << 64) - 1
+
+
+def _compel_ppc64(g):
+    """handle_syscall() and __get_task_regs() of compel's ppc64 infect.c."""
+    trap = g["trap"] & ~0xF
+    scv = trap == 0x3000
+    if scv or trap == 0x0C00:
+        ret = g["gpr"][3]
+        if scv:
+            ret = -_sx(ret, 64) if ret >= (-4095 & M64) else None
+        elif not g["ccr"] & 0x10000000:
+            ret = None
+        if ret in (512, 513, 514):
+            g["gpr"][3] = g["orig_gpr3"]
+            g["nip"] = (g["nip"] - 4) & M64
+        elif ret == 516:
+            g["gpr"][3] = (EINTR & M64) if scv else -EINTR
+    g["trap"] = 0
+    return g
+
+
+def _compel_s390(g):
+    """compel_get_task_regs() of compel's s390 infect.c."""
+    if g["system_call"]:
+        code = _sx(g["gprs"][2], 64)
+        if code in ERESTART_REWOUND:
+            g["gprs"][2] = g["orig_gpr2"]
+            g["psw_addr"] = (g["psw_addr"] - (g["system_call"] >> 16)) & M64
+        elif code == ERESTART_RESTARTBLOCK:
+            g["gprs"][2] = EINTR & M64
+    return g
+
+
+def _compel_mips(g):
+    """compel_get_task_regs() of compel's mips infect.c (v0 compared as int)."""
+    if g["r0"]:
+        code = _sx(g["r2"], 32)
+        if code in (512, 513, 514):
+            g["r2"], g["r7"] = g["r0"], g["r26"]
+            g["cp0_epc"] = (g["cp0_epc"] - 4) & M64
+        elif code == 516:
+            g["r2"] = EINTR & M64
+        g["r0"] = 0
+    return g
+
+
+NR_RESTART_SYSCALL_GENERIC = 128
+
+
+def _compel_loongarch64(g, orig_a0):
+    """compel_get_task_regs() of compel's loongarch64 infect.c."""
+    regs = g["regs"]
+    if regs[0]:
+        code = _sx(regs[4], 64)
+        if code in ERESTART_REWOUND or code == ERESTART_RESTARTBLOCK:
+            regs[4] = orig_a0
+            g["pc"] = (g["pc"] - 4) & M64
+            if code == ERESTART_RESTARTBLOCK:
+                regs[11] = NR_RESTART_SYSCALL_GENERIC
+        regs[0] = 0
+    return g
 
 
 # --------------------------------------------------------------------------
@@ -1240,6 +1359,18 @@ def write_image(out_dir, name, magic, entries):
         images.dump({"magic": magic, "entries": entries}, f)
 
 
+def write_core(out_dir, tid, spec, entry):
+    """core-<tid>.img, through rawcore where pycriu lacks the machine."""
+    if spec.mtype in MARCH and not (
+            spec.ti_field in pb.core_entry.DESCRIPTOR.fields_by_name
+            and spec.mtype in pb.core_entry.march.keys()):
+        rest = {k: v for k, v in entry.items() if k not in ("mtype", spec.ti_field)}
+        rawcore.write_core_image(os.path.join(out_dir, "core-%d.img" % tid), rest,
+                                 MARCH[spec.mtype], spec.ti_field, entry[spec.ti_field])
+    else:
+        write_image(out_dir, "core-%d.img" % tid, "CORE", [entry])
+
+
 def inventory_entry():
     return {"img_version": 2, "fdinfo_per_id": True, "root_ids": dict(ROOT_IDS),
             "ns_per_id": True, "lsmtype": "NO_LSM"}
@@ -1256,13 +1387,17 @@ def pstree_entry(proc):
 # --------------------------------------------------------------------------
 
 def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pages_field=2,
-                   as_criu_saves=False):
+                   as_criu_saves=False, edit_thread_info=None, edit_notes=None):
     """Write a CRIU image directory for the process in a kernel core.
 
     task_state: tc.task_state of the main thread (1 alive, 3 stopped).
     exe: path of the executable, to pick its NT_FILE entry for exe_file_id.
     nr_pages_field: 2 (CRIU 3.x/pycriu encoding) or 5 (CRIU 4.2 encoding).
     as_criu_saves: registers rewound as compel saves them (compel_rewind).
+    edit_thread_info: (index, thread_info dict) -> None, called on each
+    thread's thread_info before compel's rewind (values planted by a test).
+    edit_notes: (index, ThreadNotes) -> None, called on each thread's notes
+    before its thread_info is made (a state a test makes kernel-like).
 
     Returns {"pid", "tids", "arch", "nr_pages", "exe"}.
     """
@@ -1279,11 +1414,15 @@ def core_to_images(core_path, out_dir, *, task_state=TASK_ALIVE, exe=None, nr_pa
 
         write_image(out_dir, "inventory.img", "INVENTORY", [inventory_entry()])
         write_image(out_dir, "pstree.img", "PSTREE", [pstree_entry(proc)])
-        for thread in proc.threads:
+        for k, thread in enumerate(proc.threads):
+            if edit_notes is not None:
+                edit_notes(k, thread)
             entry = core_entry(thread, proc, spec, task_state, thread.tid == main_tid)
+            if edit_thread_info is not None:
+                edit_thread_info(k, entry[spec.ti_field])
             if as_criu_saves:
-                compel_rewind(spec.arch, entry[spec.ti_field]["gpregs"])
-            write_image(out_dir, "core-%d.img" % thread.tid, "CORE", [entry])
+                compel_rewind(spec.arch, entry[spec.ti_field]["gpregs"], thread.regs)
+            write_core(out_dir, thread.tid, spec, entry)
 
         root_id = len(fids) + 1
         files = [reg_file(fid, path) for path, fid in fids.items()]

@@ -23,6 +23,8 @@ COMPOSED = {
 ZERO = {
     "ppc64": {"dar", "dsisr", "result", "pad44", "pad45", "pad46", "pad47"},
     "mips": {"unused%d" % i for i in range(38, 45)},
+    # CRIU saves regs[32] and pc only
+    "loongarch64": {"orig_a0", "csr_badv"} | {"reserved%d" % i for i in range(10)},
 }
 # archs whose pr_reg order is not the order of CRIU's message fields
 REORDERED = {"ia32"}   # i386's user_regs_struct: bx, cx, dx, si, di, bp, ax, ...

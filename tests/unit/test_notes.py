@@ -39,11 +39,12 @@ def test_state_fields_as_fill_psinfo_derives_them():
     assert notes.state_fields(_proc(model.TASK_ALIVE)) == (0, b"R", 0)
     assert notes.state_fields(_proc(model.TASK_STOPPED)) == (3, b"T", 0)
     assert notes.state_fields(_proc(model.TASK_DEAD)) == (4, b"Z", 1)
-    x86 = X86
-    assert notes.current_signal(_proc(model.TASK_STOPPED), x86) == (19, 19, notes.SI_USER)
-    assert notes.current_signal(_proc(model.TASK_ALIVE), x86) == (0, 19, notes.SI_KERNEL)
+    # (pr_cursig, NT_SIGINFO's si_signo, si_code): gcore's answers; mips's
+    # SIGSTOP is 23, SI_USER 0, SI_KERNEL 0x80 (include/uapi/asm-generic/siginfo.h)
+    assert notes.current_signal(_proc(model.TASK_STOPPED), X86) == (19, 19, 0)
+    assert notes.current_signal(_proc(model.TASK_ALIVE), X86) == (0, 19, 0x80)
     mips = arches.by_name("mips")
-    assert notes.current_signal(_proc(model.TASK_ALIVE), mips) == (0, 23, notes.SI_KERNEL)
+    assert notes.current_signal(_proc(model.TASK_ALIVE), mips) == (0, 23, 0x80)
 
 
 def test_auxv_stops_at_at_null_in_target_longs():
@@ -115,3 +116,15 @@ def test_build_notes_in_the_kernels_order():
     assert elf.NT_PRFPREG in got[5:first] and elf.NT_PRFPREG in got[first:]
     assert got[first] == elf.NT_PRSTATUS and got.count(elf.NT_PRSTATUS) == 2
     assert elf.NT_PRPSINFO not in got[first:]
+
+
+def test_siginfo_puts_si_code_where_the_arch_s_siginfo_t_has_it():
+    """si_signo first; si_code third (generic siginfo_t) or second (mips,
+    whose siginfo_t swaps si_code and si_errno); the rest zero.  Each
+    arch's layout is judged by its C library in test_siginfo_layout."""
+    x86 = notes.siginfo_bytes(X86, 19, 0x80)
+    assert len(x86) == 128
+    assert x86[:12] == (19).to_bytes(4, "little") + bytes(4) + (0x80).to_bytes(4, "little")
+    assert x86[12:] == bytes(116)
+    mips = notes.siginfo_bytes(arches.by_name("mips"), 23, 0x80)
+    assert mips[:12] == (23).to_bytes(4, "little") + (0x80).to_bytes(4, "little") + bytes(4)
