@@ -1,36 +1,49 @@
 #!/usr/bin/env python3
-"""Benchmark: coredump on synthetic checkpoints of 64 MiB, 1 GiB and 4 GiB of
-dumped pages, on a pagemap of 1,000,000 one-page entries, and on processes
-of 10,000 and 100,000 threads.
+"""Benchmark: coredump against a durable copy of the same pages, per file system.
 
-For each case, in the same run, it prints: coredump's wall time, the wall
-time of `cp` of the same pages image (the baseline: converting cannot beat
-copying the pages once) and their ratio, coredump's peak RSS, and the core's
-apparent and allocated sizes.  For the large pagemap it also prints how long
-decoding the pagemap takes with pycriu's dict conversion (`crit`'s way) and
-with our page index, and the peak RSS of each.
+Cases (--cases, any of):
+  size       processes of --sizes dumped pages (64M,1G): runs of 255 pages
+  scattered  one process of --entries one-page pagemap entries, each
+             followed by a one-page hole (a JVM's or a database's sparsely
+             touched heap); 1,000,000 entries are 3.8 GiB of pages
+  tiny       a 16-page process, --small-runs times: the fixed cost of a run,
+             beside `python3 -c pass` on the same interpreter
+  tree       --tree small processes in one checkpoint, --jobs 1 against
+             --jobs 2: throughput and CPU time of each
+  threads    processes of --threads threads (10000,100000): time and peak RSS
+  holes      16 mappings of 16 MiB with one page at each end, the images
+             in --workdir: the core's allocated size against its data
+             (holes must stay holes)
+  archive    -i of a Podman-style archive of --archive pages (512M), plain
+             and --compressions (gzip,zstd,xz), against decompressing it
+             once into a synced file (issue 13: compressed within 1.5x)
 
-Targets (issue 4): on 1 GiB, wall time <= 1.5x cp; peak RSS < 64 MiB at every
-size; 4 GiB within 4.5x of 1 GiB.  Threads (issue 12): the notes are
-streamed, never held whole; peak RSS at 100,000 threads must stay below 512
-MiB (it was 842 MiB before; what remains grows with the threads' register
-records, which are still loaded at once, about 3 KiB a thread).  The script prints PASS/FAIL for each and
-exits 1 if one fails.  cp's own 4G/1G ratio is printed beside ours: on a disk
-file system, writes past the kernel's dirty_background limit (10% of memory)
-go at the disk's speed, for cp as for us; --workdir on a tmpfs measures
-without the disk.
+File systems (--fs, any of): here (a temporary directory in --workdir,
+default the system's temporary directory), tmpfs (mounted for the run), xfs
+and btrfs (a file of --fs-size loop-mounted for the run, in a temporary
+directory outside the repository; always unmounted and deleted).  Those need
+root, and mkfs.xfs / mkfs.btrfs (apt-get install xfsprogs btrfs-progs): a file
+system that cannot be made is reported and skipped.
 
-    .venv/bin/python bench/bench.py                # everything (~12 GiB of disk)
-    .venv/bin/python bench/bench.py --sizes 64M     # one quick case
-    .venv/bin/python bench/bench.py --sizes "" --entries 0 --threads 10000,100000
-    .venv/bin/python bench/bench.py --sizes "" --entries 0 --archive 512M
+The baseline, measured in the same run on the same file system, is a durable
+copy of the same pages image: `cp --reflink=never` then `sync FILE` (fsync).
+Each case runs --repeat times, the copy and the conversion paired; medians
+are printed, with the ratio coredump / copy, CPU time (user + system) and
+peak RSS (the largest).  Every conversion is durable too: each core is
+fsynced before its rename, OUTDIR once a run.
 
-The images are built below --workdir (default: a temporary directory on the
-file system of the current directory) and removed as each case ends.
+    sudo .venv/bin/python bench/bench.py --fs here,tmpfs,xfs,btrfs
+    .venv/bin/python bench/bench.py --cases tiny,tree --fs here
+    .venv/bin/python bench/bench.py --cases scattered --entries 250000
+
+--before DIR/bin/coredump runs another tree's coredump beside this one in
+the tiny and holes cases (a "before" for a change).
 """
 import argparse
 import os
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,8 +64,9 @@ INSTALLED_ENV = {k: v for k, v in os.environ.items()
 MiB = 1 << 20
 GiB = 1 << 30
 PAGE = synth.PAGE
-VMA_SIZE = 64 * MiB          # the big cases: mappings of 64 MiB
+VMA_SIZE = 64 * MiB          # the size cases: mappings of 64 MiB
 RUN_PAGES = 255              # present pages, then a one-page hole
+ALL_CASES = ("size", "scattered", "tiny", "tree", "threads", "holes", "archive")
 
 
 def parse_size(text):
@@ -70,17 +84,18 @@ def human(n):
     return "%d B" % n
 
 
-def build_sized(path, size, fmt):
+# -- checkpoints -------------------------------------------------------------
+
+def build_sized(path, size):
     """One process whose dumped pages total `size` bytes: anonymous mappings
     of up to 64 MiB, each with runs of 255 present pages and one hole."""
-    ck = synth.Checkpoint(path, fmt=fmt)
+    ck = synth.Checkpoint(path)
     p = ck.process(4242, comm="bench")
     pages_left = size // PAGE
     vma_pages = VMA_SIZE // PAGE
     addr = 0x7f0000000000
     while pages_left > 0:
         want = min(pages_left, vma_pages - vma_pages // (RUN_PAGES + 1))
-        # enough address space for `want` pages in runs with holes
         span = want + (want + RUN_PAGES - 1) // RUN_PAGES
         p.vma(addr, addr + span * PAGE)
         a, left = addr, want
@@ -95,15 +110,37 @@ def build_sized(path, size, fmt):
     return ck
 
 
-def build_many_entries(path, count, fmt):
-    """One process with `count` one-page pagemap entries, each followed by a
-    one-page hole, in one mapping."""
-    ck = synth.Checkpoint(path, fmt=fmt)
+def build_scattered(path, count):
+    """One process with `count` one-page pagemap entries, each followed by
+    a one-page hole, in one mapping."""
+    ck = synth.Checkpoint(path)
     p = ck.process(4243, comm="bench-many")
     base = 0x7f0000000000
     p.vma(base, base + 2 * count * PAGE)
     for i in range(count):
         p.pages(base + 2 * i * PAGE, nr_pages=1)
+    ck.write()
+    return ck
+
+
+def build_tiny(path):
+    ck = synth.Checkpoint(path)
+    p = ck.process(4244, comm="tiny")
+    base = 0x7f0000000000
+    p.vma(base, base + 64 * PAGE).pages(base, nr_pages=16)
+    ck.write()
+    return ck
+
+
+def build_tree(path, count):
+    """`count` processes (a parent and its children), each with a 16-page
+    mapping (4 pages dumped) and a 32-page stack (8 dumped)."""
+    ck = synth.Checkpoint(path)
+    for i in range(count):
+        p = ck.process(1000 + i, ppid=0 if i == 0 else 1000, comm="t%d" % i)
+        p.vma(0x400000, 0x400000 + 16 * PAGE).pages(0x400000, nr_pages=4)
+        stack = 0x7ffc00000000
+        p.vma(stack, stack + 32 * PAGE).pages(stack + 24 * PAGE, nr_pages=8)
     ck.write()
     return ck
 
@@ -115,12 +152,25 @@ def build_threads(path, count):
     return ck
 
 
+def build_holes(path):
+    """16 mappings of 16 MiB 1 GiB apart, each with its first and last page
+    dumped: a core of 256 MiB of which 128 KiB is data."""
+    ck = synth.Checkpoint(path)
+    p = ck.process(4245, comm="holes")
+    for i in range(16):
+        a = 0x7f0000000000 + i * GiB
+        p.vma(a, a + 16 * MiB).pages(a, nr_pages=1).pages(a + 16 * MiB - PAGE, nr_pages=1)
+    ck.write()
+    return ck
+
+
+# -- measuring ---------------------------------------------------------------
+
 def run_measured(argv, env=None):
     """Run a command under /usr/bin/time: (wall seconds, CPU seconds (user +
     system), peak RSS bytes, exit status, stderr).  GNU time forks the
     command from its own small process: a child forked straight from this
-    one (which may hold the images it built) would count this process's
-    memory in its peak RSS."""
+    one would count this process's memory in its peak RSS."""
     t0 = time.perf_counter()
     p = subprocess.run([TIME, "-f", "TIME-RSS-KB %M %U %S"] + argv,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -132,49 +182,47 @@ def run_measured(argv, env=None):
             p.returncode, "\n".join(lines[:-1]))
 
 
-def sync_dir(path):
+def drop_dirty(path):
+    """Write back what earlier steps left dirty, so it is not billed to
+    the next measurement."""
     subprocess.run(["sync", "-f", path], check=False)
 
 
-def time_cp(src, dst):
-    """cp of the pages image: (wall, CPU) seconds."""
-    sync_dir(os.path.dirname(dst))
-    wall, cpu, _, code, err = run_measured(["cp", src, dst])
+def durable_copy(src, dst):
+    """`cp --reflink=never` + fsync of the copy: (wall, CPU) seconds."""
+    drop_dirty(os.path.dirname(dst))
+    wall, cpu, _, code, err = run_measured(
+        ["sh", "-c", 'cp --reflink=never "$0" "$1" && sync "$1"', src, dst])
     if code != 0:
-        sys.exit("cp failed: %s" % err)
+        sys.exit("bench: the copy failed: %s" % err)
     os.unlink(dst)
     return wall, cpu
 
 
-def convert(images, out):
+def convert(coredump, images, out, *extra):
     """One conversion into an empty `out`: (wall, CPU, peak RSS, apparent
-    size, allocated size)."""
+    size, allocated size) (sizes of the first core)."""
     if os.path.exists(out):
         shutil.rmtree(out)
     os.makedirs(out)
-    sync_dir(out)
-    wall, cpu, rss, code, err = run_measured([
-        sys.executable, COREDUMP, "-i", images, "-o", out, "-q", "--jobs", "1"],
+    drop_dirty(out)
+    wall, cpu, rss, code, err = run_measured(
+        [sys.executable, coredump, "-i", images, "-o", out, "-q"] + list(extra),
         env=INSTALLED_ENV)
     if code != 0:
-        sys.exit("coredump failed (%d): %s" % (code, err.strip()))
-    cores = [os.path.join(out, f) for f in os.listdir(out) if f.startswith("core.")]
-    st = os.stat(cores[0])
+        sys.exit("bench: coredump failed (%d): %s" % (code, err.strip()))
+    cores = sorted(f for f in os.listdir(out) if f.startswith("core."))
+    st = os.stat(os.path.join(out, cores[0]))
     return wall, cpu, rss, st.st_size, st.st_blocks * 512
 
 
-def _notes_size(core):
-    """p_filesz of a core's PT_NOTE (the first program header)."""
-    import struct
-    with open(core, "rb") as f:
-        eh = f.read(64)
-        phoff, = struct.unpack_from("<Q", eh, 32)
-        f.seek(phoff)
-        ph = f.read(56)
-    return struct.unpack_from("<Q", ph, 32)[0]
+def median(xs):
+    return statistics.median(xs)
 
 
-ARCHIVERS = {  # compression: (command compressing stdin, command decompressing)
+# -- archives (issue 13) ------------------------------------------------------
+
+ARCHIVERS = {  # kind: (command compressing stdin, command decompressing)
     "tar": (None, ["cat"]),
     "gzip": (["gzip", "-6"], ["gzip", "-dc"]),
     "zstd": (["zstd", "-q", "-3", "-c"], ["zstd", "-q", "-dc"]),
@@ -182,12 +230,12 @@ ARCHIVERS = {  # compression: (command compressing stdin, command decompressing)
 }
 
 
-def build_archive(base, size, fmt, kind):
+def build_archive(base, size, kind):
     """A Podman-style archive (config.dump, spec.dump, checkpoint/) of a
     synthetic checkpoint with `size` bytes of pages, compressed as `kind`."""
     import json
     root = os.path.join(base, "ctr")
-    ck = build_sized(os.path.join(root, "checkpoint"), size, fmt)
+    build_sized(os.path.join(root, "checkpoint"), size)
     with open(os.path.join(root, "config.dump"), "w") as f:
         json.dump({"id": "bench", "name": "bench", "runtime": "runc"}, f)
     with open(os.path.join(root, "spec.dump"), "w") as f:
@@ -204,210 +252,310 @@ def build_archive(base, size, fmt, kind):
     if tar.wait() != 0:
         sys.exit("bench: tar failed")
     shutil.rmtree(root)
-    return path, ck
+    return path
 
 
 def time_decompress(archive, kind, dst):
-    """The baseline of an archive: decompressing it once into a file, synced
-    (our core is fsynced): (wall, CPU) seconds."""
-    sync_dir(os.path.dirname(dst))
-    cmd = " ".join(ARCHIVERS[kind][1]) + " '%s' > '%s' && sync -f '%s'" % (
-        archive, dst, dst)
-    wall, cpu, _, code, err = run_measured(["sh", "-c", cmd])
+    """Decompressing the archive once into a file, synced: (wall, CPU)."""
+    drop_dirty(os.path.dirname(dst))
+    wall, cpu, _, code, err = run_measured(
+        ["sh", "-c", " ".join(ARCHIVERS[kind][1]) + ' "$0" > "$1" && sync "$1"',
+         archive, dst])
     if code != 0:
-        sys.exit("decompressing failed: %s" % err)
+        sys.exit("bench: decompressing failed: %s" % err)
     os.unlink(dst)
     return wall, cpu
 
 
-def archive_cases(base, size_text, kinds, fmt, repeat):
-    """-i ARCHIVE against decompressing the archive once (issue 13: within
-    1.5x for the compressed ones); the plain one is read in place."""
-    size = parse_size(size_text)
-    results = {}
-    for kind in kinds:
-        path, ck = build_archive(base, size, fmt, kind)
+# -- file systems -------------------------------------------------------------
+
+class FileSystem:
+    """A directory on the file system to measure, made and removed here."""
+
+    def __init__(self, kind, workdir, size):
+        self.kind = kind
+        self.workdir = workdir
+        self.size = size
+        self.top = None     # our temporary directory
+        self.mount = None   # where we mounted something, to unmount
+        self.image = None   # the loop-mounted file
+        self.dir = None     # where the cases run
+        self.name = kind
+
+    def __enter__(self):
+        self.top = tempfile.mkdtemp(prefix="ccd-bench-%s-" % self.kind,
+                                    dir=self.workdir)
+        try:
+            if self.kind == "here":
+                self.dir = self.top
+                self.name = fs_type(self.dir)
+            elif self.kind == "tmpfs":
+                self.mount = os.path.join(self.top, "mnt")
+                os.mkdir(self.mount)
+                self._run(["mount", "-t", "tmpfs", "-o", "size=%d" % self.size,
+                           "ccd-bench", self.mount])
+                self.dir = self.mount
+            elif self.kind in ("xfs", "btrfs"):
+                mkfs = shutil.which("mkfs." + self.kind)
+                if mkfs is None:
+                    raise OSError("mkfs.%s is missing: apt-get install %s"
+                                  % (self.kind, {"xfs": "xfsprogs",
+                                                 "btrfs": "btrfs-progs"}[self.kind]))
+                self.image = os.path.join(self.top, "fs.img")
+                with open(self.image, "wb") as f:
+                    f.truncate(self.size)
+                self._run([mkfs, "-q", "-f", self.image])
+                self.mount = os.path.join(self.top, "mnt")
+                os.mkdir(self.mount)
+                self._run(["mount", "-o", "loop", self.image, self.mount])
+                self.dir = self.mount
+            else:
+                raise OSError("unknown file system %r" % self.kind)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    @staticmethod
+    def _run(argv):
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+        if p.returncode != 0:
+            raise OSError("%s: %s" % (" ".join(argv[:3]), p.stdout.strip()))
+
+    def __exit__(self, *exc):
+        if self.mount and os.path.ismount(self.mount):
+            subprocess.run(["umount", self.mount], check=False)
+        shutil.rmtree(self.top, ignore_errors=True)
+        return False
+
+
+def fs_type(path):
+    p = subprocess.run(["stat", "-f", "-c", "%T", path], stdout=subprocess.PIPE,
+                       text=True)
+    return (p.stdout.strip() or "?").replace("ext2/ext3", "ext4")
+
+
+# -- cases --------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.rows = []      # (fs, case, text, ok or None)
+
+    def row(self, fs, case, text, ok=None):
+        self.rows.append((fs.name, case, text, ok))
+        mark = "" if ok is None else ("  PASS" if ok else "  FAIL")
+        print("%-6s %-22s %s%s" % (fs.name, case, text, mark), flush=True)
+
+    def copy_case(self, fs, label, build, target=None):
+        """A conversion against a durable copy of its pages image."""
+        a = self.args
+        d = os.path.join(fs.dir, "img")
+        ck = build(d)
+        pages = os.path.join(d, "pages-%d.img" % ck.procs[0].pages_id)
         runs = []
-        for _ in range(repeat):
-            b = time_decompress(path, kind, os.path.join(base, "decompressed"))
-            runs.append(b + convert(path, os.path.join(base, "out")))
-        b_wall, _, wall, cpu = (median([r[i] for r in runs]) for i in range(4))
+        for _ in range(a.repeat):
+            cp = durable_copy(pages, os.path.join(fs.dir, "pages.copy"))
+            runs.append(cp + convert(a.coredump, d, os.path.join(fs.dir, "out"),
+                                     "--jobs", "1"))
+        cp_wall, cp_cpu, wall, cpu = (median([r[i] for r in runs]) for i in range(4))
         rss = max(r[4] for r in runs)
-        label = "%s %s" % (size_text, kind)
-        results[label] = (wall, b_wall, rss, kind)
-        print("%-16s %8.2fs %8.2fs %5.2fx %8.2fs %10s   (baseline: %s once, "
-              "synced)" % (label, wall, b_wall, wall / b_wall, cpu, human(rss),
-                          " ".join(ARCHIVERS[kind][1])), flush=True)
-        os.unlink(path)
-        shutil.rmtree(os.path.join(base, "out"), ignore_errors=True)
-    return results
+        apparent, alloc = runs[-1][5:7]
+        ratio = wall / cp_wall
+        self.row(fs, label, "%6.2fs  copy %6.2fs  %5.2fx  CPU %6.2fs (copy %5.2fs)"
+                 "  RSS %s  core %s, allocated %s" % (
+                     wall, cp_wall, ratio, cpu, cp_cpu, human(rss),
+                     human(apparent), human(alloc)),
+                 None if target is None else ratio <= target and rss < 64 * MiB)
+        shutil.rmtree(d)
+        shutil.rmtree(os.path.join(fs.dir, "out"))
 
+    def archive(self, fs):
+        """-i ARCHIVE against decompressing it once; the plain archive is
+        read in place (its baseline, cat, is given for scale only)."""
+        a = self.args
+        size = parse_size(a.archive)
+        for kind in ["tar"] + [k for k in a.compressions.split(",") if k]:
+            path = build_archive(fs.dir, size, kind)
+            runs = []
+            for _ in range(a.repeat):
+                b = time_decompress(path, kind, os.path.join(fs.dir, "decompressed"))
+                runs.append(b + convert(a.coredump, path, os.path.join(fs.dir, "out"),
+                                        "--jobs", "1"))
+            b_wall, _, wall, cpu = (median([r[i] for r in runs]) for i in range(4))
+            rss = max(r[4] for r in runs)
+            ratio = wall / b_wall
+            self.row(fs, "archive %s %s" % (a.archive, kind),
+                     "%6.2fs  %s once %6.2fs  %5.2fx  CPU %6.2fs  RSS %s" % (
+                         wall, " ".join(ARCHIVERS[kind][1]), b_wall, ratio, cpu,
+                         human(rss)),
+                     rss < 64 * MiB and (kind == "tar" or ratio <= 1.5))
+            os.unlink(path)
+            shutil.rmtree(os.path.join(fs.dir, "out"), ignore_errors=True)
 
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+    def size(self, fs):
+        for s in self.args.sizes.split(","):
+            if s:
+                self.copy_case(fs, "size %s" % s,
+                               lambda d, n=parse_size(s): build_sized(d, n))
 
+    def scattered(self, fs):
+        n = self.args.entries
+        self.copy_case(fs, "scattered %d" % n,
+                       lambda d: build_scattered(d, n), target=2.0)
 
-DECODE_PYCRIU = """
-import sys, time
-from pycriu import images
-t = time.perf_counter()
-with open(sys.argv[1], "rb") as f:
-    img = images.load(f)
-print(time.perf_counter() - t, len(img["entries"]) - 1)
-"""
+    def tiny(self, fs):
+        a = self.args
+        d = os.path.join(fs.dir, "img")
+        build_tiny(d)
+        out = os.path.join(fs.dir, "out")
+        tools = [("python3 -c pass", None), ("coredump", a.coredump)]
+        if a.before:
+            tools.append(("before", a.before))
+        res = {name: [] for name, _ in tools}
+        for _ in range(a.small_runs):
+            for name, tool in tools:
+                if tool is None:
+                    w, c = run_measured([sys.executable, "-c", "pass"],
+                                        env=INSTALLED_ENV)[:2]
+                else:
+                    w, c = convert(tool, d, out, "--jobs", "1")[:2]
+                res[name].append((w, c))
+        for name, _ in tools:
+            self.row(fs, "tiny: %s" % name, "wall %.3fs  CPU %.3fs (medians of %d)"
+                     % (median([w for w, _ in res[name]]),
+                        median([c for _, c in res[name]]), a.small_runs))
+        shutil.rmtree(d)
+        shutil.rmtree(out, ignore_errors=True)
 
-DECODE_OURS = """
-import os, sys, time
-sys.path.insert(0, sys.argv[2])
-from criu_coredump.pagemap import PageIndex
-t = time.perf_counter()
-idx = PageIndex(os.path.dirname(sys.argv[1]), os.path.basename(sys.argv[1]))
-print(time.perf_counter() - t, len(idx))
-"""
+    def tree(self, fs):
+        a = self.args
+        d = os.path.join(fs.dir, "img")
+        build_tree(d, a.tree)
+        out = os.path.join(fs.dir, "out")
+        runs = {1: [], 2: []}
+        for _ in range(a.repeat):
+            for jobs in (1, 2):
+                runs[jobs].append(convert(a.coredump, d, out, "--jobs", str(jobs))[:2])
+        w1, w2 = (median([w for w, _ in runs[j]]) for j in (1, 2))
+        c1, c2 = (median([c for _, c in runs[j]]) for j in (1, 2))
+        self.row(fs, "tree %d --jobs 1" % a.tree, "%6.2fs  CPU %6.2fs  %.1f ms a process"
+                 % (w1, c1, 1000 * w1 / a.tree))
+        self.row(fs, "tree %d --jobs 2" % a.tree, "%6.2fs  CPU %6.2fs  throughput "
+                 "%.2fx --jobs 1's, CPU %.2fx" % (w2, c2, w1 / w2, c2 / c1),
+                 w1 / w2 >= 1.6)
+        shutil.rmtree(d)
+        shutil.rmtree(out, ignore_errors=True)
 
+    def threads(self, fs):
+        a = self.args
+        counts = [int(x) for x in a.threads.split(",") if x]
+        walls = {}
+        for n in counts:
+            d = os.path.join(fs.dir, "img")
+            build_threads(d, n)
+            out = os.path.join(fs.dir, "out")
+            w, c, rss = convert(a.coredump, d, out, "--jobs", "1")[:3]
+            walls[n] = w
+            self.row(fs, "threads %d" % n, "%6.2fs  CPU %6.2fs  RSS %s"
+                     % (w, c, human(rss)),
+                     None if n < 100000 else rss < 512 * MiB)
+            shutil.rmtree(d)
+            shutil.rmtree(out, ignore_errors=True)
+        if len(counts) >= 2:
+            lo, hi = min(counts), max(counts)
+            r = walls[hi] / walls[lo]
+            self.row(fs, "threads %d/%d" % (hi, lo), "time %.1fx for %.0fx the "
+                     "threads" % (r, hi / lo), r <= 1.5 * hi / lo)
 
-def decode_compare(pagemap):
-    out = {}
-    for name, code in (("pycriu dict", DECODE_PYCRIU), ("our index", DECODE_OURS)):
-        p = subprocess.run([sys.executable, "-c", code, pagemap, REPO],
-                           stdout=subprocess.PIPE, text=True, check=True)
-        secs = float(p.stdout.split()[0])
-        rss = run_measured([sys.executable, "-c", code, pagemap, REPO])[2]
-        out[name] = (secs, rss)
-    return out
+    def holes(self, fs):
+        """The images on another file system (the workdir's) than the
+        core, as a checkpoint converted to a disk of cores would be: the
+        copy is then no block sharing but writes, which is where XFS
+        preallocates past a growing end."""
+        a = self.args
+        src = tempfile.mkdtemp(prefix="ccd-bench-img-", dir=a.workdir)
+        d = os.path.join(src, "img")
+        build_holes(d)
+        out = os.path.join(fs.dir, "out")
+        tools = [("coredump", a.coredump)] + ([("before", a.before)] if a.before else [])
+        for name, tool in tools:
+            _, _, _, apparent, alloc = convert(tool, d, out, "--jobs", "1")
+            self.row(fs, "holes: %s" % name, "core %s, allocated %s (data 128 KiB "
+                     "+ headers)" % (human(apparent), human(alloc)),
+                     None if name == "before" else alloc <= 256 * 1024)
+        shutil.rmtree(src)
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def main():
-    global COREDUMP
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="64M,1G,4G",
-                    help="sizes of dumped pages (default 64M,1G,4G)")
+    ap.add_argument("--cases", default=",".join(ALL_CASES),
+                    help="which cases, of %s (default: all)" % ",".join(ALL_CASES))
+    ap.add_argument("--fs", default="here",
+                    help="file systems, of here,tmpfs,xfs,btrfs (default: here)")
+    ap.add_argument("--fs-size", default="24G",
+                    help="size of the tmpfs and of the loop-mounted files "
+                    "(default 24G; sparse, the pages written are what it costs)")
+    ap.add_argument("--sizes", default="64M,1G", help="the size cases (default 64M,1G)")
     ap.add_argument("--entries", type=int, default=1000000,
-                    help="entries of the large-pagemap case (0: skip)")
-    ap.add_argument("--threads", default="",
-                    help="thread counts of the many-threads cases, e.g. "
-                    "10000,100000 (default: none)")
-    ap.add_argument("--coredump", default=COREDUMP,
-                    help="the coredump to measure (default: this tree's; "
-                    "another tree's bin/coredump gives a 'before')")
-    ap.add_argument("--format", choices=("3.x", "4.2"), default="4.2",
-                    help="pagemap encoding (default 4.2)")
+                    help="pagemap entries of the scattered case (default 1000000)")
+    ap.add_argument("--tree", type=int, default=1000,
+                    help="processes of the tree case (default 1000)")
+    ap.add_argument("--threads", default="10000,100000",
+                    help="thread counts of the threads case (default 10000,100000)")
+    ap.add_argument("--small-runs", type=int, default=11,
+                    help="runs of the tiny case (default 11)")
     ap.add_argument("--repeat", type=int, default=3,
-                    help="runs of cp and coredump per case (default 3)")
-    ap.add_argument("--archive", default="",
-                    help="size of the archive cases (e.g. 512M; default: "
-                    "none): -i of a Podman-style archive against decompressing "
-                    "it once")
-    ap.add_argument("--compressions", default="tar,gzip,zstd,xz",
-                    help="archive cases to run (default tar,gzip,zstd,xz)")
-    ap.add_argument("--workdir", help="where to build images (default: a "
-                    "temporary directory in the current directory)")
+                    help="paired runs of the other cases (default 3)")
+    ap.add_argument("--archive", default="512M",
+                    help="pages of the archive case (default 512M)")
+    ap.add_argument("--compressions", default="gzip,zstd,xz",
+                    help="compressed archives of the archive case, besides "
+                    "the plain one (default gzip,zstd,xz)")
+    ap.add_argument("--coredump", default=COREDUMP,
+                    help="the coredump to measure (default: this tree's)")
+    ap.add_argument("--before", help="another tree's bin/coredump, run beside "
+                    "it in the tiny and holes cases")
+    ap.add_argument("--workdir", default=tempfile.gettempdir(),
+                    help="where temporary directories, loop-mounted files "
+                    "and the `here` file system are (default: %(default)s)")
     args = ap.parse_args()
-
-    COREDUMP = args.coredump
-
+    # SIGTERM and SIGHUP unwind like Ctrl-C: file systems are unmounted
+    # and temporary directories removed on the way out
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    cases = [c for c in args.cases.split(",") if c]
+    for c in cases:
+        if c not in ALL_CASES:
+            ap.error("unknown case %r" % c)
     if not os.access(TIME, os.X_OK):
         sys.exit("bench: %s is missing: apt-get install time" % TIME)
-    base = tempfile.mkdtemp(prefix="ccd-bench-", dir=args.workdir or os.getcwd())
-    results = {}
-    print("medians of %d runs (peak RSS: the largest); CPU = user + system"
-          % args.repeat)
-    print("%-16s %9s %9s %6s %9s %9s %10s %10s %10s" % (
-        "case", "coredump", "cp", "ratio", "CPU", "cp CPU", "peak RSS",
-        "core size", "allocated"))
-    try:
-        cases = [(s, parse_size(s)) for s in args.sizes.split(",") if s]
-        if args.entries:
-            cases.append(("%d entries" % args.entries, None))
-        for label, size in cases:
-            d = os.path.join(base, "img")
-            if size is None:
-                ck = build_many_entries(d, args.entries, args.format)
-            else:
-                ck = build_sized(d, size, args.format)
-            pages = os.path.join(d, "pages-%d.img" % ck.procs[0].pages_id)
-            runs = []
-            for _ in range(args.repeat):
-                cp = time_cp(pages, os.path.join(base, "pages.copy"))
-                runs.append(cp + convert(d, os.path.join(base, "out")))
-            cp_wall, cp_cpu, wall, cpu = (median([r[i] for r in runs])
-                                          for i in range(4))
-            rss = max(r[4] for r in runs)
-            apparent, alloc = runs[-1][5:7]
-            results[label] = (wall, cp_wall, rss, cpu, cp_cpu)
-            print("%-16s %8.2fs %8.2fs %5.2fx %8.2fs %8.2fs %10s %10s %10s" % (
-                label, wall, cp_wall, wall / cp_wall, cpu, cp_cpu, human(rss),
-                human(apparent), human(alloc)), flush=True)
-            if size is None:
-                pm = os.path.join(d, "pagemap-%d.img" % ck.procs[0].pid)
-                for name, (secs, mrss) in decode_compare(pm).items():
-                    print("  decode %d-entry pagemap, %-11s %7.2fs, peak RSS %s"
-                          % (args.entries, name + ":", secs, human(mrss)),
-                          flush=True)
-            shutil.rmtree(d)
-            shutil.rmtree(os.path.join(base, "out"))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-    for n in [int(x) for x in args.threads.split(",") if x]:
-        d = os.path.join(base, "img")
-        os.makedirs(base, exist_ok=True)
-        t0 = time.perf_counter()
-        build_threads(d, n)
-        built = time.perf_counter() - t0
-        out = os.path.join(base, "out")
-        wall, cpu, rss, apparent, _ = convert(d, out)
-        notes = _notes_size(os.path.join(out, "core.1000"))
-        label = "%d threads" % n
-        results[label] = (wall, None, rss, cpu, None, notes)
-        print("%-16s %8.2fs (images built in %.0fs) CPU %.2fs, peak RSS %s, "
-              "notes %s, core %s" % (label, wall, built, cpu, human(rss),
-                                     human(notes), human(apparent)), flush=True)
-        shutil.rmtree(d)
-        shutil.rmtree(out)
-    archive_results = {}
-    if args.archive:
-        os.makedirs(base, exist_ok=True)
-        print("%-16s %9s %9s %6s %9s %10s" % ("archive case", "coredump",
-                                             "baseline", "ratio", "CPU", "peak RSS"))
+    if os.path.realpath(args.workdir).startswith(os.path.realpath(REPO) + os.sep):
+        ap.error("--workdir must be outside the repository")
+    print("load before: %s" % open("/proc/loadavg").read().strip())
+    print("medians of %d paired runs (tiny: %d); ratio = coredump / durable copy"
+          % (args.repeat, args.small_runs), flush=True)
+    bench = Bench(args)
+    for kind in [f for f in args.fs.split(",") if f]:
         try:
-            archive_results = archive_cases(base, args.archive,
-                                            args.compressions.split(","),
-                                            args.format, args.repeat)
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-    shutil.rmtree(base, ignore_errors=True)
-
-    failed = False
-
-    def check(ok, text):
-        nonlocal failed
-        failed |= not ok
-        print("%s  %s" % ("PASS" if ok else "FAIL", text))
-
-    print()
-    for label, (wall, cp_wall, rss, cpu, cp_cpu, *notes) in results.items():
-        if notes:
-            if label.startswith("100000 "):
-                # before the notes were streamed: 842 MiB (notes 166 MiB)
-                check(rss < 512 * MiB, "%s: peak RSS %s < 512 MiB (notes %s)"
-                      % (label, human(rss), human(notes[0])))
+            fs = FileSystem(kind, args.workdir, parse_size(args.fs_size)).__enter__()
+        except OSError as e:
+            print("%-6s skipped: %s" % (kind, e), flush=True)
             continue
-        check(rss < 64 * MiB, "%s: peak RSS %s < 64 MiB" % (label, human(rss)))
-    for label, (wall, b_wall, rss, kind) in archive_results.items():
-        if kind != "tar":
-            check(wall <= 1.5 * b_wall, "%s: coredump %.2fs <= 1.5 x decompressing "
-                  "once %.2fs (%.2fx)" % (label, wall, b_wall, wall / b_wall))
-        check(rss < 64 * MiB, "%s: peak RSS %s < 64 MiB" % (label, human(rss)))
-    if "1G" in results:
-        wall, cp_wall, _, cpu, cp_cpu = results["1G"]
-        check(wall <= 1.5 * cp_wall, "1G: coredump %.2fs <= 1.5 x cp %.2fs"
-              % (wall, cp_wall))
-        if "4G" in results:
-            w4, cp4, _, _, _ = results["4G"]
-            check(w4 <= 4.5 * wall, "4G: coredump %.2fs <= 4.5 x 1G's %.2fs "
-                  "(%.2fx; cp: %.2fx)" % (w4, wall, w4 / wall, cp4 / cp_wall))
+        try:
+            for c in cases:
+                try:
+                    getattr(bench, c)(fs)
+                except OSError as e:  # a case that broke is a failure
+                    bench.row(fs, c, "error: %s" % e, False)
+        finally:
+            fs.__exit__(None, None, None)
+    print("load after: %s" % open("/proc/loadavg").read().strip())
+    failed = [r for r in bench.rows if r[3] is False]
+    print("\n%d checks, %d failed" % (sum(r[3] is not None for r in bench.rows),
+                                       len(failed)))
     return 1 if failed else 0
 
 

@@ -71,6 +71,28 @@ def _filter(text):
     return v
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, told the terminal's width: argparse would ask
+    shutil (and import it, with bz2, lzma, ...) at every start, since
+    add_argument() makes a formatter even when no help is printed."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:  # as shutil.get_terminal_size() finds it
+            try:
+                width = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                width = 0
+            if width <= 0:
+                try:
+                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                except (AttributeError, ValueError, OSError):
+                    width = 0
+            if width <= 0:
+                width = 80
+            width -= 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.print_usage(sys.stderr)
@@ -80,7 +102,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     from .policy import DEFAULT_FILTER
-    p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _Parser(prog=PROG, formatter_class=_Formatter,
                 usage="%(prog)s -i IMGDIR [-o OUTDIR] [--pid N] [--root DIR] "
                 "[--filter MASK] [-q] [--json]\n"
                 "       %(prog)s -i IMGDIR --list [--json]\n"

@@ -4,10 +4,9 @@
 build cores without a subprocess.  Each process is independent: a failure in
 one is recorded in its result and the others are still written.
 """
-import glob
+from __future__ import annotations
+
 import os
-from dataclasses import dataclass, field
-from typing import List, Optional
 
 from . import arch as arches
 from . import elf, imagedir, images, notes, parallel, syscall_restart
@@ -15,24 +14,36 @@ from .errors import BadImage, CoredumpError, OutputError
 from .lifecycle import TMP_SUFFIX, tmp_prefix
 from .memory import MemoryPlan
 from .policy import DEFAULT_FILTER
+from .record import Record
 from .rootfs import RootFS
-from .writer import CoreWriter, check_out_dir
+from .writer import CoreWriter, check_out_dir, fsync_dir
 
 
-@dataclass
-class CoreResult:
-    pid: int
-    comm: str
-    arch: str = ""         # from the images: an arch/ name (x86_64, ia32, ...)
-    path: Optional[str] = None
-    threads: int = 0
-    segments: int = 0
-    dumped: int = 0        # bytes of memory in the core (holes included)
-    holes: int = 0         # bytes of those that are holes
-    lazy_pages: int = 0
-    warnings: List[str] = field(default_factory=list)
-    skipped: Optional[str] = None
-    error: Optional[CoredumpError] = None
+class CoreResult(Record):
+    def __init__(self, pid: int,
+                 comm: str,
+                 arch: str = "",
+                 path: str | None = None,
+                 threads: int = 0,
+                 segments: int = 0,
+                 dumped: int = 0,
+                 holes: int = 0,
+                 lazy_pages: int = 0,
+                 warnings: list[str] | None = None,
+                 skipped: str | None = None,
+                 error: CoredumpError | None = None):
+        self.pid = pid
+        self.comm = comm
+        self.arch = arch                  # from the images: an arch/ name (x86_64, ia32, ...)
+        self.path = path
+        self.threads = threads
+        self.segments = segments
+        self.dumped = dumped              # bytes of memory in the core (holes included)
+        self.holes = holes                # bytes of those that are holes
+        self.lazy_pages = lazy_pages
+        self.warnings = [] if warnings is None else warnings
+        self.skipped = skipped
+        self.error = error
 
     @property
     def incomplete(self):
@@ -82,7 +93,9 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
             # counts; a pass over the index, so only when a bar is shown
             progress.start(proc, sum(ext.length for s in plan.segments
                                      for ext in s.extents()))
-        with CoreWriter(path, progress=progress.advance if progress else None) as w:
+        # the directory is fsynced once, by generate(), after the last core
+        with CoreWriter(path, progress=progress.advance if progress else None,
+                        sync_dir=False) as w:
             data = w.write(arch.ELF, arch, blob, plan.segments)
         res.path = path
         res.segments = len(plan.segments)
@@ -113,6 +126,7 @@ def _convert_entry(ckpt, entry, out_dir, rootfs, dump_filter, shmem_cache,
 def _lost(out_dir, entry, signum):
     """The result of a child of --jobs that died without answering (killed
     by a signal, such as the OOM killer's): its temporary core is removed."""
+    import glob  # only when a worker died
     path = os.path.join(out_dir, core_name(entry.pid))
     for tmp in glob.glob(os.path.join(glob.escape(out_dir),
                                       glob.escape(tmp_prefix(path)) + "*"
@@ -150,16 +164,23 @@ def generate(images_dir, out_dir, pids=None, root=None,
     shmem_cache = {}
     try:
         if jobs > 1 and len(wanted) > 1:
+            from .criupb import preload
+            preload()  # once here, not once in each worker
+
             def work(i, child_warn, child_progress):
                 return _convert_entry(ckpt, wanted[i], out_dir, rootfs,
                                       dump_filter, shmem_cache, child_progress,
                                       child_warn)
-            return parallel.run_ordered(
+            results = parallel.run_ordered(
                 len(wanted), work, min(jobs, len(wanted)), warn=warn,
                 progress=progress,
                 lost=lambda i, signum: _lost(out_dir, wanted[i], signum))
-        return [_convert_entry(ckpt, e, out_dir, rootfs, dump_filter,
-                               shmem_cache, progress, warn) for e in wanted]
+        else:
+            results = [_convert_entry(ckpt, e, out_dir, rootfs, dump_filter,
+                                      shmem_cache, progress, warn) for e in wanted]
     finally:
         if own:
             rootfs.close()
+    if any(r.path for r in results):
+        fsync_dir(out_dir)  # every core's rename, at once
+    return results

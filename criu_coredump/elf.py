@@ -6,9 +6,12 @@ layout is declared once, next to the kernel header it comes from
 orders are here because the class and data encoding of a core follow the
 checkpointed process (s390x is big-endian), not the host.
 """
+from __future__ import annotations
+
 import ctypes
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
+
+from .record import Record
 
 # e_ident
 ELFMAG = b"\x7fELF"
@@ -264,19 +267,25 @@ def page_up(n: int) -> int:
     return (n + PAGE - 1) & ~(PAGE - 1)
 
 
-@dataclass
-class Layout:
+class Layout(Record):
     """Where everything of a core lies: the program headers (PT_NOTE, then
     one PT_LOAD a segment), the notes, each segment's dumped bytes (page
     aligned, one after the other) and, past PN_XNUM headers, the section
     header holding their real number."""
-    phnum: int
-    notes_offset: int
-    notes_size: int
-    data_offset: int
-    seg_offsets: List[int]
-    file_size: int
-    shoff: int
+    def __init__(self, phnum: int,
+                 notes_offset: int,
+                 notes_size: int,
+                 data_offset: int,
+                 seg_offsets: list[int],
+                 file_size: int,
+                 shoff: int):
+        self.phnum = phnum
+        self.notes_offset = notes_offset
+        self.notes_size = notes_size
+        self.data_offset = data_offset
+        self.seg_offsets = seg_offsets
+        self.file_size = file_size
+        self.shoff = shoff
 
 
 def notes_offset(cls: ElfClass, segments: Sequence) -> int:
@@ -306,7 +315,7 @@ def compute_layout(cls: ElfClass, notes_blob, segments: Sequence) -> Layout:
 
 
 def headers(cls: ElfClass, arch, layout: Layout,
-            segments: Sequence) -> Tuple[bytes, bytes]:
+            segments: Sequence) -> tuple[bytes, bytes]:
     """File header and program headers, and (PN_XNUM) the extra section
     header; arch: an arch.Arch (MACHINE, OSABI, EFLAGS), segments: objects
     with vaddr, memsz, dump_size and flags (memory.Segment)."""

@@ -10,20 +10,21 @@ an archive) plugs into, by a subclass that answers `open()`, `size()`,
 a descriptor, where the image starts in it, and how long it is (None: to
 the file's end), so an image can be a range of a larger file.
 """
+from __future__ import annotations
+
 import os
 import stat
-from typing import NamedTuple, Optional
+from collections import namedtuple
 
 from .errors import BadImage
 from .rootfs import open_regular
 
 
-class ImageFile(NamedTuple):
+class ImageFile(namedtuple("ImageFile", "fd base size", defaults=(0, None))):
     """An opened image: bytes [base, base + size) of descriptor fd (size
     None: up to the file's end)."""
-    fd: int
-    base: int = 0
-    size: Optional[int] = None
+    # fd: int, base: int, size: int | None
+    __slots__ = ()
 
 
 class ImageReader:
@@ -144,7 +145,7 @@ class ImageDir:
             return False
         return True
 
-    def parent(self) -> Optional["ImageDir"]:
+    def parent(self) -> "ImageDir" | None:
         """The parent checkpoint's directory (its real path, so that a chain
         that loops can be told), or None when there is none."""
         pdir = self.join(self.PARENT)

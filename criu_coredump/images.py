@@ -27,10 +27,11 @@ from .errors import PYCRIU_MISSING, BadImage
 from .imagedir import ImageDir, ImageReader, as_imagedir
 from .rootfs import NotRegular
 
+# pycriu (the distribution's package, see README), one module at a time
+from .criupb import magic as _magic
+from .criupb import pb as _pb
+
 try:
-    import pycriu  # noqa: F401  (the distribution's package, see README)
-    from pycriu.images import magic as _magic
-    from pycriu.images import pb as _pb
     # protobuf comes with pycriu (the distribution's python3-protobuf)
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: F401
     from google.protobuf.internal import api_implementation as _api_implementation

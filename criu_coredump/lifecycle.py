@@ -8,12 +8,13 @@ sees it in the exit status.  Temporaries of runs killed outright (SIGKILL,
 a machine crash) are recognised by the writer's pid in their name and
 removed by the next run (`remove_stale_temps`).
 """
+from __future__ import annotations
+
 import fcntl
 import os
 import re
 import signal
 import stat
-from typing import List
 
 TMP_SUFFIX = ".tmp"
 
@@ -42,7 +43,7 @@ def _alive(pid):
     return True
 
 
-def remove_stale_temps(d: str) -> List[str]:
+def remove_stale_temps(d: str) -> list[str]:
     """Remove the temporary cores that runs killed outright (SIGKILL, a
     machine crash) left in directory d, and only those: the name carries
     the writer's pid, and a temporary is removed when that process is gone

@@ -7,9 +7,9 @@ all it does, so it also tells quickly whether a checkpoint is readable
 before converting it; a process whose images are broken is listed with its
 error and the exit code says so (the same codes as a conversion).
 """
+from __future__ import annotations
+
 import json
-from dataclasses import dataclass, field
-from typing import List, Optional
 
 from . import images
 from .binaries import mapped_elf_files
@@ -21,6 +21,7 @@ class TreeWarning(CoredumpError):
 from . import imagedir
 from .imagedir import ImageDir
 from .pagemap import LAZY, PageIndex
+from .record import Record
 from .report import JSON_FORMAT, human_size
 
 STATE_NAMES = {images.TASK_ALIVE: "alive", images.TASK_DEAD: "zombie",
@@ -28,21 +29,32 @@ STATE_NAMES = {images.TASK_ALIVE: "alive", images.TASK_DEAD: "zombie",
                images.TASK_THREAD: "thread"}
 
 
-@dataclass
-class ProcessRow:
-    pid: int
-    ppid: int
-    depth: int = 0
-    comm: str = ""
-    arch: str = ""                        # the arch/ name, from the images
-    state: str = "?"
-    threads: int = 0
-    mapped_bytes: Optional[int] = None    # None: no address space (zombie)
-    dumped_pages: Optional[int] = None    # pages with data in the images
-    error: Optional[CoredumpError] = None
-    warnings: List[CoredumpError] = field(default_factory=list)
-    # [{path, build_id}]: what debuginfod can fetch (binaries.mapped_elf_files)
-    mapped_elf_files: list = field(default_factory=list)
+class ProcessRow(Record):
+    def __init__(self, pid: int,
+                 ppid: int,
+                 depth: int = 0,
+                 comm: str = "",
+                 arch: str = "",
+                 state: str = "?",
+                 threads: int = 0,
+                 mapped_bytes: int | None = None,
+                 dumped_pages: int | None = None,
+                 error: CoredumpError | None = None,
+                 warnings: list[CoredumpError] | None = None,
+                 mapped_elf_files: list | None = None):
+        self.pid = pid
+        self.ppid = ppid
+        self.depth = depth
+        self.comm = comm
+        self.arch = arch                  # the arch/ name, from the images
+        self.state = state
+        self.threads = threads
+        self.mapped_bytes = mapped_bytes  # None: no address space (zombie)
+        self.dumped_pages = dumped_pages  # pages with data in the images
+        self.error = error
+        self.warnings = [] if warnings is None else warnings
+        # [{path, build_id}]: what debuginfod can fetch (binaries.mapped_elf_files)
+        self.mapped_elf_files = [] if mapped_elf_files is None else mapped_elf_files
 
     @property
     def incomplete(self):

@@ -7,25 +7,31 @@ the typed extents the writer copies.  `read()` gives the few bytes of
 memory the notes and the registers need (the command line, the
 instruction at a thread's pc), from the same sources.
 """
-from dataclasses import dataclass, field
-from typing import Iterator, List, Optional
+from __future__ import annotations
+
+from collections.abc import Iterator
 
 from . import policy
 from .elf import PF_R, PF_W, PF_X
 from .model import PROT_EXEC, PROT_READ, PROT_WRITE, Checkpoint, Process, Vma
 from .policy import DEFAULT_FILTER
+from .record import Record
 from .sources import Extent, PageSource, PageSources
 
 
-@dataclass
-class Segment:
+class Segment(Record):
     """One PT_LOAD: the whole VMA in memory, its first dump_size bytes in
     the file, from `sources`."""
-    vma: Vma
-    flags: int
-    dump_size: int
-    sources: List[PageSource] = field(default_factory=list)
-    pages: Optional[PageSources] = None
+    def __init__(self, vma: Vma,
+                 flags: int,
+                 dump_size: int,
+                 sources: list[PageSource] | None = None,
+                 pages: PageSources | None = None):
+        self.vma = vma
+        self.flags = flags
+        self.dump_size = dump_size
+        self.sources = [] if sources is None else sources
+        self.pages = pages
 
     @property
     def vaddr(self) -> int:
@@ -43,9 +49,9 @@ class Segment:
                                           self.vma.start + self.dump_size)
 
 
-@dataclass
-class PlanStats:
-    lazy_pages: int = 0
+class PlanStats(Record):
+    def __init__(self, lazy_pages: int = 0):
+        self.lazy_pages = lazy_pages
 
 
 def prot_to_pflags(prot: int) -> int:
@@ -65,7 +71,7 @@ class MemoryPlan:
         self.filter = dump_filter
         self.stats = PlanStats()
         self.pages = PageSources(ckpt, proc, rootfs, warn, shmem_cache)
-        self.segments: List[Segment] = []
+        self.segments: list[Segment] = []
         self.index = self.pages.index
         mm = proc.mm
         if mm is None:

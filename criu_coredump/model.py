@@ -4,9 +4,11 @@ A leaf module: images.py (the loader) fills these records from the images,
 the arch modules and the rest of the package read them; neither pycriu nor
 protobuf is imported here.
 """
+from __future__ import annotations
+
 import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+
+from .record import Record
 
 # VMA status bits (criu/include/image.h)
 VMA_AREA_REGULAR = 1 << 0
@@ -51,16 +53,23 @@ TASK_THREAD = 5
 PAGE_SIZE = 4096
 MAX_FILE_OFFSET = (1 << 63) - 1  # off_t
 
-@dataclass
-class Vma:
-    start: int
-    end: int
-    pgoff: int        # bytes, as CRIU stores it
-    shmid: int        # file id for file mappings, shmem id for shared anon
-    prot: int
-    flags: int
-    status: int
-    madv: int = 0
+class Vma(Record):
+    def __init__(self, start: int,
+                 end: int,
+                 pgoff: int,
+                 shmid: int,
+                 prot: int,
+                 flags: int,
+                 status: int,
+                 madv: int = 0):
+        self.start = start
+        self.end = end
+        self.pgoff = pgoff                # bytes, as CRIU stores it
+        self.shmid = shmid                # file id for file mappings, shmem id for shared anon
+        self.prot = prot
+        self.flags = flags
+        self.status = status
+        self.madv = madv
 
     @property
     def size(self):
@@ -87,22 +96,31 @@ class Vma:
 _SHMEM_INTERNAL = re.compile(r"^/(dev/zero|anon_hugepage|SYSV[0-9a-f]{8})$")
 
 
-@dataclass
-class MappedFile:
+class MappedFile(Record):
     """What a VMA's shmid names in files.img (regular file or memfd)."""
-    id: int
-    path: str                 # path in the process's mount namespace
-    kind: str = "reg"         # "reg" or "memfd"
-    size: Optional[int] = None
-    mode: int = 0
-    deleted: bool = False
-    shmem_id: Optional[int] = None  # memfd: id of its pagemap-shmem image
-    build_id: Optional[bytes] = None  # NT_GNU_BUILD_ID CRIU read (padded to 4)
-    # Contents of a file deleted while mapped, as CRIU saved them: a ghost
-    # image (its name, [(file offset, length, image offset)]) or, for a LINKED
-    # remap, the path CRIU linked the file to (in the process's view).
-    ghost: Optional[tuple] = None
-    linked_path: Optional[str] = None
+    def __init__(self, id: int,
+                 path: str,
+                 kind: str = "reg",
+                 size: int | None = None,
+                 mode: int = 0,
+                 deleted: bool = False,
+                 shmem_id: int | None = None,
+                 build_id: bytes | None = None,
+                 ghost: tuple | None = None,
+                 linked_path: str | None = None):
+        self.id = id
+        self.path = path                  # path in the process's mount namespace
+        self.kind = kind                  # "reg" or "memfd"
+        self.size = size
+        self.mode = mode
+        self.deleted = deleted
+        self.shmem_id = shmem_id          # memfd: id of its pagemap-shmem image
+        self.build_id = build_id          # NT_GNU_BUILD_ID CRIU read (padded to 4)
+        # Contents of a file deleted while mapped, as CRIU saved them: a ghost
+        # image (its name, [(file offset, length, image offset)]) or, for a LINKED
+        # remap, the path CRIU linked the file to (in the process's view).
+        self.ghost = ghost
+        self.linked_path = linked_path
 
     @property
     def kernel_name(self):
@@ -124,60 +142,88 @@ class MappedFile:
         return self.path
 
 
-@dataclass
-class Thread:
-    tid: int
-    arch: str
-    regs: object               # the arch's decoded registers (arch/<name>.decode)
-    comm: str = ""
-    blk_sigset: int = 0
-    pending: List[bytes] = field(default_factory=list)  # raw siginfo
-    sched_nice: int = 0
-    uid: int = 0
-    gid: int = 0
+class Thread(Record):
+    def __init__(self, tid: int,
+                 arch: str,
+                 regs: object,
+                 comm: str = "",
+                 blk_sigset: int = 0,
+                 pending: list[bytes] | None = None,
+                 sched_nice: int = 0,
+                 uid: int = 0,
+                 gid: int = 0):
+        self.tid = tid
+        self.arch = arch
+        self.regs = regs                  # the arch's decoded registers (arch/<name>.decode)
+        self.comm = comm
+        self.blk_sigset = blk_sigset
+        self.pending = [] if pending is None else pending  # raw siginfo
+        self.sched_nice = sched_nice
+        self.uid = uid
+        self.gid = gid
 
 
-@dataclass
-class Mm:
-    vmas: List[Vma]
-    auxv: List[int]
-    arg_start: int = 0
-    arg_end: int = 0
-    exe_file_id: int = 0
-    # MADV_GUARD_INSTALL ranges (CRIU 4.2+ VMA_AREA_GUARD entries), sorted:
-    # (start, end) inside a VMA; their pages read as zeros, as the kernel's
-    # core has them (get_dump_page() finds no page behind a guard marker)
-    guards: List[tuple] = field(default_factory=list)
-    # what the loader saw but could not use: one warning each
-    notices: List[str] = field(default_factory=list)
+class Mm(Record):
+    def __init__(self, vmas: list[Vma],
+                 auxv: list[int],
+                 arg_start: int = 0,
+                 arg_end: int = 0,
+                 exe_file_id: int = 0,
+                 guards: list[tuple] | None = None,
+                 notices: list[str] | None = None):
+        self.vmas = vmas
+        self.auxv = auxv
+        self.arg_start = arg_start
+        self.arg_end = arg_end
+        self.exe_file_id = exe_file_id
+        # MADV_GUARD_INSTALL ranges (CRIU 4.2+ VMA_AREA_GUARD entries), sorted:
+        # (start, end) inside a VMA; their pages read as zeros, as the kernel's
+        # core has them (get_dump_page() finds no page behind a guard marker)
+        self.guards = [] if guards is None else guards
+        # what the loader saw but could not use: one warning each
+        self.notices = [] if notices is None else notices
 
 
-@dataclass
-class Process:
-    pid: int
-    ppid: int
-    pgid: int
-    sid: int
-    arch: str
-    comm: str
-    task_state: int
-    exit_code: int = 0
-    flags: int = 0
-    threads: List[Thread] = field(default_factory=list)
-    shared_pending: List[bytes] = field(default_factory=list)
-    mm: Optional[Mm] = None
+class Process(Record):
+    def __init__(self, pid: int,
+                 ppid: int,
+                 pgid: int,
+                 sid: int,
+                 arch: str,
+                 comm: str,
+                 task_state: int,
+                 exit_code: int = 0,
+                 flags: int = 0,
+                 threads: list[Thread] | None = None,
+                 shared_pending: list[bytes] | None = None,
+                 mm: Mm | None = None):
+        self.pid = pid
+        self.ppid = ppid
+        self.pgid = pgid
+        self.sid = sid
+        self.arch = arch
+        self.comm = comm
+        self.task_state = task_state
+        self.exit_code = exit_code
+        self.flags = flags
+        self.threads = [] if threads is None else threads
+        self.shared_pending = [] if shared_pending is None else shared_pending
+        self.mm = mm
 
     @property
     def is_zombie(self):
         return self.task_state == TASK_DEAD
 
 
-@dataclass
-class Checkpoint:
+class Checkpoint(Record):
     """An image directory: its process tree and files; processes are loaded
     one at a time with load_process() so that a tree converts in bounded
     memory and one broken process does not stop the others."""
-    dir: str
-    entries: list          # pstree entries (protobuf), in pstree order
-    files: Dict[int, MappedFile]
-    images: Any = None     # the imagedir.ImageDir the records were read from
+    def __init__(self, dir: str,
+                 entries: list,
+                 files: dict[int, MappedFile],
+                 images: object = None):
+        self.dir = dir
+        self.entries = entries            # pstree entries (protobuf), in pstree order
+        self.files = files
+        self.images = images              # the imagedir.ImageDir the records were read from

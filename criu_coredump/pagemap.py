@@ -10,10 +10,13 @@ The index keeps the runs in compact arrays (21 bytes a run, not Python
 objects) sorted by address, so a lookup is a bisect and memory stays small
 for pagemaps of millions of entries.
 """
+from __future__ import annotations
+
 from array import array
 from bisect import bisect_right
+from collections import namedtuple
+from collections.abc import Iterator
 from contextlib import closing
-from typing import Iterator, NamedTuple, Optional
 
 from google.protobuf import descriptor_pb2
 
@@ -54,15 +57,12 @@ PagemapEntry = _entry_class()
 _RUN_MAX = (1 << 32) - 1  # pages in one run (npages is a 32-bit array)
 
 
-class Run(NamedTuple):
+class Run(namedtuple("Run", "addr length kind index offset")):
     """A part of the address space a pagemap covers: kind HERE (its bytes
     are at `offset` in `index`'s pages image; `index` is a parent's for
     pages of a pre-dump) or LAZY (no data; index None)."""
-    addr: int
-    length: int
-    kind: int
-    index: Optional["PageIndex"]
-    offset: int
+    # addr: int, length: int, kind: int, index: "PageIndex" | None, offset: int
+    __slots__ = ()
 
 
 class PageIndex:

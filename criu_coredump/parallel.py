@@ -1,20 +1,30 @@
-"""Run independent jobs (one core file each) in forked child processes.
+"""Run independent jobs (one core file each) in forked worker processes.
 
 A checkpoint of many processes converts faster with several cores busy, and
 each core is still written by one streaming writer in one process, so memory
-stays bounded per child.  Children are forked (they inherit the opened
-checkpoint; nothing is pickled on the way in) from this single-threaded
-process, at most `jobs` at a time, and report back through a pipe:
+stays bounded per worker.  `jobs` workers are forked once, from this
+single-threaded process (they inherit the opened checkpoint; nothing is
+pickled on the way in), and are handed one job index after another through
+a pipe, the next one always waiting there (DEPTH); a tree of a thousand
+small processes costs `jobs` forks, not a thousand, and a worker never
+waits for this process between two jobs.  The message modules every job
+reads are loaded before forking (convert.generate), not once per worker.  Before forking, the collector's objects are frozen (gc.freeze):
+a worker's collections then never walk, and so never copy, the pages of
+the objects it inherited.  Workers report back through a pipe:
 
 * warnings and progress, in job order: those of the lowest unfinished job
   as they happen, those of later jobs kept until its turn comes, so what a
   user sees (lines, a progress bar per core) comes in the same order as
   with one job; advances are batched every 0.1 s;
 * the job's result, or the exception it raised, re-raised here after the
-  other children are stopped (as the sequential loop would stop).
+  workers are stopped (as the sequential loop would stop).
 
-A child killed by a signal (the OOM killer) gives `lost(i, signum)`'s result.
+A worker killed by a signal (the OOM killer) gives `lost(i, signum)`'s
+result for the job it was in; the one waiting in its pipe, and the jobs
+left, go to a new worker.
 """
+import collections
+import gc
 import os
 import signal
 import sys
@@ -62,50 +72,75 @@ class _ProgressProxy:
         self.conn.send(("finish", proc.pid, proc.comm))
 
 
-def _child(conn, work, i, with_progress):
+def _worker(tasks, conn, work, with_progress):
+    """A worker's life: job indexes in from `tasks` until None comes,
+    each job's messages and result out through `conn`."""
     lifecycle.forget_workers()
     lifecycle.install_signal_cleanup()
     # forked while the parent held them (see run_ordered)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, lifecycle.CLEANUP_SIGNALS)
     proxy = _ProgressProxy(conn) if with_progress else None
-    try:
-        res = work(i, lambda path, what: conn.send(("warn", path, what)), proxy)
-        conn.send(("result", res))
-    except BaseException as exc:  # reported to the parent, re-raised there
+
+    def warn(path, what):
+        conn.send(("warn", path, what))
+
+    while True:
         try:
-            conn.send(("raise", exc))
-        except Exception:
-            conn.send(("raise", RuntimeError("%s: %s" % (type(exc).__name__, exc))))
-    finally:
-        conn.close()
+            i = tasks.recv()
+        except EOFError:
+            break
+        if i is None:  # no jobs left (an EOF may not come: the workers
+            break      # forked later hold this pipe's other end too)
+        try:
+            conn.send(("result", work(i, warn, proxy)))
+        except BaseException as exc:  # reported to the parent, re-raised there
+            try:
+                conn.send(("raise", exc))
+            except Exception:
+                conn.send(("raise", RuntimeError("%s: %s" % (type(exc).__name__, exc))))
+    conn.close()
 
 
 class _Job:
-    """One child: its process, its end of the pipe, what it said."""
+    """One job: what its worker said, until its turn comes, and its end."""
 
-    def __init__(self, i, proc, conn):
+    def __init__(self, i):
         self.i = i
-        self.proc = proc
-        self.conn = conn
         self.events = []      # warnings and progress, until its turn comes
-        self.result = None
-        self.has_result = False
-        self.raised = None
+        self.done = False
+
+
+class _Worker:
+    """One forked worker: its process, the pipe that hands it jobs, the
+    pipe it answers on, and the jobs it holds (the first is the one it
+    works on, the next one waits in its pipe)."""
+
+    def __init__(self, proc, tasks, conn):
+        self.proc = proc
+        self.tasks = tasks
+        self.conn = conn
+        self.jobs = collections.deque()
+
+
+# jobs a worker holds: the next one waits in its pipe while it works, so it
+# never waits for this process (busy, or not scheduled) between two jobs
+DEPTH = 2
 
 
 def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
     """Results of work(i, warn, progress) for i in range(count), in order,
-    computed in at most `jobs` forked children at a time."""
+    computed by at most `jobs` forked workers."""
     # imported here: one job, the common case, does not pay for it
     import multiprocessing
-    from multiprocessing.connection import wait
+    import selectors
 
     ctx = multiprocessing.get_context("fork")
     results = [None] * count
-    jobs_by_index = {}    # started, and their warnings not all reported yet
-    active = {}           # connection -> job whose child has not exited
-    next_start = 0
+    jobs_by_index = {}    # handed out, and their warnings not all reported yet
+    active = {}           # connection -> worker that has not exited
+    todo = collections.deque(range(count))  # not handed out (or to hand again)
     next_report = 0       # lowest job whose warnings are not all out yet
+    selector = selectors.DefaultSelector()
 
     def deliver(msg):
         kind = msg[0]
@@ -129,17 +164,64 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
             for msg in job.events:
                 deliver(msg)
             del job.events[:]
-            if job.conn in active:
+            if not job.done:
                 return
             del jobs_by_index[next_report]
             next_report += 1
 
-    def handle(job, msg):
+    def hand_out(worker, depth=DEPTH):
+        """Jobs to this worker until it holds `depth`; when none is left,
+        the end of its jobs (it exits after those it holds)."""
+        while worker.tasks is not None and len(worker.jobs) < depth:
+            if not todo:
+                try:
+                    worker.tasks.send(None)
+                except OSError:
+                    pass
+                worker.tasks.close()
+                worker.tasks = None
+                return
+            i = todo[0]
+            try:
+                worker.tasks.send(i)
+            except OSError:  # it has died: reap() starts another
+                return
+            todo.popleft()
+            job = jobs_by_index[i] = _Job(i)
+            worker.jobs.append(job)
+
+    def start_worker():
+        sys.stdout.flush()  # a worker must not write our buffers again
+        sys.stderr.flush()
+        task_r, task_w = ctx.Pipe(duplex=False)
+        r, w = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(task_r, w, work,
+                                              progress is not None),
+                        daemon=True)
+        gc.freeze()  # see the module's docstring
+        try:
+            with lifecycle.signals_held():  # started and known, or neither
+                p.start()
+                lifecycle.add_worker(p.pid)
+        finally:
+            gc.unfreeze()
+        task_r.close()
+        w.close()
+        worker = _Worker(p, task_w, r)
+        active[r] = worker
+        selector.register(r, selectors.EVENT_READ, worker)
+        return worker
+
+    def handle(worker, msg):
         kind = msg[0]
+        job = worker.jobs[0]
         if kind == "result":
-            job.result, job.has_result = msg[1], True
+            results[job.i] = msg[1]
+            job.done = True
+            worker.jobs.popleft()
+            hand_out(worker)
         elif kind == "raise":
-            job.raised = msg[1]
+            raise msg[1]
         elif job.i == next_report:
             deliver(msg)  # the job whose output comes now: live
         elif kind == "advance" and job.events and job.events[-1][0] == "advance":
@@ -147,51 +229,50 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
         else:
             job.events.append(msg)
 
-    def reap(job):
-        del active[job.conn]
-        job.proc.join()
-        lifecycle.remove_worker(job.proc.pid)
-        job.conn.close()
-        if job.raised is not None:
-            raise job.raised
-        if job.has_result:
-            results[job.i] = job.result
-        elif lost is not None:
-            code = job.proc.exitcode or 0
-            results[job.i] = lost(job.i, -code if code < 0 else 0)
+    def reap(worker):
+        """The worker has exited: after its last job, or killed in one."""
+        selector.unregister(worker.conn)
+        del active[worker.conn]
+        worker.proc.join()
+        lifecycle.remove_worker(worker.proc.pid)
+        worker.conn.close()
+        if worker.tasks is not None:
+            worker.tasks.close()
+            worker.tasks = None
+        if worker.jobs:
+            job = worker.jobs.popleft()  # the one it was killed in
+            code = worker.proc.exitcode or 0
+            if lost is not None:
+                results[job.i] = lost(job.i, -code if code < 0 else 0)
+            job.done = True
+            # the ones it had not begun go to the others
+            todo.extendleft(sorted((j.i for j in worker.jobs), reverse=True))
+        if todo:
+            hand_out(start_worker())  # the jobs left need a worker
 
     try:
-        while next_start < count or active:
-            while next_start < count and len(active) < jobs:
-                sys.stdout.flush()  # a child must not write our buffers again
-                sys.stderr.flush()
-                r, w = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_child, args=(w, work, next_start,
-                                                     progress is not None),
-                                daemon=True)
-                with lifecycle.signals_held():  # started and known, or neither
-                    p.start()
-                    lifecycle.add_worker(p.pid)
-                w.close()
-                job = _Job(next_start, p, r)
-                active[r] = jobs_by_index[next_start] = job
-                next_start += 1
-            for conn in wait(list(active)):
-                job = active[conn]
+        workers = [start_worker() for _ in range(min(jobs, count))]
+        for depth in range(1, DEPTH + 1):  # one each first, then the next
+            for worker in workers:
+                hand_out(worker, depth)
+        while active:
+            for key, _ in selector.select():
+                worker = key.data
                 try:
-                    while conn.poll():
-                        handle(job, conn.recv())
-                except EOFError:  # the child has exited
-                    reap(job)
+                    handle(worker, worker.conn.recv())
+                except EOFError:  # the worker has exited
+                    reap(worker)
             report()
     except BaseException:
-        for job in active.values():
-            if job.proc.is_alive():
-                job.proc.terminate()  # SIGTERM: it removes its temporary core
-        for job in active.values():
-            job.proc.join()
-            lifecycle.remove_worker(job.proc.pid)
+        for worker in active.values():
+            if worker.proc.is_alive():
+                worker.proc.terminate()  # SIGTERM: it removes its temporary core
+        for worker in active.values():
+            worker.proc.join()
+            lifecycle.remove_worker(worker.proc.pid)
         raise
+    finally:
+        selector.close()
     return results
 
 

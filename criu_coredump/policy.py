@@ -5,7 +5,9 @@ and the coredump_filter bits (Documentation/filesystems/proc.rst) it reads.
 Free of pycriu and of any reading, so that the command line can show the
 default filter in --help cheaply and the rules are tested as a table.
 """
-from typing import Callable, Optional
+from __future__ import annotations
+
+from collections.abc import Callable
 
 from .model import (MADV_DONTDUMP, PAGE_SIZE, PROT_READ, VMA_AREA_MEMFD,
                     VMA_AREA_SOCKET, VMA_AREA_SYSVIPC, VMA_AREA_UPROBES,
@@ -26,7 +28,7 @@ MMF_DAX_SHARED = 1 << 8
 DEFAULT_FILTER = 0x33 | MMF_MAPPED_SHARED
 
 
-def dump_size(vma: Vma, file: Optional[MappedFile], private_pages: bool,
+def dump_size(vma: Vma, file: MappedFile | None, private_pages: bool,
               looks_like_elf: Callable[[], bool],
               dump_filter: int = DEFAULT_FILTER) -> int:
     """The bytes of `vma` from its start that the kernel dumps.

@@ -6,10 +6,11 @@ stderr is a terminal: in a pipe, a log file or CI it would be noise, so
 `for_stream()` then returns None and nothing is drawn.  `-q` asks for none
 either.  Messages printed while a bar is shown go through `write()`, which
 clears the bar, prints the line and redraws it, so lines never mix.
+
+tqdm is imported only when a bar is drawn: a run without a terminal (the
+common case in scripts, and every worker of a tree) does not pay for it.
 """
 import sys
-
-from tqdm import tqdm
 
 
 # tqdm's default without the unit after the counts would read "12.0M/40.0M"
@@ -21,11 +22,13 @@ class TqdmProgress:
     """One bar at a time: bytes of page data copied into the current core."""
 
     def __init__(self, stream):
+        from tqdm import tqdm
+        self._tqdm = tqdm
         self.stream = stream
         self.bar = None
 
     def start(self, proc, total_bytes):
-        self.bar = tqdm(total=total_bytes, desc="core.%d (%s)" % (proc.pid, proc.comm),
+        self.bar = self._tqdm(total=total_bytes, desc="core.%d (%s)" % (proc.pid, proc.comm),
                         unit="B", unit_scale=True, unit_divisor=1024,
                         file=self.stream, leave=False, dynamic_ncols=True,
                         mininterval=0.2, bar_format=BAR_FORMAT)
@@ -40,7 +43,7 @@ class TqdmProgress:
             self.bar = None
 
     def write(self, line):
-        tqdm.write(line, file=self.stream)
+        self._tqdm.write(line, file=self.stream)
 
 
 def for_stream(stream=None, quiet=False):

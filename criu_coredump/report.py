@@ -5,7 +5,6 @@ document for scripts (`json_document`), and the exit code that sums up a run
 (`exit_code`).  Kept apart from the CLI so that the wording and the JSON
 keys live in one place, and `--list` and `--gdb` reuse them.
 """
-import json
 
 from .errors import EXIT_INCOMPLETE, EXIT_OK, one_line
 
@@ -67,6 +66,7 @@ def core_record(r):
 def json_document(results, code, images_dir, out_dir, error=None):
     """The whole --json answer: every process, the exit code, and the error
     that stopped the run before any process (None when there was none)."""
+    import json  # only --json needs it
     return json.dumps({
         "format": JSON_FORMAT,
         "images_dir": images_dir,

@@ -19,11 +19,12 @@ gives (fd, base, size) through a bounded cache of descriptors.
 index, the file checks (missing files, another build-id) and their
 warnings, and the fd cache.
 """
+from __future__ import annotations
+
 import os
 from bisect import bisect_right
-from collections import OrderedDict
-from typing import (Callable, Dict, Iterable, Iterator, List, NamedTuple,
-                    Optional, Tuple)
+from collections import OrderedDict, namedtuple
+from collections.abc import Callable, Iterable, Iterator
 
 from .buildid import read_build_id, same_build
 from .buildid import shown as show_build_id
@@ -37,26 +38,24 @@ from .pagemap import HERE, PageIndex
 Warn = Callable[[str, str], None]
 
 
-class Extent(NamedTuple):
+class Extent(namedtuple("Extent", "addr length source offset")):
     """`length` bytes of memory at `addr` are the bytes at `offset` of
     `source` (None: a known hole, such as a lazy page)."""
-    addr: int
-    length: int
-    source: Optional["Source"]
-    offset: int
+    # addr: int, length: int, source: "Source" | None, offset: int
+    __slots__ = ()
 
 
 class FdCache:
     """A bounded number of source files kept open across segments, and the
     sources given up on (warned about once, then holes)."""
 
-    def __init__(self, limit: int = 64, warn: Optional[Warn] = None):
+    def __init__(self, limit: int = 64, warn: Warn | None = None):
         self.limit = limit
         self._open: "OrderedDict[tuple, ImageFile]" = OrderedDict()
         self._warn = warn or (lambda path, what: None)
         self._gone = set()
 
-    def get(self, key) -> Optional[ImageFile]:
+    def get(self, key) -> ImageFile | None:
         f = self._open.get(key)
         if f is not None:
             self._open.move_to_end(key)
@@ -91,7 +90,7 @@ class Source:
     `short()` is told when it ends before an extent's end."""
     path: str  # for messages
 
-    def open(self) -> Optional[ImageFile]:
+    def open(self) -> ImageFile | None:
         raise NotImplementedError
 
     def short(self, addr: int, missing: int) -> None:
@@ -107,7 +106,7 @@ class ImagePages(Source):
         self.path = images.join(name)
         self.key = ("pages", self.path)
 
-    def open(self) -> Optional[ImageFile]:
+    def open(self) -> ImageFile | None:
         f = self.fds.get(self.key)
         if f is not None:
             return f
@@ -137,7 +136,7 @@ class MappedPages(Source):
         self.sized = sized         # its size at checkpoint time is known
         self.key = ("mapped", shown)
 
-    def open(self) -> Optional[ImageFile]:
+    def open(self) -> ImageFile | None:
         f = self.fds.get(self.key)
         if f is not None or self.fds.gone(self.key):
             return f
@@ -187,7 +186,7 @@ class FilePages(PageSource):
     """A mapped file at the VMA's offset, up to its size at checkpoint time
     when known."""
 
-    def __init__(self, vma: Vma, source: Source, size: Optional[int]):
+    def __init__(self, vma: Vma, source: Source, size: int | None):
         self.vma, self.source, self.size = vma, source, size
 
     def extents(self, a, b):
@@ -205,7 +204,7 @@ class GhostPages(PageSource):
     file, or past its end) is a hole."""
 
     def __init__(self, vma: Vma, source: Source,
-                 parts: List[Tuple[int, int, int]]):
+                 parts: list[tuple[int, int, int]]):
         self.vma, self.source, self.parts = vma, source, parts
 
     def extents(self, a, b):
@@ -217,7 +216,7 @@ class GhostPages(PageSource):
                 yield Extent(a + (s - lo), e - s, self.source, ioff + (s - foff))
 
 
-def layered(srcs: List[PageSource], a: int, b: int) -> Iterator[Extent]:
+def layered(srcs: list[PageSource], a: int, b: int) -> Iterator[Extent]:
     """Extents of [a, b) from the first source that has them; gaps fall
     through to the next source.  A known hole (source None) is not looked
     up further, and not yielded."""
@@ -244,7 +243,7 @@ class Guards:
     """The guard regions of a process (sorted, merged): a guard page has no
     page behind it and reads as zeros in the kernel's core."""
 
-    def __init__(self, ranges: List[Tuple[int, int]]):
+    def __init__(self, ranges: list[tuple[int, int]]):
         self.ranges = ranges
         self.starts = [g[0] for g in ranges]
 
@@ -277,8 +276,8 @@ class PageSources:
     files (checked once each, warned about once), and the fd cache."""
 
     def __init__(self, ckpt: Checkpoint, proc: Process, rootfs,
-                 warn: Optional[Warn] = None,
-                 shmem_cache: Optional[Dict[int, Optional[PageIndex]]] = None):
+                 warn: Warn | None = None,
+                 shmem_cache: dict[int, PageIndex | None] | None = None):
         self.ckpt = ckpt
         self.images: ImageDir = ckpt.images
         self.proc = proc
@@ -286,10 +285,10 @@ class PageSources:
         self._warn = warn or (lambda path, what: None)
         self._shmem = shmem_cache if shmem_cache is not None else {}
         self.fds = FdCache(warn=self._warn)
-        self._files: Dict[int, object] = {}   # file id -> Source or False
-        self._pages: Dict[str, ImagePages] = {}
+        self._files: dict[int, object] = {}   # file id -> Source or False
+        self._pages: dict[str, ImagePages] = {}
         self._warned = set()
-        self.index: Optional[PageIndex] = None
+        self.index: PageIndex | None = None
         self.guards = Guards(proc.mm.guards if proc.mm is not None else [])
         self._vmas = proc.mm.vmas if proc.mm is not None else []
         self._vma_starts = [v.start for v in self._vmas]
@@ -303,12 +302,12 @@ class PageSources:
 
     # -- what a VMA maps ---------------------------------------------------------
 
-    def mapped_file(self, vma: Vma) -> Optional[MappedFile]:
+    def mapped_file(self, vma: Vma) -> MappedFile | None:
         if vma.has(VMA_AREA_MEMFD) or vma.is_file:
             return self.ckpt.files.get(vma.shmid)
         return None
 
-    def shmem_id(self, vma: Vma) -> Optional[int]:
+    def shmem_id(self, vma: Vma) -> int | None:
         """Id of the shared-memory pagemap holding this VMA's pages, if any."""
         f = self.mapped_file(vma)
         if f is not None and f.kind == "memfd":
@@ -317,7 +316,7 @@ class PageSources:
             return vma.shmid
         return None
 
-    def shmem_index(self, shmid: int) -> Optional[PageIndex]:
+    def shmem_index(self, shmid: int) -> PageIndex | None:
         """The page index of a shared-memory object, or None when its image
         is absent (check_promises warns about it)."""
         if shmid not in self._shmem:
@@ -336,9 +335,9 @@ class PageSources:
                 index.images, index.pages_name, self.fds)
         return src
 
-    def for_vma(self, vma: Vma) -> List[PageSource]:
+    def for_vma(self, vma: Vma) -> list[PageSource]:
         """The VMA's page sources, in the order pages are looked for."""
-        srcs: List[PageSource] = [IndexPages(self.index, 0, self.pages_of)]
+        srcs: list[PageSource] = [IndexPages(self.index, 0, self.pages_of)]
         sid = self.shmem_id(vma)
         if sid is not None:
             sidx = self.shmem_index(sid)
@@ -353,12 +352,12 @@ class PageSources:
             srcs.append(FilePages(vma, fsrc, f.size))
         return srcs
 
-    def extents(self, srcs: List[PageSource], a: int,
+    def extents(self, srcs: list[PageSource], a: int,
                 b: int) -> Iterator[Extent]:
         """The extents of [a, b) the sources have, guard regions cut out."""
         return self.guards.cut(layered(srcs, a, b))
 
-    def file_source(self, f: Optional[MappedFile]) -> Optional[Source]:
+    def file_source(self, f: MappedFile | None) -> Source | None:
         """A Source for a mapped regular file, or None (warned once) if it is
         absent or not the file the process mapped (another build-id).
 
@@ -398,7 +397,7 @@ class PageSources:
 
     # -- reading memory ----------------------------------------------------------
 
-    def vma_at(self, addr: int) -> Optional[Vma]:
+    def vma_at(self, addr: int) -> Vma | None:
         i = bisect_right(self._vma_starts, addr) - 1
         if i >= 0 and addr < self._vmas[i].end:
             return self._vmas[i]
@@ -434,7 +433,7 @@ class PageSources:
             self._warned.add(key)
             self._warn(path, what)
 
-    def check_promises(self, vmas: List[Vma], dumped: List[int]):
+    def check_promises(self, vmas: list[Vma], dumped: list[int]):
         """Warn about every mapping whose file or pages the images promise
         and do not hold: a file VMA whose id names no regular file or memfd
         (files.img absent, or the id names a pipe or nothing), a memfd whose

@@ -100,10 +100,11 @@ thread on its `syscall` instruction with a number of the table is taken as
 rewound, and a restart block (mips) cannot be told.  riscv64 rewinds before
 get_signal(), as arm64 does: recognised, left as saved.
 """
-from dataclasses import dataclass
+from __future__ import annotations
 
 from .arch import by_name
 from .arch.syscall_numbers import TABLES
+from .record import Record
 
 EINTR = 4
 ERESTARTSYS = 512
@@ -174,20 +175,27 @@ SYSCALL_NAMES = TABLES
 # ---- recognising and undoing ----------------------------------------------
 
 
-@dataclass
-class Restart:
+class Restart(Record):
     """A thread saved in an interrupted, restartable system call."""
-    arch: str
-    nr: int
-    name: str           # "" when the table does not know the call
-    code: int           # the -ERESTART* code (positive) the call returned
-    how: str            # "rewound" / "restartblock" (x86, undone) or
-                        # "kernel" (arm, aarch64: the kernel's own view)
-    insn_len: int = 0   # length of the entry instruction
-    changed: bool = False
-    # the registers (Regs.gp names) and values that give back the kernel's
-    # view, for the styles that set more than pc and ret
-    changes: dict = None
+    def __init__(self, arch: str,
+                 nr: int,
+                 name: str,
+                 code: int,
+                 how: str,
+                 insn_len: int = 0,
+                 changed: bool = False,
+                 changes: dict = None):
+        self.arch = arch
+        self.nr = nr
+        self.name = name                  # "" when the table does not know the call
+        self.code = code                  # the -ERESTART* code (positive) the call returned
+        self.how = how                    # "rewound" / "restartblock" (x86, undone) or
+                                          # "kernel" (arm, aarch64: the kernel's own view)
+        self.insn_len = insn_len          # length of the entry instruction
+        self.changed = changed
+        # the registers (Regs.gp names) and values that give back the kernel's
+        # view, for the styles that set more than pc and ret
+        self.changes = changes
 
 
 def _get(gp, name):

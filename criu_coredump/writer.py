@@ -14,12 +14,13 @@ absent, even after a machine crash.  Writeback of what is copied is started
 as the copy goes (sync_file_range), so the final fsync overlaps the copy
 instead of waiting for the whole core at the end.
 """
+from __future__ import annotations
+
 import ctypes
 import errno
 import fcntl
 import os
-import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import elf, lifecycle
 from .errors import BadImage, OutputError
@@ -132,17 +133,175 @@ class _Writeback:
             self.start = None
 
 
+def mkstemp(d, prefix, suffix=""):
+    """(descriptor, path) of a new file in directory d, made as
+    tempfile.mkstemp makes it (O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, a
+    random name, another on a clash): nothing planted there is followed.
+    Here rather than tempfile, whose imports (shutil, random, ...) every
+    run would pay at start."""
+    for _ in range(100):
+        path = os.path.join(d, "%s%s%s" % (prefix, os.urandom(6).hex(), suffix))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        return fd, os.path.abspath(path)
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", d)
+
+
+def _copy_extent(source, src, fd, addr, length, src_off, dst, dst_name,
+                 writeback):
+    """Copy one extent (kernel copy, holes kept); returns the bytes copied."""
+    n = length
+    if src.size is not None:
+        n = min(n, max(0, src.size - src_off))
+    got = _copy(src.fd, fd, n, src.base + src_off, dst, source.path,
+                dst_name) if n else 0
+    if got < length:
+        # the source ends early: the rest stays a hole (the source decides
+        # whether that is an error)
+        source.short(addr + got, length - got)
+    writeback.wrote(dst, got)
+    return got
+
+
+# Small extents that follow each other in their source are gathered: one
+# read of the source, then one write of the span they cover in the core,
+# the holes between them written as the zeros they read as.  A process
+# whose memory is a million scattered pages (a sparsely touched heap)
+# otherwise costs a million kernel copies, and as many extents for the
+# file system to write back and for fsync to wait for.  The core's bytes
+# are the same; only holes shorter than GATHER_GAP, between extents shorter
+# than GATHER_CHUNK, are allocated.  On a file system in memory (tmpfs),
+# where allocated zeros cost memory and fragments cost nothing, the extents
+# are written one by one from the one read instead, holes kept.
+GATHER_CHUNK = 64 << 10
+GATHER_GAP = 64 << 10
+GATHER_SPAN = 1 << 20
+_IN_MEMORY = {"tmpfs", "ramfs"}
+_fs_types = {}  # st_dev -> file system type
+
+
+def _fs_type(fd):
+    """The type of the file system holding fd (/proc/self/mountinfo), or
+    None when it cannot be told."""
+    dev = os.fstat(fd).st_dev
+    if dev not in _fs_types:
+        want = "%d:%d" % (os.major(dev), os.minor(dev))
+        kind = None
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 2 and fields[2] == want and " - " in line:
+                        kind = line.split(" - ", 1)[1].split()[0]
+                        break
+        except OSError:
+            pass
+        _fs_types[dev] = kind
+    return _fs_types[dev]
+
+
+class _Gather:
+    """The small extents gathered so far, all of one source, contiguous in
+    it, ascending in the core."""
+
+    def __init__(self, fd, dst_name, writeback):
+        self.fd = fd
+        self.dst_name = dst_name
+        self.writeback = writeback
+        self.items = []   # (addr, length, src_off, dst)
+        self.source = self.src = None
+        self.fill = _fs_type(fd) not in _IN_MEMORY
+
+    def follows(self, src_off, dst, length):
+        """Whether an extent of the same source can join."""
+        if not self.items:
+            return True
+        _, last_len, last_src_off, last_dst = self.items[-1]
+        return (src_off == last_src_off + last_len
+                and 0 <= dst - (last_dst + last_len) <= GATHER_GAP
+                and dst + length - self.items[0][3] <= GATHER_SPAN)
+
+    def add(self, source, src, addr, length, src_off, dst):
+        self.source, self.src = source, src
+        self.items.append((addr, length, src_off, dst))
+
+    def flush(self):
+        """Write what is gathered; returns the bytes of data copied."""
+        items, self.items = self.items, []
+        if not items:
+            return 0
+        source, src = self.source, self.src
+        if len(items) == 1:
+            addr, length, src_off, dst = items[0]
+            return _copy_extent(source, src, self.fd, addr, length, src_off,
+                                dst, self.dst_name, self.writeback)
+        src_start, dst_start = items[0][2], items[0][3]
+        last = items[-1]
+        want = last[2] + last[1] - src_start
+        if src.size is not None:
+            want = min(want, max(0, src.size - src_start))
+        try:
+            data = os.pread(src.fd, want, src.base + src_start) if want else b""
+        except OSError as e:
+            raise BadImage(source.path, "cannot read: %s" % e.strerror) from None
+        if not self.fill:
+            return self._write_each(items, data, source, src_start)
+        span = bytearray(last[3] + last[1] - dst_start)
+        copied = 0
+        for addr, length, src_off, dst in items:
+            at = src_off - src_start
+            got = max(0, min(length, len(data) - at))
+            span[dst - dst_start:dst - dst_start + got] = data[at:at + got]
+            copied += got
+            if got < length:
+                source.short(addr + got, length - got)
+        view = memoryview(span)
+        done = 0
+        try:
+            while done < len(span):
+                done += os.pwrite(self.fd, view[done:], dst_start + done)
+        except OSError as e:
+            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+        self.writeback.wrote(dst_start, len(span))
+        return copied
+
+    def _write_each(self, items, data, source, src_start):
+        """The extents written one by one from one read (holes kept)."""
+        view = memoryview(data)
+        copied = 0
+        try:
+            for addr, length, src_off, dst in items:
+                at = src_off - src_start
+                got = max(0, min(length, len(data) - at))
+                done = 0
+                while done < got:
+                    done += os.pwrite(self.fd, view[at + done:at + got], dst + done)
+                copied += got
+                if got < length:
+                    source.short(addr + got, length - got)
+        except OSError as e:
+            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+        self.writeback.wrote(items[0][3], items[-1][3] + items[-1][1] - items[0][3])
+        return copied
+
+
 class CoreWriter:
     """Writes one core at `path` through a temporary file beside it.
 
-    The temporary name is made by mkstemp (O_EXCL: nothing planted there is
+    The temporary name is made by mkstemp() (O_EXCL: nothing planted there is
     followed); the finished file replaces `path` by rename, which replaces
     a symlink planted at `path` rather than writing through it, and leaves
     an older core untouched until the new one is complete."""
 
-    def __init__(self, path, progress=None):
+    def __init__(self, path, progress=None, sync_dir=True):
         self.path = path
         self.progress = progress
+        # False: the caller fsyncs the directory once after its last core
+        # (fsync_dir), rather than one directory fsync per core
+        self.sync_dir = sync_dir
         self.tmp = None
         self.fd = None
 
@@ -150,9 +309,8 @@ class CoreWriter:
         d = os.path.dirname(os.path.abspath(self.path))
         with lifecycle.signals_held():
             try:
-                self.fd, self.tmp = tempfile.mkstemp(
-                    prefix="%s%d." % (tmp_prefix(self.path), os.getpid()),
-                    suffix=TMP_SUFFIX, dir=d)
+                self.fd, self.tmp = mkstemp(
+                    d, "%s%d." % (tmp_prefix(self.path), os.getpid()), TMP_SUFFIX)
             except OSError as e:
                 raise OutputError(d, "cannot create a file: %s" % e.strerror) from None
             lifecycle.register_tmp(self.tmp)
@@ -191,13 +349,20 @@ class CoreWriter:
             layout = elf.compute_layout(cls, size, segments)
             head, shdr = elf.headers(cls, arch, layout, segments)
             os.pwrite(fd, head, 0)
+            # the whole size first: every copy lands inside the file, so no
+            # file system preallocates past a growing end (XFS would leave
+            # unwritten extents in what must stay holes)
+            os.ftruncate(fd, layout.file_size)
             progress = self.progress
             writeback = _Writeback(fd)
+            gather = _Gather(fd, self.path, writeback)
             last_src = src = None
+            floor = 0  # the end of the highest extent so far
             for seg, off in zip(segments, layout.seg_offsets):
                 base = off - seg.vaddr
                 for (addr, length, source, src_off) in seg.extents():
                     if source is not last_src:
+                        written += gather.flush()  # before its source may close
                         try:
                             src = source.open()
                         except OSError as e:
@@ -208,20 +373,19 @@ class CoreWriter:
                         progress(length)
                     if src is None:
                         continue  # the source is gone (warned): a hole
-                    n = length
-                    if src.size is not None:
-                        n = min(n, max(0, src.size - src_off))
-                    got = _copy(src.fd, fd, n, src.base + src_off, base + addr,
-                                source.path, self.path) if n else 0
-                    if got < length:
-                        # the source ends early: the rest stays a hole
-                        # (the source decides whether that is an error)
-                        source.short(addr + got, length - got)
-                    written += got
-                    writeback.wrote(base + addr, got)
+                    dst = base + addr
+                    if length < GATHER_CHUNK and dst >= floor:
+                        if not gather.follows(src_off, dst, length):
+                            written += gather.flush()
+                        gather.add(source, src, addr, length, src_off, dst)
+                    else:
+                        written += gather.flush()
+                        written += _copy_extent(source, src, fd, addr, length,
+                                                src_off, dst, self.path, writeback)
+                    floor = max(floor, dst + length)
+            written += gather.flush()
             if shdr:
                 os.pwrite(fd, shdr, layout.shoff)
-            os.ftruncate(fd, layout.file_size)
             os.fsync(fd)
         except OSError as e:
             raise OutputError(self.path, "cannot write: %s" % e.strerror) from None
@@ -234,7 +398,8 @@ class CoreWriter:
                 raise OutputError(self.path, "cannot replace it: %s" % e.strerror) from None
             lifecycle.unregister_tmp(self.tmp)
             self.tmp = None
-        _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        if self.sync_dir:
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         self.layout = layout
         return written
 
@@ -261,8 +426,10 @@ def _write_stream(fd, chunks, offset):
     return pos - offset
 
 
-def _fsync_dir(d):
-    """Make the rename durable (best effort: some filesystems refuse)."""
+def fsync_dir(d):
+    """Make the renames into directory d durable (best effort: some
+    filesystems refuse).  A crash before it may lose a core's name, never
+    its contents: each core is fsynced before it is renamed."""
     try:
         dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -284,7 +451,7 @@ def check_out_dir(d):
     if not os.path.isdir(d):
         raise OutputError(d, "output directory is not a directory")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".coredump-probe.", dir=d)
+        fd, probe = mkstemp(d, ".coredump-probe.")
     except OSError as e:
         raise OutputError(d, "cannot create a file in the output directory: %s"
                           % e.strerror) from None

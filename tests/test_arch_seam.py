@@ -11,7 +11,6 @@
 
 Docstrings and comments may name arches: they explain, they decide nothing.
 """
-import io
 import os
 import tokenize
 

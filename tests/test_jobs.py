@@ -10,6 +10,7 @@ import time
 import pytest
 
 from criu_coredump.convert import generate
+from criu_coredump.writer import GATHER_GAP
 
 from .helpers import synth
 from .helpers.paths import COREDUMP
@@ -113,12 +114,15 @@ def test_library_jobs_forward_progress_and_warnings(tmp_path):
 
 
 def _two_big(tmp_path, pages=40000):
+    """Two processes slow to convert: single pages farther apart than the
+    writer gathers across (writer.GATHER_GAP), one kernel copy each."""
+    stride = GATHER_GAP // P + 2
     ck = synth.Checkpoint(tmp_path / "img")
     for pid in (30, 31):
         p = ck.process(pid)
-        p.vma(BASE, BASE + 2 * pages * P)
+        p.vma(BASE, BASE + stride * pages * P)
         for i in range(pages):
-            p.pages(BASE + 2 * i * P, nr_pages=1)
+            p.pages(BASE + stride * i * P, nr_pages=1)
     return ck.write()
 
 

@@ -17,7 +17,7 @@ from criu_coredump import notes
 from criu_coredump.arch import by_name
 
 from .helpers.tools import need
-from .test_cross_arch import TARGETS
+from .helpers.crossarch import TARGETS
 
 pytestmark = pytest.mark.cross
 

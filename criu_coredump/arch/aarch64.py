@@ -20,13 +20,14 @@ kernel, whose processes map below 2^48 unless they ask otherwise.  The
 hardware-debug, system-call, SVE and SME notes of the kernel's core are
 not described by the images and are left out.
 """
+from __future__ import annotations
+
 import ctypes
 import struct
-from dataclasses import dataclass
-from typing import Optional
 
 from .. import elf, protodecl
 from .base import Arch, Regs, SyscallABI, SyscallEntry, words
+from ..record import Record
 
 # elf_gregset_t: struct user_pt_regs (arch/arm64/include/uapi/asm/ptrace.h)
 GREGS = tuple("x%d" % i for i in range(31)) + ("sp", "pc", "pstate")
@@ -34,13 +35,15 @@ NVREGS = 32         # V registers, 128 bits each
 TLS_WORDS = 2       # tpidr_el0, tpidr2_el0 (0 without SME)
 
 
-@dataclass
-class PacKeys:
+class PacKeys(Record):
     """Pointer-authentication state CRIU saved (images/core-aarch64.proto
     pac_keys): 128-bit keys as (lo, hi) word pairs."""
-    address: Optional[tuple] = None   # apia, apib, apda, apdb: 8 words
-    enabled: int = 0                  # PR_PAC_AP*KEY bits of enabled keys
-    generic: Optional[tuple] = None   # apga: 2 words
+    def __init__(self, address: tuple | None = None,
+                 enabled: int = 0,
+                 generic: tuple | None = None):
+        self.address = address            # apia, apib, apda, apdb: 8 words
+        self.enabled = enabled            # PR_PAC_AP*KEY bits of enabled keys
+        self.generic = generic            # apga: 2 words
 
 
 PAC_ADDRESS = ("apiakey_lo", "apiakey_hi", "apibkey_lo", "apibkey_hi",

@@ -8,23 +8,25 @@ every other register note with the arch's `thread_notes` table; both read
 only what the arch's `decode()` made of CRIU's thread_info.  `decode` is the
 one place that reads that arch's protobuf fields.
 """
+from __future__ import annotations
+
 import ctypes
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from collections.abc import Callable
 
 from .. import elf
+from ..record import FrozenRecord, Record
 
 
-@dataclass
-class Regs:
+class Regs(Record):
     """A thread's registers, decoded from its thread_info.
 
     gp: the general registers in the kernel's elf_gregset_t order, under
     the kernel's names (pr_reg[i] is the i-th value; missing trailing
     names are zeros).  The rest are the arch's other register sets, named
     by the arch module (fpregs, vfp, vregs, ...)."""
-    gp: Dict[str, int]
-    extra: Dict[str, object] = field(default_factory=dict)
+    def __init__(self, gp: dict[str, int], extra: dict[str, object] | None = None):
+        self.gp = gp
+        self.extra = {} if extra is None else extra
 
     def __getattr__(self, name):
         try:
@@ -33,78 +35,119 @@ class Regs:
             raise AttributeError(name) from None
 
 
-@dataclass(frozen=True)
-class SyscallEntry:
+class SyscallEntry(FrozenRecord):
     """One way into the kernel: its instruction and calling convention,
     registers named by Regs.gp keys."""
-    insn: bytes                 # the instruction's bytes in memory
-    numbers: str                # which system call numbering it uses
-                                # (a key of syscall_restart.SYSCALL_NAMES)
-    nr: str                     # register holding the system call number
-    args: Tuple[str, ...]       # registers holding its arguments, in order
-    thumb: Optional[bool] = None  # arm: only in this state (cpsr T bit)
-    negative: bool = True       # the call returns -code in `ret`; False: the
-                                # code itself, an error flag set (ppc64 sc, mips)
-    trap: Optional[int] = None  # ppc64: pt_regs.trap of a call made this way
+    def __init__(self, insn: bytes,
+                 numbers: str,
+                 nr: str,
+                 args: tuple[str, ...],
+                 thumb: bool | None = None,
+                 negative: bool = True,
+                 trap: int | None = None):
+        self.insn = insn                  # the instruction's bytes in memory
+        self.numbers = numbers            # which system call numbering it uses
+                                          # (a key of syscall_restart.SYSCALL_NAMES)
+        self.nr = nr                      # register holding the system call number
+        self.args = args                  # registers holding its arguments, in order
+        self.thumb = thumb                # arm: only in this state (cpsr T bit)
+        self.negative = negative          # the call returns -code in `ret`; False: the
+                                          # code itself, an error flag set (ppc64 sc, mips)
+        self.trap = trap                  # ppc64: pt_regs.trap of a call made this way
 
 
-@dataclass(frozen=True)
-class SyscallABI:
+class SyscallABI(FrozenRecord):
     """How a thread sits in a system call on this arch: what recognising
     (and, on x86, undoing) CRIU's syscall-restart rewind needs.  See
     syscall_restart.py for the rule and the kernel functions behind it."""
-    bits: int
-    pc: str
-    ret: str
-    entries: Tuple[SyscallEntry, ...]
-    # True: the kernel rewinds before the ptrace stop, so the saved
-    # registers are already what its core shows (arm, arm64); False: after
-    # it (x86), and CRIU's rewind is undone
-    kernel_rewinds_first: bool
-    orig: Optional[str] = None  # x86: orig_ax (the number; < 0: no call);
-                                # ppc64 orig_gpr3, s390 orig_gpr2, loongarch64
-                                # orig_a0: the first argument
-    thumb_bit: Optional[tuple] = None  # arm: (register, mask) of the T bit
-    # how CRIU's rewind is recognised and undone (syscall_restart.STYLES):
-    # as x86 or as arm (from kernel_rewinds_first) unless named here:
-    # "cr0_so" (ppc64), "int_code" (s390), "zeroed_marker" (mips, loongarch64)
-    style: str = ""
-    # the style's other registers, by role: ppc64 "ccr", "trap"; mips
-    # "marker" (r0), "error" (a3), "saved_a3" (k0); loongarch64 "marker" (r0)
-    roles: Tuple[Tuple[str, str], ...] = ()
-    # the style's constants, by name (ppc64: "so", CR0's summary-overflow bit)
-    consts: Tuple[Tuple[str, int], ...] = ()
+    def __init__(self, bits: int,
+                 pc: str,
+                 ret: str,
+                 entries: tuple[SyscallEntry, ...],
+                 kernel_rewinds_first: bool,
+                 orig: str | None = None,
+                 thumb_bit: tuple | None = None,
+                 style: str = "",
+                 roles: tuple[tuple[str, str], ...] = (),
+                 consts: tuple[tuple[str, int], ...] = ()):
+        self.bits = bits
+        self.pc = pc
+        self.ret = ret
+        self.entries = entries
+        # True: the kernel rewinds before the ptrace stop, so the saved
+        # registers are already what its core shows (arm, arm64); False: after
+        # it (x86), and CRIU's rewind is undone
+        self.kernel_rewinds_first = kernel_rewinds_first
+        self.orig = orig                  # x86: orig_ax (the number; < 0: no call);
+                                          # ppc64 orig_gpr3, s390 orig_gpr2, loongarch64
+                                          # orig_a0: the first argument
+        self.thumb_bit = thumb_bit        # arm: (register, mask) of the T bit
+        # how CRIU's rewind is recognised and undone (syscall_restart.STYLES):
+        # as x86 or as arm (from kernel_rewinds_first) unless named here:
+        # "cr0_so" (ppc64), "int_code" (s390), "zeroed_marker" (mips, loongarch64)
+        self.style = style
+        # the style's other registers, by role: ppc64 "ccr", "trap"; mips
+        # "marker" (r0), "error" (a3), "saved_a3" (k0); loongarch64 "marker" (r0)
+        self.roles = roles
+        # the style's constants, by name (ppc64: "so", CR0's summary-overflow bit)
+        self.consts = consts
 
 
-@dataclass(frozen=True)
-class Arch:
+class Arch(FrozenRecord):
     """One architecture as CRIU marks it and as the kernel writes its cores."""
-    name: str                  # the module's name (arch/__init__.py MODULES)
-    elf: elf.ElfClass          # ELF class and byte order of the core
-    machine: int               # e_machine
-    endian: str                # "little" or "big"
-    long_t: type               # ctypes type of the target's `long`, in its byte order
-    uid_t: type                # __kernel_uid_t of elf_prpsinfo (16 bits on ia32, arm)
-    page_size: int             # the page size the images' pagemaps count in
-    user_va_end: int           # the largest user address space of the arch
-    gdb_name: str              # gdb's `set architecture` name
-    mtype: int                 # core_entry.march CRIU writes
-    ti_field: str              # core_entry field that holds the thread_info
-    gregs: Tuple[str, ...]     # elf_gregset_t, by the kernel's names
-    decode: Callable           # (thread_info, reparse) -> Regs
-    thread_notes: Tuple        # ((note type, encoder(proc, thread) -> bytes or None), ...)
-    process_notes: Tuple = ()  # ((note type, encoder(proc) -> bytes or None), ...), once
-    accepts: Callable = None   # (thread_info) -> bool, when several share an mtype
-    ti_class: type = None      # our declaration of core_entry's ti field, when
-                               # pycriu does not know it
-    auxv_words: Callable = list  # mm_saved_auxv -> the target's auxv words
-    osabi: int = elf.ELFOSABI_NONE
-    eflags: int = 0
-    siginfo_size: int = 128
-    sigstop: int = 19          # SIGSTOP's number (asm/signal.h)
-    si_code_offset: int = 8    # si_code in siginfo_t: after si_signo, si_errno
-    native_hosts: Tuple[str, ...] = ()   # platform.machine() whose plain gdb reads it
-    syscall: Optional[SyscallABI] = None
+    def __init__(self, name: str,
+                 elf: elf.ElfClass,
+                 machine: int,
+                 endian: str,
+                 long_t: type,
+                 uid_t: type,
+                 page_size: int,
+                 user_va_end: int,
+                 gdb_name: str,
+                 mtype: int,
+                 ti_field: str,
+                 gregs: tuple[str, ...],
+                 decode: Callable,
+                 thread_notes: tuple,
+                 process_notes: tuple = (),
+                 accepts: Callable = None,
+                 ti_class: type = None,
+                 auxv_words: Callable = list,
+                 osabi: int = elf.ELFOSABI_NONE,
+                 eflags: int = 0,
+                 siginfo_size: int = 128,
+                 sigstop: int = 19,
+                 si_code_offset: int = 8,
+                 native_hosts: tuple[str, ...] = (),
+                 syscall: SyscallABI | None = None):
+        self.name = name                  # the module's name (arch/__init__.py MODULES)
+        self.elf = elf                    # ELF class and byte order of the core
+        self.machine = machine            # e_machine
+        self.endian = endian              # "little" or "big"
+        self.long_t = long_t              # ctypes type of the target's `long`, in its byte order
+        self.uid_t = uid_t                # __kernel_uid_t of elf_prpsinfo (16 bits on ia32, arm)
+        self.page_size = page_size        # the page size the images' pagemaps count in
+        self.user_va_end = user_va_end    # the largest user address space of the arch
+        self.gdb_name = gdb_name          # gdb's `set architecture` name
+        self.mtype = mtype                # core_entry.march CRIU writes
+        self.ti_field = ti_field          # core_entry field that holds the thread_info
+        self.gregs = gregs                # elf_gregset_t, by the kernel's names
+        self.decode = decode              # (thread_info, reparse) -> Regs
+        # ((note type, encoder(proc, thread) -> bytes or None), ...)
+        self.thread_notes = thread_notes
+        # ((note type, encoder(proc) -> bytes or None), ...), once
+        self.process_notes = process_notes
+        self.accepts = accepts            # (thread_info) -> bool, when several share an mtype
+        self.ti_class = ti_class          # our declaration of core_entry's ti field, when
+                                          # pycriu does not know it
+        self.auxv_words = auxv_words      # mm_saved_auxv -> the target's auxv words
+        self.osabi = osabi
+        self.eflags = eflags
+        self.siginfo_size = siginfo_size
+        self.sigstop = sigstop            # SIGSTOP's number (asm/signal.h)
+        self.si_code_offset = si_code_offset  # si_code in siginfo_t: after si_signo, si_errno
+        self.native_hosts = native_hosts  # platform.machine() whose plain gdb reads it
+        self.syscall = syscall
 
     # the names elf.headers() reads
     @property

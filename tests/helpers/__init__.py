@@ -11,5 +11,7 @@ gdbfacts    gdb's answers reduced to facts, for other gdb versions
 kernelcore  making the kernel write cores of test programs
 core2images the oracle: a kernel core turned into CRIU images
 synth       synthetic checkpoints (also bench/bench.py's)
+crossarch   the qemu-user targets: compiler, runner, gdb, registers
+rawcore     CRIU images pycriu 3.17 cannot write (core2images')
 imgedit, imagefuzz, inprocess   editing images, fuzzing them, main() in process
 """

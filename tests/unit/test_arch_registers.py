@@ -6,8 +6,6 @@ NT_PRSTATUS pr_reg word for word.  The words the images lose are listed
 below, each with its reason, and must come back as the constant the
 kernel's core would most often hold.
 """
-import os
-import struct
 from types import SimpleNamespace
 
 import pytest
