@@ -14,6 +14,8 @@ with `..`, hold a symlink or hard link leading out of it, or hold sparse
 members (no container runtime writes them; a few bytes of one can claim
 terabytes: a tar bomb).  Each is a BadArchive, reported on one line.
 """
+from __future__ import annotations
+
 import bz2
 import errno
 import lzma
@@ -22,12 +24,14 @@ import posixpath
 import shutil
 import signal
 import stat
-import tempfile
 import zlib
-from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
 
 from .errors import CoredumpError
+from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Iterator
 
 BLOCK = 512
 STEP = 4 << 20        # bytes decompressed (or copied) per step: bounded memory
@@ -65,7 +69,7 @@ def _tar_header_ok(block: bytes) -> bool:
     return want == total
 
 
-def sniff_bytes(head: bytes) -> Optional[str]:
+def sniff_bytes(head: bytes) -> str | None:
     """The kind of data starting with `head`: tar, a compression, or None."""
     for off, magic, kind in MAGICS:
         if head[off:off + len(magic)] == magic:
@@ -104,7 +108,7 @@ class RangeReader:
 
     seekable = True
 
-    def __init__(self, fd: int, base: int = 0, size: Optional[int] = None):
+    def __init__(self, fd: int, base: int = 0, size: int | None = None):
         self.fd = fd
         self.base = base
         self.size = os.fstat(fd).st_size - base if size is None else size
@@ -275,7 +279,7 @@ class _FileLike:
         return self.src.read(n if n >= 0 else 1 << 20)
 
 
-def open_stream(fd: int, name: str, base: int = 0, size: Optional[int] = None):
+def open_stream(fd: int, name: str, base: int = 0, size: int | None = None):
     """(kind, stream) of the bytes [base, base+size) of fd: a RangeReader
     when they are a plain tar, else a Decompressed stream of the tar."""
     src = RangeReader(fd, base, size)
@@ -298,15 +302,18 @@ _TYPES = {b"0": REG, b"\0": REG, b"7": REG, b"5": DIR, b"2": SYMLINK,
           b"1": HARDLINK, b"3": OTHER, b"4": OTHER, b"6": OTHER}
 
 
-@dataclass
-class Member:
-    name: str          # normalised: relative, no "./", no trailing "/"
-    type: str          # REG, DIR, SYMLINK, HARDLINK or OTHER
-    size: int          # bytes of data in the archive
-    offset: int        # where the data starts in the (decompressed) stream
-    linkname: str = ""
-    mtime: int = 0
-    mode: int = 0o644
+class Member(Record):
+    """One member of a tar archive, as the index keeps it."""
+
+    def __init__(self, name: str, type: str, size: int, offset: int,
+                 linkname: str = "", mtime: int = 0, mode: int = 0o644):
+        self.name = name          # normalised: relative, no "./", no trailing "/"
+        self.type = type          # REG, DIR, SYMLINK, HARDLINK or OTHER
+        self.size = size          # bytes of data in the archive
+        self.offset = offset      # where the data starts in the (decompressed) stream
+        self.linkname = linkname
+        self.mtime = mtime
+        self.mode = mode
 
 
 def _number(field: bytes, what: str, name: str) -> int:
@@ -319,7 +326,7 @@ def _number(field: bytes, what: str, name: str) -> int:
         raise BadArchive(name, "bad %s field in a tar header" % what) from None
 
 
-def _pax(data: bytes, name: str) -> Dict[str, str]:
+def _pax(data: bytes, name: str) -> dict[str, str]:
     out = {}
     pos = 0
     while pos < len(data):
@@ -513,7 +520,7 @@ class Unpacker:
             os.close(self._root)
             self._root = None
 
-    def _parent(self, relpath: str, create: bool = True) -> Tuple[int, str]:
+    def _parent(self, relpath: str, create: bool = True) -> tuple[int, str]:
         parts = relpath.split("/")
         fd = os.dup(self._root)
         try:
@@ -590,7 +597,7 @@ class Unpacker:
 
 
 def unpack(stream, name: str, dest: str, links_out: bool = False,
-           keep=None, sparse_only=None) -> Dict[str, Member]:
+           keep=None, sparse_only=None) -> dict[str, Member]:
     """Unpack a whole tar stream below dest; returns its members by name.
     keep(m) -> False: the member is listed, not written; sparse_only(m) ->
     True: the file is created with its size and no data (what --list
@@ -620,7 +627,7 @@ def unpack(stream, name: str, dest: str, links_out: bool = False,
     return members
 
 
-def index(stream, name: str, links_out: bool = False) -> Dict[str, Member]:
+def index(stream, name: str, links_out: bool = False) -> dict[str, Member]:
     """The members of a tar stream by name, read without writing anything
     (a plain archive: headers only, its data is skipped by seeking)."""
     return {m.name: m for m in TarReader(stream, name, links_out).members()}
@@ -679,10 +686,11 @@ def _remove_stale(parent: str):
         shutil.rmtree(os.path.join(parent, n), ignore_errors=True)
 
 
-def private_dir(parent: Optional[str]) -> str:
+def private_dir(parent: str | None) -> str:
     """A new directory, mode 0700, inside `parent` (OUTDIR: on XFS or btrfs
     the copy of its pages into the core can share blocks), removed by
     remove_all() and on SIGINT/SIGTERM/SIGHUP."""
+    import tempfile  # only an archive run needs it
     parent = parent or tempfile.gettempdir()
     _remove_stale(parent)
     held = signal.pthread_sigmask(signal.SIG_BLOCK, CLEANUP_SIGNALS)

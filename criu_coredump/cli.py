@@ -273,9 +273,9 @@ def _open_input(args, parent, listing=False):
 def _client(args, warn):
     """The debuginfod client when --debuginfod or DEBUGINFOD_URLS asks for
     one, else None."""
-    from . import debuginfod
     if args.debuginfod is None and not os.environ.get("DEBUGINFOD_URLS"):
         return None
+    from . import debuginfod
     urls = debuginfod.urls_from(args.debuginfod)
     if not urls:
         from .errors import UsageError

@@ -30,19 +30,20 @@ copied out, the pages images are read where they lie in the archive
 directory inside OUTDIR.  Either way the private directory is removed on
 every exit path.
 """
+from __future__ import annotations
+
 import errno
 import json
 import os
 import posixpath
 import re
 import stat
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
 
 from . import archive
 from .archive import BadArchive, Member
 from .imagedir import ImageDir, ImageFile
+from .record import Record
 from .rootfs import READ_FLAGS, RootFS, regular
 
 MT_CRIU = "application/vnd.containerd.container.criu.checkpoint.criu.tar"
@@ -58,18 +59,21 @@ SKIPPED = ("devshm-checkpoint.tar", "ctr.log", "network.status", "stats-dump",
 SMALL = 64 << 20   # metadata files larger than this are not metadata
 
 
-@dataclass
-class ContainerInfo:
+class ContainerInfo(Record):
     """What --list and --json tell about the container of an archive."""
-    engine: str                      # podman, cri-o, containerd
-    name: str = ""
-    id: str = ""
-    image: str = ""
-    runtime: str = ""                # the OCI runtime (runc, crun, ...)
-    pod: str = ""
-    namespace: str = ""
-    created: str = ""
-    checkpointed: str = ""
+
+    def __init__(self, engine: str, name: str = "", id: str = "",
+                 image: str = "", runtime: str = "", pod: str = "",
+                 namespace: str = "", created: str = "", checkpointed: str = ""):
+        self.engine = engine              # podman, cri-o, containerd
+        self.name = name
+        self.id = id
+        self.image = image
+        self.runtime = runtime            # the OCI runtime (runc, crun, ...)
+        self.pod = pod
+        self.namespace = namespace
+        self.created = created
+        self.checkpointed = checkpointed
 
     def record(self) -> dict:
         return {"engine": self.engine, "name": self.name or None,
@@ -97,12 +101,12 @@ class Tree:
     are: (file, offset, size).  Links are never followed here: a layout
     file must be a regular member."""
 
-    def __init__(self, name: str, members: Dict[str, Member], where):
+    def __init__(self, name: str, members: dict[str, Member], where):
         self.name = name
         self.members = members
         self._where = where
 
-    def regular(self, name: str) -> Optional[Member]:
+    def regular(self, name: str) -> Member | None:
         m = self.members.get(name)
         if m is None:
             return None
@@ -181,7 +185,7 @@ class ArchiveImageDir(ImageDir):
     into `path`, the pages images read where they lie in the archive
     (`placed`: name -> (archive, offset, size)), through ImageDir's seam."""
 
-    def __init__(self, path: str, placed: Dict[str, tuple]):
+    def __init__(self, path: str, placed: dict[str, tuple]):
         super().__init__(path)
         self.placed = placed
 
@@ -219,8 +223,8 @@ class OverlayRoot:
     deleted.files.  Each layer is a RootFS, so every lookup is confined to
     its layer as --root is.  What neither layer has is missing."""
 
-    def __init__(self, base: Optional[RootFS], diff: Optional[RootFS],
-                 deleted: List[str]):
+    def __init__(self, base: RootFS | None, diff: RootFS | None,
+                 deleted: list[str]):
         self.base = base
         self.diff = diff
         self.deleted = {_abs(p) for p in deleted}
@@ -281,20 +285,26 @@ class OverlayRoot:
 
 # -- an opened -i ---------------------------------------------------------------
 
-@dataclass
-class Input:
+class Input(Record):
     """What -i named, opened: the image directory to read (for an archive,
     inside the private directory) and, for an archive, its container."""
-    path: str
-    images_dir: object        # its path, or an ArchiveImageDir
-    container: Optional[ContainerInfo] = None
-    tmp: Optional[str] = None
-    diff_dir: Optional[str] = None
-    deleted: List[str] = field(default_factory=list)
-    root_dir: Optional[str] = None     # --root as a directory (unpacked tar)
-    opened_root: object = None         # the root mapped files were read from
-    solib_dirs: List[str] = field(default_factory=list)  # of sysroot()
-    shown: Dict[str, str] = field(default_factory=dict)  # private dir -> name
+
+    def __init__(self, path: str, images_dir: object,
+                 container: ContainerInfo | None = None, tmp: str | None = None,
+                 diff_dir: str | None = None, deleted: list[str] | None = None,
+                 root_dir: str | None = None, opened_root: object = None,
+                 solib_dirs: list[str] | None = None,
+                 shown: dict[str, str] | None = None):
+        self.path = path
+        self.images_dir = images_dir      # its path, or an ArchiveImageDir
+        self.container = container
+        self.tmp = tmp
+        self.diff_dir = diff_dir
+        self.deleted = [] if deleted is None else deleted
+        self.root_dir = root_dir          # --root as a directory (unpacked tar)
+        self.opened_root = opened_root    # the root mapped files were read from
+        self.solib_dirs = [] if solib_dirs is None else solib_dirs  # of sysroot()
+        self.shown = {} if shown is None else shown  # private dir -> name
 
     @property
     def is_archive(self):
@@ -309,7 +319,7 @@ class Input:
         diff = RootFS(self.diff_dir) if self.diff_dir else None
         return OverlayRoot(base, diff, self.deleted)
 
-    def sysroot(self, rootfs) -> Optional[str]:
+    def sysroot(self, rootfs) -> str | None:
         """A directory for gdb's `set sysroot`: a link at each mapped file's
         path to the host file the core was made from (found through
         `rootfs`, the layers and their confinement), and the image root's
@@ -407,7 +417,7 @@ def _time(value) -> str:
     return str(value)
 
 
-def _mtime(m: Optional[Member]) -> str:
+def _mtime(m: Member | None) -> str:
     if m is None or not m.mtime:
         return ""
     return datetime.fromtimestamp(m.mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -440,7 +450,7 @@ def _config_info(tree: Tree, prefix: str) -> ContainerInfo:
     return info
 
 
-def _refuse_many(tree: Tree, what: str, names: List[str]):
+def _refuse_many(tree: Tree, what: str, names: list[str]):
     raise BadArchive(tree.name, "%s holds %d containers (%s): give one "
                      "container's checkpoint archive" % (what, len(names),
                                                           ", ".join(names)))
@@ -708,7 +718,7 @@ def _copy_out(src, off, size, dest, name):
         os.close(sfd)
 
 
-def open_input(path: str, parent: Optional[str] = None,
+def open_input(path: str, parent: str | None = None,
                listing: bool = False) -> Input:
     """-i opened.  A directory (or anything that is not a regular file) is
     returned as it is: the image code reports on it as before.  An archive
@@ -732,8 +742,8 @@ def open_input(path: str, parent: Optional[str] = None,
         op.close_fds()
 
 
-def root_input(root: Optional[str], inp: Input,
-               parent: Optional[str] = None) -> Optional[str]:
+def root_input(root: str | None, inp: Input,
+               parent: str | None = None) -> str | None:
     """--root as a tar of the image's root: unpacked (it is read many times,
     by us and by gdb) into the private directory; a directory is returned
     as it is."""
