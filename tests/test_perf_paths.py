@@ -13,12 +13,16 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from criu_coredump import writer
 from criu_coredump.convert import generate
 
 from .helpers import synth
 from .helpers.paths import COREDUMP
 from .helpers.tools import convert, gdb_memory
+
+pytestmark = pytest.mark.slow
 
 P = synth.PAGE
 BASE = 0x7f0000000000
