@@ -11,7 +11,6 @@ import gzip
 import json
 import lzma
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,15 +31,7 @@ ARCHIVES = ("victim.tar", "victim.tar.gz", "victim.tar.zst")
 
 @pytest.fixture(scope="module")
 def podman_fx(tmp_path_factory):
-    """FIXTURE dir for gdbcheck: gdb.cmds, ref.core.xz and root/ (the image
-    root unpacked by tar, as the fixture's README says)."""
-    d = tmp_path_factory.mktemp("podman-fx")
-    for f in ("gdb.cmds", "ref.core.xz"):
-        shutil.copy(os.path.join(PODMAN, f), d / f)
-    (d / "root").mkdir()
-    subprocess.run(["tar", "xzf", os.path.join(PODMAN, "image-rootfs.tar.gz"),
-                    "-C", str(d / "root")], check=True)
-    return str(d)
+    return A.podman_fixture(tmp_path_factory.mktemp("podman-fx"))
 
 
 @pytest.fixture(scope="module")

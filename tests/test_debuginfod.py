@@ -21,6 +21,7 @@ import pytest
 
 from .helpers.paths import FIXTURES
 from .helpers.tools import gdbcheck, need, run_coredump
+from .helpers import archives as A
 
 pytestmark = pytest.mark.slow
 PODMAN = os.path.join(FIXTURES, "podman")
@@ -38,13 +39,7 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def podman_fx(tmp_path_factory):
-    d = tmp_path_factory.mktemp("podman-fx")
-    for f in ("gdb.cmds", "ref.core.xz"):
-        shutil.copy(os.path.join(PODMAN, f), d / f)
-    (d / "root").mkdir()
-    subprocess.run(["tar", "xzf", os.path.join(PODMAN, "image-rootfs.tar.gz"),
-                    "-C", str(d / "root")], check=True)
-    return str(d)
+    return A.podman_fixture(tmp_path_factory.mktemp("podman-fx"))
 
 
 class Server:

@@ -25,6 +25,23 @@ import json
 import tarfile
 
 
+def podman_fixture(d):
+    """A FIXTURE dir for gdbcheck made in `d` from shared/fixtures/podman:
+    its gdb.cmds and ref.core.xz, and root/ the image root unpacked by tar,
+    as the fixture's README says."""
+    import os
+    import shutil
+    import subprocess
+    from .paths import FIXTURES
+    podman = os.path.join(FIXTURES, "podman")
+    for f in ("gdb.cmds", "ref.core.xz"):
+        shutil.copy(os.path.join(podman, f), os.path.join(d, f))
+    os.mkdir(os.path.join(d, "root"))
+    subprocess.run(["tar", "xzf", os.path.join(podman, "image-rootfs.tar.gz"),
+                    "-C", os.path.join(d, "root")], check=True)
+    return str(d)
+
+
 def podman_members(path):
     """[(TarInfo, bytes or None)] of a real Podman archive, in order."""
     out = []
