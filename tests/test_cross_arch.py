@@ -57,6 +57,7 @@ from .helpers.tools import need, run_coredump
 from .helpers import core2images
 from .helpers.crossarch import TARGETS, Target
 from .helpers.kernelcore import allow_core
+from .helpers.readers import load_thread
 
 pytestmark = pytest.mark.cross
 
@@ -742,18 +743,6 @@ def kernel_like(arch, words, read):
     elif arch == "riscv64":
         g["pc"] -= 4             # its kernel rewinds before the stop
     return [g[n] for n in a.gregs], call
-
-
-def load_thread(images_dir, tid):
-    """(core entry, Thread) of core-<tid>.img through the loader's own way
-    in (images._load_thread), given the directory as an ImageDir where the
-    package has that seam."""
-    from criu_coredump import images
-    try:
-        from criu_coredump.imagedir import ImageDir
-    except ImportError:
-        return images._load_thread(images_dir, tid)
-    return images._load_thread(ImageDir(images_dir), tid)
 
 
 @pytest.mark.parametrize("target", sorted(QEMU_RESTART_ARCHES))

@@ -63,3 +63,12 @@ def readelf_loads(core):
 def load_image(path):
     with open(path, "rb") as f:
         return images.load(f)["entries"]
+
+
+def load_thread(images_dir, tid):
+    """(core entry, Thread) of core-<tid>.img as the loader reads one thread
+    (images._load_thread, through the ImageDir seam): what the register
+    round trips compare word for word."""
+    from criu_coredump import images as loader
+    from criu_coredump.imagedir import ImageDir
+    return loader._load_thread(ImageDir(images_dir), tid)

@@ -11,9 +11,10 @@ from types import SimpleNamespace
 import pytest
 
 from criu_coredump import arch as arches
-from criu_coredump import images, notes
+from criu_coredump import notes
 
 from ..helpers import core2images
+from ..helpers.readers import load_thread
 
 # arch name -> {pr_reg index: (value we write, why the images lose the word)}
 LOST = {
@@ -51,17 +52,6 @@ def vector(arch):
         for i in (7, 8, 9, 10, 13, 16):
             out[i] &= 0xFFFF
     return out
-
-
-def load_thread(images_dir, tid):
-    """(core entry, Thread) of core-<tid>.img through the loader's own way
-    in (images._load_thread), given the directory as an ImageDir where the
-    package has that seam."""
-    try:
-        from criu_coredump.imagedir import ImageDir
-    except ImportError:
-        return images._load_thread(images_dir, tid)
-    return images._load_thread(ImageDir(images_dir), tid)
 
 
 @pytest.mark.parametrize("name", [a.name for a in arches.ARCHES])
