@@ -16,12 +16,11 @@ from array import array
 from bisect import bisect_right
 from collections import namedtuple
 from collections.abc import Iterator
-from contextlib import closing
 
 from google.protobuf import descriptor_pb2
 
 from .errors import BadImage
-from . import images
+from . import images, pmdecode
 from .imagedir import ImageDir, as_imagedir
 
 PE_PARENT = 1 << 0
@@ -94,71 +93,85 @@ class PageIndex:
         self._load()
 
     def _load(self):
-        with closing(images.read_entries(self.images, self.name,
-                                         "PAGEMAP")) as gen:
-            head = next(gen, None)
-            if head is None:
-                raise BadImage(self.path, "no pagemap header")
-            head = images.parse(self.path, images.message("pagemap_head"), head)
-            self.pages_name = ImageDir.pages(head.pages_id)
-            self.pages_path = self.images.join(self.pages_name)
+        dec = pmdecode.Decoder(self.images, self.name, PagemapEntry,
+                               None)
+        try:
             with images.strict_decoding() as strict:
-                self._add_runs(gen, strict)
+                dec.strict = strict
+                head = dec.head()
+                if head is None:
+                    raise BadImage(self.path, "no pagemap header")
+                head = images.parse(self.path, images.message("pagemap_head"),
+                                    head)
+                self.pages_name = ImageDir.pages(head.pages_id)
+                self.pages_path = self.images.join(self.pages_name)
+                self._add_runs(dec.chunks())
+        finally:
+            dec.close()
         self._check_pages_image()
 
-    def _add_runs(self, entries, strict):
+    def _add_runs(self, chunks):
+        """Index the entries, chunks of (vaddrs, page counts, flags) in
+        file order (pmdecode.Decoder.chunks)."""
         P = images.PAGE_SIZE
-        e = PagemapEntry()
-        parse, has = e.ParseFromString, e.HasField
         offset = 0       # pages of this pagemap in the pages image so far
         last_end = 0
+        lazy = 0
         # the last run, kept in locals and flushed when the next one starts
-        r_start = r_n = r_off = 0
+        r_start = r_n = r_off = r_end = 0
         r_w = -1
-        for buf in entries:
-            try:
-                parse(buf)
-            except Exception as exc:
-                raise BadImage(self.path, "cannot decode pagemap entry: %s"
-                               % exc) from None
-            strict.check(self.path, "pagemap entry")
-            n = e.nr_pages or e.compat_nr_pages
-            va = e.vaddr
-            if has("flags"):
-                flags = e.flags
-            else:  # CRIU before 3.0: no flags, in_parent or present
-                flags = PE_PARENT if e.in_parent else PE_PRESENT
-            if va % P:
-                raise BadImage(self.path, "entry at 0x%x is not page aligned" % va)
-            if n == 0:
-                continue
-            if n > _MAX_PAGES or va + n * P > 1 << 64:
-                raise BadImage(self.path, "entry at 0x%x claims %d pages, "
-                               "beyond the address space" % (va, n))
-            if va < last_end:
-                raise BadImage(self.path, "entry at 0x%x overlaps or is out of "
-                               "order with the one before it" % va)
-            last_end = va + n * P
-            if flags & PE_PARENT or e.in_parent:
-                w = PARENT
-            elif flags & PE_PRESENT:
-                w = HERE
-            else:
-                w = LAZY
-                self.lazy_pages += n
-            if (w == r_w and r_start + r_n * P == va
-                    and (w != HERE or r_off + r_n == offset)):
-                r_n += n
-            else:
-                if r_w >= 0:
+        add_s, add_n = self.starts.append, self.npages.append
+        add_o, add_w = self.offsets.append, self.where.append
+        # locals, not globals: this loop runs once per entry
+        parent_bit, present_bit = PE_PARENT, PE_PRESENT
+        max_pages, top = _MAX_PAGES, 1 << 64
+        here, lazy_w, parent_w = HERE, LAZY, PARENT
+        for vaddrs, counts, flagss in chunks:
+            for va, n, flags in zip(vaddrs, counts, flagss):
+                if va % P:
+                    raise BadImage(self.path, "entry at 0x%x is not page "
+                                   "aligned" % va)
+                if n == 0:
+                    continue
+                end = va + n * P
+                if n > max_pages or end > top:
+                    raise BadImage(self.path, "entry at 0x%x claims %d pages, "
+                                   "beyond the address space" % (va, n))
+                if va < last_end:
+                    raise BadImage(self.path, "entry at 0x%x overlaps or is "
+                                   "out of order with the one before it" % va)
+                last_end = end
+                if flags & parent_bit:
+                    w = parent_w
+                elif flags & present_bit:
+                    if r_w == here and r_end == va and r_off + r_n == offset:
+                        r_n += n
+                        r_end = end
+                        offset += n
+                        continue
+                    if r_n > _RUN_MAX:
+                        self._append(r_start, r_n, r_off, r_w)
+                    elif r_w >= 0:
+                        add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
+                    r_start, r_n, r_w, r_off, r_end = va, n, here, offset, end
+                    offset += n
+                    continue
+                else:
+                    w = lazy_w
+                    lazy += n
+                if w == r_w and r_end == va:
+                    r_n += n
+                    r_end = end
+                    continue
+                if r_n > _RUN_MAX:
                     self._append(r_start, r_n, r_off, r_w)
-                r_start, r_n, r_w = va, n, w
-                r_off = offset if w == HERE else 0
-            if w == HERE:
-                offset += n
+                elif r_w >= 0:
+                    add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
+                r_start, r_n, r_w, r_off, r_end = va, n, w, 0, end
         if r_w >= 0:
             self._append(r_start, r_n, r_off, r_w)
         self.present_pages = offset
+        self.lazy_pages = lazy
 
     def _append(self, start, n, off, w):
         """One run, cut in pieces of at most _RUN_MAX pages."""

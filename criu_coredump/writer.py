@@ -203,6 +203,11 @@ def _fs_type(fd):
     return _fs_types[dev]
 
 
+_HAVE_PWRITEV = hasattr(os, "pwritev")
+_IOV_MAX = 1024
+_ZEROS = memoryview(bytes(GATHER_GAP))
+
+
 class _Gather:
     """The small extents gathered so far, all of one source, contiguous in
     it, ascending in the core."""
@@ -228,6 +233,13 @@ class _Gather:
         self.source, self.src = source, src
         self.items.append((addr, length, src_off, dst))
 
+    def flush_items(self, source, src, items):
+        """Write extents (addr, length, src_off, dst) of one source that
+        follow each other (follows()); returns the bytes copied."""
+        self.flush()
+        self.source, self.src, self.items = source, src, items
+        return self.flush()
+
     def flush(self):
         """Write what is gathered; returns the bytes of data copied."""
         items, self.items = self.items, []
@@ -249,6 +261,8 @@ class _Gather:
             raise BadImage(source.path, "cannot read: %s" % e.strerror) from None
         if not self.fill:
             return self._write_each(items, data, source, src_start)
+        if len(data) == last[2] + last[1] - src_start and _HAVE_PWRITEV:
+            return self._write_span(items, data, src_start)
         span = bytearray(last[3] + last[1] - dst_start)
         copied = 0
         for addr, length, src_off, dst in items:
@@ -268,6 +282,35 @@ class _Gather:
         self.writeback.wrote(dst_start, len(span))
         return copied
 
+    def _write_span(self, items, data, src_start):
+        """The span the extents cover, all their bytes read: written as one
+        pwritev of their data with the zeros between (no copy of either
+        into a buffer of the span)."""
+        view = memoryview(data)
+        iov = []
+        add = iov.append
+        dst_start = pos = items[0][3]
+        for _, length, src_off, dst in items:
+            if dst > pos:
+                add(_ZEROS[:dst - pos])
+            at = src_off - src_start
+            add(view[at:at + length])
+            pos = dst + length
+        try:
+            for i in range(0, len(iov), _IOV_MAX):
+                part = iov[i:i + _IOV_MAX]
+                want = sum(map(len, part))
+                off = dst_start + sum(map(len, iov[:i])) if i else dst_start
+                done = os.pwritev(self.fd, part, off)
+                if done < want:  # a short write: the rest as bytes
+                    rest = memoryview(b"".join(part))
+                    while done < want:
+                        done += os.pwrite(self.fd, rest[done:], off + done)
+        except OSError as e:
+            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+        self.writeback.wrote(dst_start, pos - dst_start)
+        return len(data)
+
     def _write_each(self, items, data, source, src_start):
         """The extents written one by one from one read (holes kept)."""
         view = memoryview(data)
@@ -286,6 +329,67 @@ class _Gather:
             raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
         self.writeback.wrote(items[0][3], items[-1][3] + items[-1][1] - items[0][3])
         return copied
+
+
+def _copy_batch(batch, base, floor, gather, progress):
+    """Copy a sources.Batch (a segment's runs, in arrays) as write() copies
+    its extents one by one: the same gathering of small extents, without
+    an Extent and a generator step per run.  `floor`: the end of the
+    highest extent copied so far.  Returns (bytes copied, new floor)."""
+    source = batch.source
+    try:
+        src = source.open()
+    except OSError as e:
+        raise BadImage(source.path, "cannot open: %s" % e.strerror) from None
+    P = batch.page
+    chunk, gap, span = GATHER_CHUNK, GATHER_GAP, GATHER_SPAN
+    flush = gather.flush_items
+    items = []
+    add = items.append
+    written = pending = 0
+    first = end_src = end_dst = 0
+    for addr, npages, off, where in zip(batch.starts, batch.npages,
+                                        batch.offsets, batch.where):
+        if where:
+            continue  # lazy pages: a hole
+        length = npages * P
+        src_off = off * P
+        dst = base + addr
+        pending += length
+        if src is None:
+            continue  # the source is gone (warned): a hole
+        if length < chunk and dst >= floor:
+            if items and (src_off != end_src or dst < end_dst
+                          or dst - end_dst > gap or dst + length - first > span):
+                written += flush(source, src, items)
+                items = []
+                add = items.append
+                if progress:
+                    progress(pending - length)
+                    pending = length
+            if not items:
+                first = dst
+            add((addr, length, src_off, dst))
+            end_src = src_off + length
+            end_dst = dst + length
+        else:
+            if items:
+                written += flush(source, src, items)
+                items = []
+                add = items.append
+            if progress:
+                progress(pending)
+                pending = 0
+            written += _copy_extent(source, src, gather.fd, addr, length,
+                                    src_off, dst, gather.dst_name,
+                                    gather.writeback)
+        if dst + length > floor:
+            floor = dst + length
+    if items:
+        written += flush(source, src, items)
+    if progress and pending:
+        progress(pending)
+    return written, floor
 
 
 class CoreWriter:
@@ -360,6 +464,15 @@ class CoreWriter:
             floor = 0  # the end of the highest extent so far
             for seg, off in zip(segments, layout.seg_offsets):
                 base = off - seg.vaddr
+                batch = getattr(seg, "batch", None)
+                batch = batch() if batch is not None else None
+                if batch is not None:
+                    written += gather.flush()
+                    last_src = None
+                    got, floor = _copy_batch(batch, base, floor, gather,
+                                             progress)
+                    written += got
+                    continue
                 for (addr, length, source, src_off) in seg.extents():
                     if source is not last_src:
                         written += gather.flush()  # before its source may close
