@@ -277,17 +277,25 @@ class PageIndex:
 
     def check_inside(self, vmas):
         """BadImage unless every run lies inside the VMAs (sorted by
-        address): one walk over both sorted lists."""
-        P = images.PAGE_SIZE
-        starts, npages = self.starts, self.npages
-        j, nv = 0, len(vmas)
-        for i in range(len(starts)):
-            pos = starts[i]
-            b = pos + npages[i] * P
-            while pos < b:
-                while j < nv and vmas[j].end <= pos:
-                    j += 1
-                if j == nv or vmas[j].start > pos:
-                    raise BadImage(self.path, "pages at 0x%x lie outside every "
-                                   "VMA of the process" % pos)
-                pos = vmas[j].end
+        address), naming the lowest address outside them: the gaps between
+        the VMAs are looked up in the runs (two bisects each), so the cost
+        goes with the VMAs, not with the runs."""
+        prev = 0
+        for v in vmas:
+            if v.start > prev:
+                self._outside(prev, v.start)
+            prev = max(prev, v.end)
+        self._outside(prev, 1 << 64)
+
+    def _outside(self, a, b):
+        """BadImage if some run meets [a, b), an address range no VMA has."""
+        starts = self.starts
+        i = bisect_right(starts, a) - 1
+        if i >= 0 and starts[i] + self.npages[i] * images.PAGE_SIZE > a:
+            pos = a
+        elif i + 1 < len(starts) and starts[i + 1] < b:
+            pos = starts[i + 1]
+        else:
+            return
+        raise BadImage(self.path, "pages at 0x%x lie outside every VMA of "
+                       "the process" % pos)

@@ -45,11 +45,29 @@ class Extent(namedtuple("Extent", "addr length source offset")):
     __slots__ = ()
 
 
-class Batch(namedtuple("Batch", "source page starts npages offsets where")):
-    """Runs of one pages image, in address order, in arrays (sources.
-    PageSources.batch): run i is npages[i] pages at starts[i], the bytes
-    at offsets[i] * page of `source` (where[i] HERE), or a hole (LAZY)."""
+class Batch(namedtuple("Batch", "source page index lo hi a b")):
+    """Runs lo to hi of a page index, clipped to [a, b), all of them data
+    of `source` (its pages image) or holes (lazy pages): what
+    PageSources.batch gives when a segment is nothing else."""
     __slots__ = ()
+
+    STEP = 1 << 16  # runs a chunk: what is copied of the index at a time
+
+    def chunks(self):
+        """The runs in chunks of parallel arrays (start address, pages,
+        page offset in the source, where: HERE or LAZY), the first and last
+        run clipped to [a, b)."""
+        index, P, a, b = self.index, self.page, self.a, self.b
+        for i in range(self.lo, self.hi, self.STEP):
+            j = min(i + self.STEP, self.hi)
+            st, npages = index.starts[i:j], index.npages[i:j]
+            offsets, where = index.offsets[i:j], index.where[i:j]
+            if st[0] < a:  # the first run begins before the range
+                cut = (a - st[0]) // P
+                st[0], npages[0], offsets[0] = a, npages[0] - cut, offsets[0] + cut
+            if st[-1] + npages[-1] * P > b:  # the last ends after it
+                npages[-1] = (b - st[-1]) // P
+            yield st, npages, offsets, where
 
 
 class FdCache:
@@ -389,17 +407,9 @@ class PageSources:
         hi = bisect_left(starts, b, lo)
         if lo < hi and starts[lo] + index.npages[lo] * P <= a:
             lo += 1
-        where = index.where[lo:hi]
-        if PARENT in where:
+        if PARENT in index.where[lo:hi]:
             return None
-        st, npages = starts[lo:hi], index.npages[lo:hi]
-        offsets = index.offsets[lo:hi]
-        if st and st[0] < a:  # the first run begins before the range
-            cut = (a - st[0]) // P
-            st[0], npages[0], offsets[0] = a, npages[0] - cut, offsets[0] + cut
-        if st and st[-1] + npages[-1] * P > b:  # the last ends after it
-            npages[-1] = (b - st[-1]) // P
-        return Batch(self.pages_of(index), P, st, npages, offsets, where)
+        return Batch(self.pages_of(index), P, index, lo, hi, a, b)
 
     def file_source(self, f: MappedFile | None) -> Source | None:
         """A Source for a mapped regular file, or None (warned once) if it is

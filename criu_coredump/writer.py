@@ -348,8 +348,8 @@ def _copy_batch(batch, base, floor, gather, progress):
     add = items.append
     written = pending = 0
     first = end_src = end_dst = 0
-    for addr, npages, off, where in zip(batch.starts, batch.npages,
-                                        batch.offsets, batch.where):
+    for addr, npages, off, where in (
+            run for chunk in batch.chunks() for run in zip(*chunk)):
         if where:
             continue  # lazy pages: a hole
         length = npages * P
