@@ -39,6 +39,7 @@ _Columns = protodecl.declare(
 _HIGH = bytes(1 if i & 0x80 else 0 for i in range(256))
 _BLOCK = 1 << 20
 _MIN_WINDOW = 64
+_BULK_MIN = 16  # fewer entries alike are decoded one by one
 _MAX_WINDOW = 1 << 16
 
 
@@ -205,7 +206,7 @@ class Decoder:
             if layout is not None:
                 k = _same(buf, pos, stride,
                           min(window, (len(buf) - pos) // stride), size, layout)
-            if k >= 16:
+            if k >= _BULK_MIN:
                 try:
                     cols = _columns(buf, pos, stride, k, layout)
                 except Exception:
