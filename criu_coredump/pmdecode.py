@@ -100,7 +100,13 @@ def _columns(buf, pos, stride, k, layout):
     nums = {num for num, _, _ in layout}
     vaddrs = cols.vaddr
     if 5 in nums and 2 in nums:
-        counts = [a or b for a, b in zip(cols.nr_pages, cols.compat_nr_pages)]
+        # CRIU 4.2+ writes field 2 as 0 beside field 5
+        if not any(cols.compat_nr_pages):
+            counts = cols.nr_pages
+        elif not any(cols.nr_pages):
+            counts = cols.compat_nr_pages
+        else:
+            counts = [a or b for a, b in zip(cols.nr_pages, cols.compat_nr_pages)]
     elif 5 in nums:
         counts = cols.nr_pages
     elif 2 in nums:
