@@ -16,6 +16,8 @@ from array import array
 from bisect import bisect_right
 from collections import namedtuple
 from collections.abc import Iterator
+from itertools import accumulate, islice
+from operator import add, lt
 
 from google.protobuf import descriptor_pb2
 
@@ -62,6 +64,25 @@ class Run(namedtuple("Run", "addr length kind index offset")):
     pages of a pre-dump) or LAZY (no data; index None)."""
     # addr: int, length: int, kind: int, index: "PageIndex" | None, offset: int
     __slots__ = ()
+
+
+def _plain(vaddrs, counts, flags):
+    """(vaddrs, counts, ends) as lists when every entry but the first is
+    what most are: present pages, aligned, 1 to _RUN_MAX of them, in order
+    with a gap after each (so no two make one run); else None, and the
+    entries are indexed one by one (which also finds the error, if any).
+    C loops (map, all) rather than a Python step per entry."""
+    k = len(vaddrs)
+    if list(flags).count(PE_PRESENT) != k:
+        return None
+    vas, ns = list(vaddrs), list(counts)
+    P = images.PAGE_SIZE
+    if min(ns) < 1 or max(ns) > _RUN_MAX or any(map((P - 1).__and__, vas)):
+        return None
+    ends = list(map(add, vas, map(P.__mul__, ns)))
+    if max(ends) > 1 << 64 or not all(map(lt, ends, islice(vas, 1, None))):
+        return None
+    return vas, ns, ends
 
 
 class PageIndex:
@@ -127,6 +148,11 @@ class PageIndex:
         max_pages, top = _MAX_PAGES, 1 << 64
         here, lazy_w, parent_w = HERE, LAZY, PARENT
         for vaddrs, counts, flagss in chunks:
+            plain = _plain(vaddrs, counts, flagss) if len(vaddrs) > 2 else None
+            if plain is not None:
+                # the first entry as any other (it may continue the run
+                # before it), the rest at once below
+                vaddrs, counts, flagss = plain[0][:1], plain[1][:1], (PE_PRESENT,)
             for va, n, flags in zip(vaddrs, counts, flagss):
                 if va % P:
                     raise BadImage(self.path, "entry at 0x%x is not page "
@@ -168,6 +194,22 @@ class PageIndex:
                 elif r_w >= 0:
                     add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
                 r_start, r_n, r_w, r_off, r_end = va, n, w, 0, end
+            if plain is not None:
+                # runs of their own: none continues another (_plain); the
+                # last is kept, the next chunk's first may continue it
+                vas, ns, ends = plain
+                if r_n > _RUN_MAX:
+                    self._append(r_start, r_n, r_off, r_w)
+                else:
+                    add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
+                offs = list(accumulate(ns[1:], initial=offset))
+                self.starts.extend(vas[1:-1])
+                self.npages.extend(ns[1:-1])
+                self.offsets.extend(offs[:-2])
+                self.where.frombytes(bytes(len(vas) - 2))  # HERE
+                r_start, r_n, r_w, r_off, r_end = vas[-1], ns[-1], here, offs[-2], ends[-1]
+                offset = offs[-1]
+                last_end = ends[-1]
         if r_w >= 0:
             self._append(r_start, r_n, r_off, r_w)
         self.present_pages = offset
