@@ -53,6 +53,17 @@ class Batch(namedtuple("Batch", "source page index lo hi a b")):
 
     STEP = 1 << 16  # runs a chunk: what is copied of the index at a time
 
+    def src_end(self):
+        """Where the data of the last run with data ends in `source`
+        (bytes; 0 when no run has data)."""
+        index, b = self.index, self.b
+        for i in range(self.hi - 1, self.lo - 1, -1):
+            if index.where[i] == HERE:
+                end = index.starts[i] + index.npages[i] * self.page
+                cut = max(0, end - b)  # the last run may end after b
+                return (index.offsets[i] + index.npages[i]) * self.page - cut
+        return 0
+
     def chunks(self):
         """The runs in chunks of parallel arrays (start address, pages,
         page offset in the source, where: HERE or LAZY), the first and last

@@ -341,6 +341,9 @@ def _copy_batch(batch, base, floor, gather, progress):
         src = source.open()
     except OSError as e:
         raise BadImage(source.path, "cannot open: %s" % e.strerror) from None
+    if not gather.fill:
+        return _copy_batch_holes(batch, source, src, base, floor, gather,
+                                 progress)
     P = batch.page
     chunk, gap, span = GATHER_CHUNK, GATHER_GAP, GATHER_SPAN
     flush = gather.flush_items
@@ -387,6 +390,75 @@ def _copy_batch(batch, base, floor, gather, progress):
             floor = dst + length
     if items:
         written += flush(source, src, items)
+    if progress and pending:
+        progress(pending)
+    return written, floor
+
+
+def _copy_batch_holes(batch, source, src, base, floor, gather, progress):
+    """_copy_batch on a file system in memory: each small run written on
+    its own (holes kept, as _Gather._write_each), from reads of up to
+    GATHER_SPAN of the source, which the runs of a batch read in order."""
+    P = batch.page
+    chunk, span = GATHER_CHUNK, GATHER_SPAN
+    fd, writeback, pwrite = gather.fd, gather.writeback, os.pwrite
+    src_end = batch.src_end()
+    view = None
+    buf_start = buf_end = 0
+    first = last = None  # core range written since the last read
+    written = pending = 0
+    for addr, npages, off, where in (
+            run for chunk_ in batch.chunks() for run in zip(*chunk_)):
+        if where:
+            continue  # lazy pages: a hole
+        length = npages * P
+        src_off = off * P
+        dst = base + addr
+        pending += length
+        if src is None:
+            continue  # the source is gone (warned): a hole
+        if length < chunk and dst >= floor:
+            if src_off < buf_start or src_off + length > buf_end:
+                if first is not None:
+                    writeback.wrote(first, last - first)
+                    first = None
+                if progress:
+                    progress(pending - length)
+                    pending = length
+                want = max(min(span, src_end - src_off), length)
+                if src.size is not None:
+                    want = min(want, max(0, src.size - src_off))
+                try:
+                    data = os.pread(src.fd, want, src.base + src_off)
+                except OSError as e:
+                    raise BadImage(source.path, "cannot read: %s"
+                                   % e.strerror) from None
+                view = memoryview(data)
+                buf_start, buf_end = src_off, src_off + len(data)
+            if src_off + length <= buf_end:
+                at = src_off - buf_start
+                try:
+                    done = pwrite(fd, view[at:at + length], dst)
+                    while done < length:
+                        done += pwrite(fd, view[at + done:at + length],
+                                       dst + done)
+                except OSError as e:
+                    raise OutputError(gather.dst_name, "cannot write: %s"
+                                      % e.strerror) from None
+                written += length
+                if first is None:
+                    first = dst
+                last = dst + length
+            else:  # the source ends early: as the general path says it
+                written += gather.flush_items(
+                    source, src, [(addr, length, src_off, dst)])
+        else:
+            written += _copy_extent(source, src, fd, addr, length, src_off,
+                                    dst, gather.dst_name, writeback)
+        if dst + length > floor:
+            floor = dst + length
+    if first is not None:
+        writeback.wrote(first, last - first)
     if progress and pending:
         progress(pending)
     return written, floor

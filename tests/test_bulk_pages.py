@@ -134,10 +134,12 @@ def test_core_is_the_one_extent_by_extent(tmp_path, monkeypatch, fs):
     assert bulk.count(synth.page_pattern(0x7f0000000000 + 2 * 2999 * P, 1)) == 1
 
 
-def test_writer_small_gather_sizes_same_bytes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fs", ["ext4", "tmpfs"])
+def test_writer_small_gather_sizes_same_bytes(tmp_path, monkeypatch, fs):
     """Batches cut where the span, the gap or the chunk limit says: the
     same bytes."""
     ck = build(tmp_path, seed=7)
+    monkeypatch.setattr(writer, "_fs_type", lambda fd: fs)
     (tmp_path / "a").mkdir()
     generate(ck.dir, str(tmp_path / "a"))
     monkeypatch.setattr(writer, "GATHER_SPAN", 5 * P)
