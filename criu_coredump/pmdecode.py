@@ -40,7 +40,7 @@ _HIGH = bytes(1 if i & 0x80 else 0 for i in range(256))
 _BLOCK = 1 << 20
 _MIN_WINDOW = 64
 _BULK_MIN = 16  # fewer entries alike are decoded one by one
-_MAX_WINDOW = 1 << 16
+_MAX_WINDOW = 1 << 14
 
 
 def _layout(buf, pos, size):
