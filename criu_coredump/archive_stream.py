@@ -76,11 +76,17 @@ class _Pump:
                 if self.stop.is_set():
                     break
                 view = memoryview(buf)[:min(len(buf), self.limit - done)]
-                k = s.readinto(view)
-                if not k:
+                k = 0
+                while k < len(view):  # whole buffers: most reads lie in one
+                    got = s.readinto(view[k:])
+                    if not got:
+                        break
+                    k += got
+                if k:
+                    done += k
+                    self.full.put((buf, k))
+                if k < len(view):
                     break
-                done += k
-                self.full.put((buf, k))
         except BaseException as e:  # given to the reader, in its thread
             self.error = e
         finally:
@@ -104,8 +110,10 @@ class _Pump:
         self.off = 0
         return True
 
-    def read(self, at: int, n: int) -> bytearray:
-        """n bytes at stream offset `at` (>= pos), fewer at the end."""
+    def read(self, at: int, n: int):
+        """n bytes at stream offset `at` (>= pos), fewer at the end: a view
+        of the current buffer when they lie in it (valid until the next
+        read), else a bytearray."""
         while self.pos + (self.end - self.off) <= at:
             self.pos += self.end - self.off
             self.off = self.end
@@ -114,6 +122,11 @@ class _Pump:
         skip = at - self.pos
         self.off += skip
         self.pos += skip
+        if self.off + n <= self.end:
+            view = memoryview(self.cur)[self.off:self.off + n]
+            self.off += n
+            self.pos += n
+            return view
         out = bytearray(n)
         got = 0
         while got < n:
