@@ -2,14 +2,20 @@
 (criu_coredump/archive_stream.py), never copied to a temporary file in the
 common case; whatever the order of the members, the cores are the bytes the
 same checkpoint gives as a directory."""
+import glob
 import gzip
 import io
 import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 
 import pytest
 
 from .helpers import synth
+from .helpers.paths import COREDUMP
 from .helpers.tools import run_coredump
 
 pytestmark = pytest.mark.slow
@@ -174,3 +180,40 @@ def test_one_process_of_several(ckpt, tmp_path, monkeypatch):
     seen, _ = _stream_run(monkeypatch, arc, tmp_path / "out", pids=[101])
     assert _cores(tmp_path / "out") == {"core.101": ref["core.101"]}
     assert seen["stats"][0]["copied_out"] == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_while_the_pages_stream_leaves_nothing(tmp_path, signum):
+    """Interrupted while the core is written from the second decompression:
+    the process dies of the signal, the unfinished core and the private
+    directory are removed."""
+    ck = synth.Checkpoint(str(tmp_path / "ck"))
+    n = (512 << 20) // P
+    p = ck.process(300)
+    p.vma(0x10000000, 0x10000000 + n * P).pages(0x10000000, data=bytes(P))
+    src = ck.write()
+    # the pagemap names one page: make it name n, over n zero pages
+    synth.write_pagemap(src, "pagemap-300.img", p.pages_id,
+                        [(0x10000000, n, synth.PE_PRESENT, b"", False)], ck.fmt)
+    os.truncate(os.path.join(src, "pages-%d.img" % p.pages_id), n * P)
+    arc = tmp_path / "big.tar.zst"
+    arc.write_bytes(_tar(src, sorted(os.listdir(src)), "zstd"))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, COREDUMP, "-q", "-i", str(arc),
+                             "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    writing = False  # the core is being written from the stream
+    while not writing and time.time() < deadline and proc.poll() is None:
+        tmps = glob.glob(str(out / ".core.300.*.tmp"))
+        try:
+            writing = bool(tmps) and os.stat(tmps[0]).st_blocks > 0
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+    assert writing
+    proc.send_signal(signum)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signum
+    assert os.listdir(out) == []
