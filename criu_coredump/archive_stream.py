@@ -296,6 +296,9 @@ class PagesStream:
             i = bisect_right(offs, at - moff)
             offs.insert(i, at - moff)
             datas.insert(i, data)
+        # stopped after the last: the cores start a pass of their own (not
+        # counted as a restart), and a fork of --jobs finds no thread
+        self.close_pump()
 
     def close(self):
         self.close_pump()
@@ -341,11 +344,13 @@ def small_reads(pages) -> list:
 
 def _ranges(ps):
     from . import syscall_restart
+    from .model import VMA_AREA_MEMFD
     from .sources import IndexPages, layered
     proc, mm = ps.proc, ps.proc.mm
     if mm is None or ps.index is None:
         return []
-    want = [(v.start, 4) for v in mm.vmas if v.is_file]
+    want = [(v.start, 4) for v in mm.vmas
+            if v.pgoff == 0 and (v.is_file or v.has(VMA_AREA_MEMFD))]
     if mm.arg_end > mm.arg_start:
         want.append((mm.arg_start, min(mm.arg_end - mm.arg_start, 80)))
     for th in proc.threads:
