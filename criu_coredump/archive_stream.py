@@ -12,11 +12,13 @@ background thread (zstandard, zlib and lzma release the GIL) that fills a
 few reused buffers: decompression overlaps the writing of the core, memory
 stays bounded, and it stops after the last pages member.
 
-Order is a matter of speed, never of correctness: a read before the
-stream's position restarts the decompression from the start; a member read
-backwards more than MAX_RESTARTS times is copied once into the private
-directory (what the first pass used to do for every member) and read from
-there.  The few small reads made before a core is written (the ELF check of
+Order is a matter of speed, never of correctness: a read is served by the
+decompression nearest behind it; one that every decompression has passed
+starts another from the start (up to PUMPS at once: a core that reads its
+own pages and a shared-memory object's in turn keeps one for each); a
+member read backwards more than MAX_RESTARTS times is copied once into the
+private directory (what the first pass used to do for every member) and
+read from there.  The few small reads made before a core is written (the ELF check of
 each mapping's first bytes, the command line, the instructions at each
 thread's pc) would each cost a restart: `prefetch` fetches the bytes they
 will ask for, for every process of the checkpoint, in one partial pass
@@ -33,7 +35,9 @@ from . import archive
 from .errors import BadImage
 
 BUF = 4 << 20          # bytes per decompressed buffer
-BUFFERS = 6            # buffers in flight (decompressed ahead at most 24 MiB)
+BUFFERS = 4            # buffers of one decompression (16 MiB ahead at most)
+PUMPS = 2              # decompressions at once (a process's own pages, and
+                       # the shared memory's read between them)
 MAX_RESTARTS = 2       # backward reads of a member before it is copied out
 SMALL = 64 << 10       # the largest read worth prefetching
 PREFETCH_BUDGET = 16 << 20  # bytes the prefetched reads may keep in memory
@@ -166,42 +170,43 @@ class PagesStream:
         self.members = members
         self.tmp = tmp
         self.limit = max((o + s for o, s in members.values()), default=0)
-        self.pump = None
+        self.pumps = []       # at most PUMPS decompressions, oldest use first
         self.cache = {}       # member -> ([offsets], [bytes]), sorted
         self.restarts = {}    # member -> backward reads
         self.local = {}       # member -> descriptor of its copy
         self.prefetched = False
         self.stats = {"passes": 0, "copied_out": 0}
 
-    # -- the decompression ----------------------------------------------------
+    # -- the decompressions ---------------------------------------------------
 
-    def _live(self):
-        p = self.pump
-        if p is not None and p.pid != os.getpid():
-            self.pump = p = None  # inherited from the parent: not ours
+    def _pump(self, at: int, member: str | None):
+        """A decompression positioned at or before stream offset `at`: the
+        nearest one behind it, else a new one from the start (the least
+        recently used one closed to make room).  A new one for a read that
+        every other has gone past is a restart of `member`: None once it
+        has had MAX_RESTARTS."""
+        self.pumps = [p for p in self.pumps if p.pid == os.getpid()]  # a fork's
+        behind = [p for p in self.pumps if p.pos <= at]
+        if behind:
+            p = max(behind, key=lambda p: p.pos)
+            self.pumps.remove(p)
+            self.pumps.append(p)
+            return p
+        if member is not None and self.pumps:
+            r = self.restarts[member] = self.restarts.get(member, 0) + 1
+            if r > MAX_RESTARTS:
+                return None
+        if len(self.pumps) >= PUMPS:
+            self.pumps.pop(0).close()
+        p = _Pump(self.src, self.limit)
+        self.pumps.append(p)
+        self.stats["passes"] += 1
         return p
 
-    def _restart(self):
-        self.close_pump()
-        self.pump = _Pump(self.src, self.limit)
-        self.stats["passes"] += 1
-
-    def close_pump(self):
-        p = self._live()
-        self.pump = None
-        if p is not None:
+    def close_pumps(self):
+        pumps, self.pumps = self.pumps, []
+        for p in pumps:
             p.close()
-
-    def _forward(self, at: int, n: int, member: str) -> bytearray:
-        p = self._live()
-        if p is None or at < p.pos:
-            if p is not None:
-                r = self.restarts[member] = self.restarts.get(member, 0) + 1
-                if r > MAX_RESTARTS:
-                    return None
-            self._restart()
-            p = self.pump
-        return p.read(at, n)
 
     # -- reading a member ---------------------------------------------------------
 
@@ -217,10 +222,11 @@ class PagesStream:
         hit = self._cached(member, off, n)
         if hit is not None:
             return hit
-        data = self._forward(moff + off, n, member)
-        if data is None:  # read backwards too often: copied out once
+        p = self._pump(moff + off, member)
+        if p is None:  # read backwards too often: copied out once
             fd = self._copy_out(member)
             return os.pread(fd, n, off)
+        data = p.read(moff + off, n)
         if len(data) < n:
             raise BadImage(member, "the archive ended inside this member "
                            "while it was read again (changed meanwhile?)")
@@ -240,10 +246,7 @@ class PagesStream:
         """Copy one member into the private directory, in one pass of the
         stream (from its start when it is behind), and read it there."""
         moff, msize = self.members[member]
-        p = self._live()
-        if p is None or moff < p.pos:
-            self._restart()
-            p = self.pump
+        p = self._pump(moff, None)
         path = os.path.join(self.tmp, "stream-%d-%s" % (
             len(self.local), member.replace("/", "_")))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
@@ -286,11 +289,7 @@ class PagesStream:
             budget -= n
             if budget < 0:
                 break
-            p = self._live()
-            if p is None or at < p.pos:
-                self._restart()
-                p = self.pump
-            data = bytes(p.read(at, n))
+            data = bytes(self._pump(at, None).read(at, n))
             offs, datas = self.cache.setdefault(member, ([], []))
             moff = self.members[member][0]
             i = bisect_right(offs, at - moff)
@@ -298,10 +297,10 @@ class PagesStream:
             datas.insert(i, data)
         # stopped after the last: the cores start a pass of their own (not
         # counted as a restart), and a fork of --jobs finds no thread
-        self.close_pump()
+        self.close_pumps()
 
     def close(self):
-        self.close_pump()
+        self.close_pumps()
         for fd in self.local.values():
             os.close(fd)
         self.local.clear()
