@@ -27,10 +27,10 @@ Layouts, from the runtimes' sources:
 A plain (uncompressed) archive is read in place: the small images are
 copied out, the pages images are read where they lie in the archive
 (ArchiveImageDir).  A compressed one is streamed once into a private
-directory inside OUTDIR, its pages images written with their size and no
-data; a conversion reads the pages from the archive again
-(StreamImageDir, archive_stream.py), so they are written once, into the
-core.  Either way the private directory is removed on every exit path.
+directory inside OUTDIR; for zstd and gzip (STREAMED) its pages images
+are written with their size and no data, and a conversion reads the pages
+from the archive again (StreamImageDir, archive_stream.py), so they are
+written once, into the core.  Either way the private directory is removed on every exit path.
 """
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ PAGES = re.compile(r"pages-\d+\.img$")
 SKIPPED = ("devshm-checkpoint.tar", "ctr.log", "network.status", "stats-dump",
            "stats-restore", "bind.mounts")
 SMALL = 64 << 20   # metadata files larger than this are not metadata
+# compressions whose archives' pages are read by decompressing them again
+# (StreamImageDir) rather than unpacked with the small images: those that
+# decompress faster than a file system writes.  xz and bzip2 decompress at
+# a fraction of that: a second pass would cost more than the pages' copy.
+STREAMED = ("zstd", "gzip")
 
 
 class ContainerInfo(Record):
@@ -172,12 +177,14 @@ def _unpacked_tree(stream, name: str, dest: str, sizes_only=None,
 
 
 def _open_tree(path: str, fd: int, name: str, tmp: str, sub: str, base=0,
-               size=None, sizes_only=None, keep=None):
+               size=None, sizes_only=None, keep=None, on_kind=None):
     """A Tree of the tar at [base, base+size) of fd: in place when plain,
     else streamed once into tmp/sub (what keep() refuses is not written).
     Returns (tree, plain); a streamed tree's `src` is (path, base, size,
     kind, name): what archive_stream decompresses again."""
     kind, stream = archive.open_stream(fd, name, base, size)
+    if on_kind is not None:
+        on_kind(kind)
     if kind == "tar":
         return _plain_tree(path, fd, name, base, size), True
     tree = _unpacked_tree(stream, name, os.path.join(tmp, sub), sizes_only, keep)
@@ -567,6 +574,7 @@ class _Opener:
         self.tmp = archive.private_dir(parent)
         self.inp = Input(path=path, images_dir="", tmp=self.tmp)
         self.fds = []
+        self.streaming = False  # the tree being opened: pages left unpacked
 
     def open_fd(self, path):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -589,13 +597,16 @@ class _Opener:
     def _sizes_only(self, m):
         # the pages get their size and no data: --list reads none, and a
         # conversion reads them from the archive again (StreamImageDir)
-        return PAGES.search(m.name) is not None
+        return (self.listing or self.streaming) and PAGES.search(m.name) is not None
+
+    def _kind(self, kind):
+        self.streaming = kind in STREAMED and not self.listing
 
     def _streamed(self, tree: Tree, root: str, d: str):
         """The ImageDir of an unpacked image directory d (below root, the
         unpacked tree's directory) whose pages are read from the archive
         again; d itself (a path) for --list, which reads no pages."""
-        if self.listing:
+        if not self.streaming:
             return d
         from .archive_stream import PagesStream
         members = {}
@@ -612,7 +623,8 @@ class _Opener:
     def run(self):
         fd = self.open_fd(self.path)
         tree, plain = _open_tree(self.path, fd, self.path, self.tmp, "x",
-                                 sizes_only=self._sizes_only, keep=self._wanted)
+                                 sizes_only=self._sizes_only, keep=self._wanted,
+                                 on_kind=self._kind)
         self.inp.shown["x"] = self.path + ":"
         config = _several(tree)
         if config is not None:
@@ -724,7 +736,8 @@ class _Opener:
         src, off, size = tree.where(self._blob(criu))
         fd = self.open_fd(src)
         inner, plain = _open_tree(src, fd, "%s:%s" % (self.path, self._blob(criu)),
-                                  self.tmp, "x2", off, size, self._sizes_only)
+                                  self.tmp, "x2", off, size, self._sizes_only,
+                                  on_kind=self._kind)
         inner.name = self.path
         self.inp.shown["x2"] = "%s:%s:" % (self.path, self._blob(criu))
         self.inp.container.checkpointed = info.checkpointed or _mtime(
