@@ -1,5 +1,6 @@
-"""The pages images of a compressed archive, read from the archive itself by
-decompressing it again, never from a copy on disk (in the common case).
+"""The pages images of a compressed archive (zstd or gzip: container.
+STREAMED), read from the archive itself by decompressing it again, never
+from a copy on disk (in the common case).
 
 Why: a compressed checkpoint archive is streamed once into the private
 directory (archive.unpack) for its small images; writing the pages images
@@ -208,6 +209,9 @@ class PagesStream:
         for p in pumps:
             p.close()
 
+    def _shown(self, member):
+        return "%s:%s" % (self.src[4], member)
+
     # -- reading a member ---------------------------------------------------------
 
     def pread(self, member: str, n: int, off: int) -> bytes:
@@ -228,8 +232,9 @@ class PagesStream:
             return os.pread(fd, n, off)
         data = p.read(moff + off, n)
         if len(data) < n:
-            raise BadImage(member, "the archive ended inside this member "
-                           "while it was read again (changed meanwhile?)")
+            raise BadImage(self._shown(member), "the archive ended inside "
+                           "this member while it was read again (changed "
+                           "meanwhile?)")
         return data
 
     def _cached(self, member, off, n):
@@ -256,8 +261,9 @@ class PagesStream:
         while done < msize:
             data = p.read(moff + done, min(BUF, msize - done))
             if not data:
-                raise BadImage(member, "the archive ended inside this member "
-                               "while it was read again (changed meanwhile?)")
+                raise BadImage(self._shown(member), "the archive ended "
+                               "inside this member while it was read again "
+                               "(changed meanwhile?)")
             os.pwrite(fd, data, done)
             done += len(data)
         self.stats["copied_out"] += 1
@@ -279,8 +285,8 @@ class PagesStream:
         spans.sort()
         merged = []
         for at, n, member in spans:
-            if merged and merged[-1][2] == member and at <= merged[-1][0] + merged[-1][1]:
-                last = merged[-1]
+            last = merged[-1] if merged else None
+            if last and last[2] == member and at <= last[0] + last[1]:
                 merged[-1] = (last[0], max(last[1], at + n - last[0]), member)
             else:
                 merged.append((at, n, member))

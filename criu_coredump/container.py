@@ -30,7 +30,8 @@ copied out, the pages images are read where they lie in the archive
 directory inside OUTDIR; for zstd and gzip (STREAMED) its pages images
 are written with their size and no data, and a conversion reads the pages
 from the archive again (StreamImageDir, archive_stream.py), so they are
-written once, into the core.  Either way the private directory is removed on every exit path.
+written once, into the core.  Either way the private directory is removed
+on every exit path.
 """
 from __future__ import annotations
 
@@ -187,7 +188,8 @@ def _open_tree(path: str, fd: int, name: str, tmp: str, sub: str, base=0,
         on_kind(kind)
     if kind == "tar":
         return _plain_tree(path, fd, name, base, size), True
-    tree = _unpacked_tree(stream, name, os.path.join(tmp, sub), sizes_only, keep)
+    tree = _unpacked_tree(stream, name, os.path.join(tmp, sub), sizes_only,
+                          keep)
     tree.src = (path, base, stream.src.size, kind, name)
     return tree, False
 
@@ -597,7 +599,8 @@ class _Opener:
     def _sizes_only(self, m):
         # the pages get their size and no data: --list reads none, and a
         # conversion reads them from the archive again (StreamImageDir)
-        return (self.listing or self.streaming) and PAGES.search(m.name) is not None
+        return ((self.listing or self.streaming)
+                and PAGES.search(m.name) is not None)
 
     def _kind(self, kind):
         self.streaming = kind in STREAMED and not self.listing
@@ -662,7 +665,8 @@ class _Opener:
             st = os.lstat(d)
             if not stat.S_ISDIR(st.st_mode):
                 raise BadArchive(self.path, "%s is not a directory" % prefix)
-            self.inp.images_dir = self._streamed(tree, os.path.join(self.tmp, "x"), d)
+            self.inp.images_dir = self._streamed(
+                tree, os.path.join(self.tmp, "x"), d)
             return
         d = os.path.join(self.tmp, "ckpt")
         os.mkdir(d, 0o700)
