@@ -51,7 +51,7 @@ class _Pump:
     most BUFFERS buffers exist.  The consumer reads forward only."""
 
     def __init__(self, src, limit: int):
-        self.src = src            # (path, base, size, kind, name)
+        self.src = src            # (fd, base, size, kind, name)
         self.limit = limit        # stop after this many bytes of the tar
         self.free = queue.Queue()
         self.full = queue.Queue()
@@ -69,10 +69,8 @@ class _Pump:
         self.thread.start()
 
     def _run(self):
-        path, base, size, kind, name = self.src
-        fd = None
+        fd, base, size, kind, name = self.src
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             s = archive.Decompressed(archive.RangeReader(fd, base, size),
                                      kind, name)
             done = 0
@@ -95,8 +93,6 @@ class _Pump:
         except BaseException as e:  # given to the reader, in its thread
             self.error = e
         finally:
-            if fd is not None:
-                os.close(fd)
             self.full.put(None)
 
     def _next(self) -> bool:
@@ -162,7 +158,8 @@ class _Pump:
 class PagesStream:
     """The pages members of one compressed tar, read by decompressing it.
 
-    `src`: (path, base, size, kind, label) of the compressed bytes;
+    `src`: (fd, base, size, kind, label) of the compressed bytes (the
+    descriptor is the stream's: read with pread only, closed by close());
     `members`: member name -> (data offset in the tar stream, size);
     `tmp`: where a member read too often out of order is copied."""
 
@@ -311,6 +308,9 @@ class PagesStream:
             os.close(fd)
         self.local.clear()
         self.cache.clear()
+        if self.src[0] >= 0:
+            os.close(self.src[0])
+            self.src = (-1,) + self.src[1:]
 
 
 # -- what the small reads before a core will ask for ----------------------------

@@ -113,7 +113,7 @@ class Tree:
         self.name = name
         self.members = members
         self._where = where
-        self.src = None  # (path, base, size, kind, name) when compressed
+        self.src = None  # (fd, base, size, kind, name) when compressed
 
     def regular(self, name: str) -> Member | None:
         m = self.members.get(name)
@@ -181,7 +181,7 @@ def _open_tree(path: str, fd: int, name: str, tmp: str, sub: str, base=0,
                size=None, sizes_only=None, keep=None, on_kind=None):
     """A Tree of the tar at [base, base+size) of fd: in place when plain,
     else streamed once into tmp/sub (what keep() refuses is not written).
-    Returns (tree, plain); a streamed tree's `src` is (path, base, size,
+    Returns (tree, plain); a streamed tree's `src` is (fd, base, size,
     kind, name): what archive_stream decompresses again."""
     kind, stream = archive.open_stream(fd, name, base, size)
     if on_kind is not None:
@@ -190,7 +190,7 @@ def _open_tree(path: str, fd: int, name: str, tmp: str, sub: str, base=0,
         return _plain_tree(path, fd, name, base, size), True
     tree = _unpacked_tree(stream, name, os.path.join(tmp, sub), sizes_only,
                           keep)
-    tree.src = (path, base, stream.src.size, kind, name)
+    tree.src = (fd, base, stream.src.size, kind, name)
     return tree, False
 
 
@@ -619,7 +619,13 @@ class _Opener:
         for m in tree.members.values():  # a hard link reads its target
             if m.type == archive.HARDLINK and m.linkname in members:
                 members[m.name] = members[m.linkname]
-        stream = PagesStream(tree.src, members, self.tmp)
+        # the file read in the first pass, whatever has its name later
+        fd = os.dup(tree.src[0])
+        try:
+            stream = PagesStream((fd,) + tree.src[1:], members, self.tmp)
+        except BaseException:
+            os.close(fd)
+            raise
         self.inp.streams.append(stream)
         return StreamImageDir(d, root, stream)
 

@@ -37,17 +37,15 @@ def _archive(tmp_path, compress, sizes=(768 << 10, 1280 << 10, 256 << 10)):
         raw = gzip.compress(raw, compresslevel=1)
     path = tmp_path / ("a.tar." + compress)
     path.write_bytes(raw)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        kind, stream = archive.open_stream(fd, str(path))
-        members = {m.name: (m.offset, m.size)
-                   for m in archive.index(stream, str(path)).values()}
-    finally:
-        os.close(fd)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    kind, stream = archive.open_stream(fd, str(path))
+    members = {m.name: (m.offset, m.size)
+               for m in archive.index(stream, str(path)).values()}
     tmp = tmp_path / "private"
     tmp.mkdir()
-    st = archive_stream.PagesStream((str(path), 0, os.path.getsize(path), kind,
+    st = archive_stream.PagesStream((fd, 0, os.path.getsize(path), kind,
                                      str(path)), members, str(tmp))
+    path.unlink()  # the stream reads the file it was given, not a name
     return st, datas, tmp
 
 
