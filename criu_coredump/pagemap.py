@@ -8,7 +8,9 @@ the other in `pages-<pages_id>.img`, in pagemap order.
 
 The index keeps the runs in compact arrays (21 bytes a run, not Python
 objects) sorted by address, so a lookup is a bisect and memory stays small
-for pagemaps of millions of entries.
+for pagemaps of millions of entries.  The entries are decoded a window at
+a time (pmdecode), and a chunk of plain ones (present, in order, none
+continuing another: a sparsely touched heap) becomes runs through C loops.
 """
 from __future__ import annotations
 
@@ -207,7 +209,8 @@ class PageIndex:
                 self.npages.extend(ns[1:-1])
                 self.offsets.extend(offs[:-2])
                 self.where.frombytes(bytes(len(vas) - 2))  # HERE
-                r_start, r_n, r_w, r_off, r_end = vas[-1], ns[-1], here, offs[-2], ends[-1]
+                r_start, r_n, r_w = vas[-1], ns[-1], here
+                r_off, r_end = offs[-2], ends[-1]
                 offset = offs[-1]
                 last_end = ends[-1]
         if r_w >= 0:

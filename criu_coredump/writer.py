@@ -6,7 +6,9 @@ front, and each segment's extents (memory.Segment.extents) are copied in
 place straight from their source file with os.copy_file_range (sendfile or
 a bounded buffered copy where that is not possible); what no extent covers
 stays a hole, so the core is sparse and memory use does not grow with the
-size of the process.
+size of the process.  A segment that is only runs of its process's pages
+image comes as arrays (sources.Batch) and is copied by _copy_batch, the
+same way, without a Python object per run.
 
 The core is written to a temporary file in the output directory, fsynced
 and renamed into place once complete, so a `core.<pid>` is either complete or
