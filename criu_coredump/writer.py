@@ -432,27 +432,33 @@ def _copy_batch_holes(batch, source, src, base, floor, gather, progress):
     fd, writeback, pwrite = gather.fd, gather.writeback, os.pwrite
     src_end = batch.src_end()
     view = None
-    buf_start = buf_end = 0
+    buf_start = buf_len = 0
     first = last = None  # core range written since the last read
     written = pending = 0
-    for addr, npages, off, where in (
-            run for chunk_ in batch.chunks() for run in zip(*chunk_)):
-        if where:
-            continue  # lazy pages: a hole
-        length = npages * P
-        src_off = off * P
-        dst = base + addr
-        pending += length
-        if src is None:
-            continue  # the source is gone (warned): a hole
-        if length < chunk and dst >= floor:
-            if src_off < buf_start or src_off + length > buf_end:
+    for starts, npages, offsets, wheres in batch.chunks():
+        for addr, n, off, where in zip(starts, npages, offsets, wheres):
+            if where:
+                continue  # lazy pages: a hole
+            length = n * P
+            dst = base + addr
+            pending += length
+            if src is None:
+                continue  # the source is gone (warned): a hole
+            if length >= chunk or dst < floor:
+                written += _copy_extent(source, src, fd, addr, length, off * P,
+                                        dst, gather.dst_name, writeback)
+                if dst + length > floor:
+                    floor = dst + length
+                continue
+            at = off * P - buf_start
+            if at < 0 or at + length > buf_len:
                 if first is not None:
                     writeback.wrote(first, last - first)
                     first = None
                 if progress:
                     progress(pending - length)
                     pending = length
+                src_off = off * P
                 want = max(min(span, src_end - src_off), length)
                 if src.size is not None:
                     want = min(want, max(0, src.size - src_off))
@@ -462,29 +468,24 @@ def _copy_batch_holes(batch, source, src, base, floor, gather, progress):
                     raise BadImage(source.path, "cannot read: %s"
                                    % e.strerror) from None
                 view = memoryview(data)
-                buf_start, buf_end = src_off, src_off + len(data)
-            if src_off + length <= buf_end:
-                at = src_off - buf_start
-                try:
-                    done = pwrite(fd, view[at:at + length], dst)
-                    while done < length:
-                        done += pwrite(fd, view[at + done:at + length],
-                                       dst + done)
-                except OSError as e:
-                    raise OutputError(gather.dst_name, "cannot write: %s"
-                                      % e.strerror) from None
-                written += length
-                if first is None:
-                    first = dst
-                last = dst + length
-            else:  # the source ends early: as the general path says it
-                written += gather.flush_items(
-                    source, src, [(addr, length, src_off, dst)])
-        else:
-            written += _copy_extent(source, src, fd, addr, length, src_off,
-                                    dst, gather.dst_name, writeback)
-        if dst + length > floor:
-            floor = dst + length
+                buf_start, buf_len, at = src_off, len(data), 0
+                if length > buf_len:  # the source ends early: as the
+                    # general path says it
+                    written += gather.flush_items(
+                        source, src, [(addr, length, src_off, dst)])
+                    floor = max(floor, dst + length)
+                    continue
+            try:
+                done = pwrite(fd, view[at:at + length], dst)
+                while done < length:
+                    done += pwrite(fd, view[at + done:at + length], dst + done)
+            except OSError as e:
+                raise OutputError(gather.dst_name, "cannot write: %s"
+                                  % e.strerror) from None
+            written += length
+            if first is None:
+                first = dst
+            last = floor = dst + length
     if first is not None:
         writeback.wrote(first, last - first)
     if progress and pending:
