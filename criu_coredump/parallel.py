@@ -16,12 +16,17 @@ the objects it inherited.  Workers report back through a pipe:
   as they happen, those of later jobs kept until its turn comes, so what a
   user sees (lines, a progress bar per core) comes in the same order as
   with one job; advances are batched every 0.1 s;
-* the job's result, or the exception it raised, re-raised here after the
-  workers are stopped (as the sequential loop would stop).
+* the job's result when it is converted, or the exception it raised,
+  re-raised here after the workers are stopped (as the sequential loop
+  would stop);
+* the final results of the cores it left in its batch (batch.py) once it
+  has committed them, when the batch is due or when no job waits in its
+  pipe (a worker never sits idle on uncommitted cores).
 
 A worker killed by a signal (the OOM killer) gives `lost(i, signum)`'s
 result for the job it was in; the one waiting in its pipe, and the jobs
-left, go to a new worker.
+left, go to a new worker; the cores it wrote and had not committed yet are
+committed here (batch.adopt).
 """
 import collections
 import gc
