@@ -42,6 +42,7 @@ class Pending:
         self.items = []   # (CoreWriter, CoreResult, inode of its temporary)
         self.bytes = 0
         self.since = 0.0
+        self.settled = []  # results final since the last take_settled()
 
     def add(self, writer, result, nbytes):
         """A core written with CoreWriter(defer=True), and its result."""
@@ -64,10 +65,22 @@ class Pending:
             len(self.items) >= MAX_CORES or self.bytes >= MAX_BYTES
             or time.monotonic() - self.since >= MAX_WAIT)
 
+    def before(self, size):
+        """A core of about `size` bytes is about to be written: the waiting
+        ones are committed first if it is a large one (their renames do
+        not wait for it)."""
+        if self.items and size >= MAX_BYTES:
+            self.commit()
+
+    def take_settled(self):
+        """The results made final by the commits since the last call."""
+        done, self.settled = self.settled, []
+        return done
+
     def commit(self):
         """fsync and rename every waiting core, in order; a core that could
-        not be written has its result turned into that error.  Returns the
-        results, final."""
+        not be written has its result turned into that error.  The results,
+        final, are added to `settled`."""
         items, self.items, self.bytes = self.items, [], 0
         # first every core's data, its writes overlapping the others' (and
         # its error, if any, reported here: it would not be again to fsync)
@@ -85,7 +98,7 @@ class Pending:
                 w.commit()
             except OutputError as err:
                 _failed(res, err)
-        return [res for _, res, _ in items]
+        self.settled.extend(res for _, res, _ in items)
 
     def discard(self):
         """Remove every waiting core (the run stops with an exception)."""

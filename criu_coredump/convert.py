@@ -91,6 +91,8 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         syscall_restart.undo_rewind(proc, plan)
         blob = notes_blob(proc, plan, ckpt.files, arch)
         path = os.path.join(out_dir, core_name(proc.pid))
+        if pending is not None:
+            pending.before(sum(s.dump_size for s in plan.segments))
         if progress:
             # the bytes that are copied (holes cost nothing): what progress
             # counts; a pass over the index, so only when a bar is shown
@@ -192,6 +194,7 @@ def generate(images_dir, out_dir, pids=None, root=None,
                 results.append(_convert_entry(ckpt, e, out_dir, rootfs,
                                               dump_filter, shmem_cache,
                                               progress, warn, pending))
+                pending.take_settled()  # final in `results` already
             pending.commit()
     finally:
         pending.discard()  # left only by an exception

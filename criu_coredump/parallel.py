@@ -91,7 +91,8 @@ def _worker(tasks, conn, work, with_progress, pending):
         conn.send(("warn", path, what))
 
     def commit():
-        conn.send(("settled", pending.commit()))
+        pending.commit()
+        conn.send(("settled", pending.take_settled()))
 
     def attempt(fn):
         try:
@@ -104,6 +105,8 @@ def _worker(tasks, conn, work, with_progress, pending):
 
     def convert(i):
         res = work(i, warn, proxy)
+        if pending is not None and pending.settled:  # committed before a large core
+            conn.send(("settled", pending.take_settled()))
         conn.send(("converted", res,
                    pending.tmp_of(res) if pending is not None else None))
 

@@ -140,3 +140,36 @@ def test_cores_waiting_in_a_killed_workers_batch_are_committed(tmp_path,
     del ref["core.120"]
     assert written == ref  # every other core, complete
     assert sorted(os.listdir(str(out))) == sorted(ref)  # no temporary left
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cores_waiting_are_committed_before_a_large_one_is_written(
+        tmp_path, monkeypatch, jobs):
+    ck = synth.Checkpoint(tmp_path / "img")
+    for pid in range(300, 310):
+        ck.process(pid).vma(BASE, BASE + 4 * P).pages(BASE, nr_pages=2)
+    ck.process(310).vma(BASE, BASE + 64 * P).pages(BASE, nr_pages=2)  # large
+    images = ck.write()
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(batch, "MAX_BYTES", 32 * P)
+    monkeypatch.setattr(batch, "MAX_WAIT", 1000.0)
+    real_enter = convert.CoreWriter.__enter__
+    log = str(tmp_path / "log")
+
+    def enter(self):
+        # which process writes which core, and what is in place then
+        with open(log, "a") as f:
+            f.write("%d %s %s\n" % (os.getpid(), os.path.basename(self.path),
+                                    ",".join(sorted(os.listdir(str(out))))))
+        return real_enter(self)
+
+    monkeypatch.setattr(convert.CoreWriter, "__enter__", enter)
+    results = generate(images, str(out), jobs=jobs)
+    assert [r.error for r in results] == [None] * 11
+    lines = [ln.split(" ") for ln in open(log).read().splitlines()]
+    writer, _, in_place = next(ln for ln in lines if ln[1] == "core.310")
+    before = [core for pid, core, _ in lines[:lines.index([writer, "core.310", in_place])]
+              if pid == writer]
+    assert before  # the same worker wrote others before it
+    assert set(before) <= set(in_place.split(","))
