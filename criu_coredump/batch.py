@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 
 from .errors import OutputError
@@ -43,6 +44,8 @@ class Pending:
         self.bytes = 0
         self.since = 0.0
         self.settled = []  # results final since the last take_settled()
+        self._thread = None  # the batch being committed in the background
+        self._done = None    # its results, or the exception it raised
 
     def add(self, writer, result, nbytes):
         """A core written with CoreWriter(defer=True), and its result."""
@@ -70,18 +73,54 @@ class Pending:
         ones are committed first if it is a large one (their renames do
         not wait for it)."""
         if self.items and size >= MAX_BYTES:
-            self.commit()
+            self.commit(background=True)
 
     def take_settled(self):
         """The results made final by the commits since the last call."""
+        if self._thread is not None and not self._thread.is_alive():
+            self.wait()
         done, self.settled = self.settled, []
         return done
 
-    def commit(self):
-        """fsync and rename every waiting core, in order; a core that could
-        not be written has its result turned into that error.  The results,
-        final, are added to `settled`."""
+    def commit(self, background=False):
+        """Commit every waiting core (see _commit).  In the background: by
+        a thread, while the caller converts the next processes (its fsyncs
+        wait for the disk, not for the CPU); one batch at a time, and
+        wait() waits for it."""
         items, self.items, self.bytes = self.items, [], 0
+        self.wait()
+        if background and items:
+            import threading  # only where there are batches to overlap
+            self._thread = threading.Thread(target=self._background,
+                                            args=(items,), daemon=True)
+            self._thread.start()
+        elif items:
+            self.settled.extend(self._commit(items))
+
+    def _background(self, items):
+        # the cleanup signals are for the main thread (lifecycle)
+        from .lifecycle import CLEANUP_SIGNALS
+        signal.pthread_sigmask(signal.SIG_BLOCK, CLEANUP_SIGNALS)
+        try:
+            self._done = self._commit(items)
+        except BaseException as exc:  # re-raised by wait()
+            self._done = exc
+
+    def wait(self):
+        """Wait for the batch committed in the background, if any."""
+        if self._thread is None:
+            return
+        self._thread.join()
+        self._thread = None
+        done, self._done = self._done, None
+        if isinstance(done, BaseException):
+            raise done
+        self.settled.extend(done)
+
+    def _commit(self, items):
+        """fsync and rename every core of items, in order; a core that
+        could not be written has its result turned into that error.
+        Returns the results, final."""
         # first every core's data, its writes overlapping the others' (and
         # its error, if any, reported here: it would not be again to fsync)
         for w, res, _ in items:
@@ -98,10 +137,14 @@ class Pending:
                 w.commit()
             except OutputError as err:
                 _failed(res, err)
-        self.settled.extend(res for _, res, _ in items)
+        return [res for _, res, _ in items]
 
     def discard(self):
         """Remove every waiting core (the run stops with an exception)."""
+        try:
+            self.wait()
+        except Exception:
+            pass  # the run already stops with an exception
         items, self.items, self.bytes = self.items, [], 0
         for w, _, _ in items:
             w.discard()

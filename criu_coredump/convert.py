@@ -190,12 +190,13 @@ def generate(images_dir, out_dir, pids=None, root=None,
             results = []
             for e in wanted:
                 if pending.due():
-                    pending.commit()
+                    pending.commit(background=True)
                 results.append(_convert_entry(ckpt, e, out_dir, rootfs,
                                               dump_filter, shmem_cache,
                                               progress, warn, pending))
                 pending.take_settled()  # final in `results` already
             pending.commit()
+            pending.wait()
     finally:
         pending.discard()  # left only by an exception
         if own:

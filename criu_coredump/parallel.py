@@ -90,9 +90,13 @@ def _worker(tasks, conn, work, with_progress, pending):
     def warn(path, what):
         conn.send(("warn", path, what))
 
-    def commit():
-        pending.commit()
-        conn.send(("settled", pending.take_settled()))
+    def commit(background):
+        pending.commit(background)
+        if not background:
+            pending.wait()
+        settled = pending.take_settled()
+        if settled:
+            conn.send(("settled", settled))
 
     def attempt(fn):
         try:
@@ -115,7 +119,7 @@ def _worker(tasks, conn, work, with_progress, pending):
         # waiting for a job with cores left uncommitted)
         if pending is not None and (pending.due() or (pending.items
                                                       and not tasks.poll())):
-            attempt(commit)
+            attempt(lambda: commit(True))
         try:
             i = tasks.recv()
         except EOFError:
@@ -123,8 +127,8 @@ def _worker(tasks, conn, work, with_progress, pending):
         if i is None:  # no jobs left (an EOF may not come: the workers
             break      # forked later hold this pipe's other end too)
         attempt(lambda: convert(i))
-    if pending is not None and pending.items:
-        attempt(commit)
+    if pending is not None:
+        attempt(lambda: commit(False))
     conn.close()
 
 
