@@ -149,6 +149,7 @@ class Decompressed:
         self._in = b""
         self._eof = False
         self._zr = None
+        self._skipbuf = None
         if kind == "zstd":
             try:
                 import zstandard
@@ -260,12 +261,21 @@ class Decompressed:
         return k
 
     def skip(self, n: int) -> int:
+        """Decompress n bytes and drop them, through one reused buffer (a
+        pages member unpacked sized and empty is skipped so)."""
         done = 0
+        if self._buf:
+            k = min(n, len(self._buf))
+            self._buf = self._buf[k:]
+            self.pos += k
+            done = k
+        if done < n and self._skipbuf is None:
+            self._skipbuf = memoryview(bytearray(COPY_BUF))
         while done < n:
-            data = self.read(min(STEP, n - done))
-            if not data:
+            k = self.readinto(self._skipbuf[:min(COPY_BUF, n - done)])
+            if not k:
                 break
-            done += len(data)
+            done += k
         return done
 
 

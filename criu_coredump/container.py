@@ -27,8 +27,11 @@ Layouts, from the runtimes' sources:
 A plain (uncompressed) archive is read in place: the small images are
 copied out, the pages images are read where they lie in the archive
 (ArchiveImageDir).  A compressed one is streamed once into a private
-directory inside OUTDIR.  Either way the private directory is removed on
-every exit path.
+directory inside OUTDIR; for zstd and gzip (STREAMED) its pages images
+are written with their size and no data, and a conversion reads the pages
+from the archive again (StreamImageDir, archive_stream.py), so they are
+written once, into the core.  Either way the private directory is removed
+on every exit path.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ from datetime import datetime, timezone
 
 from . import archive
 from .archive import BadArchive, Member
-from .imagedir import ImageDir, ImageFile
+from .imagedir import ImageDir, ImageFile, StreamedImage
 from .record import Record
 from .rootfs import READ_FLAGS, RootFS, regular
 
@@ -57,6 +60,11 @@ PAGES = re.compile(r"pages-\d+\.img$")
 SKIPPED = ("devshm-checkpoint.tar", "ctr.log", "network.status", "stats-dump",
            "stats-restore", "bind.mounts")
 SMALL = 64 << 20   # metadata files larger than this are not metadata
+# compressions whose archives' pages are read by decompressing them again
+# (StreamImageDir) rather than unpacked with the small images: those that
+# decompress faster than a file system writes.  xz and bzip2 decompress at
+# a fraction of that: a second pass would cost more than the pages' copy.
+STREAMED = ("zstd", "gzip")
 
 
 class ContainerInfo(Record):
@@ -105,6 +113,7 @@ class Tree:
         self.name = name
         self.members = members
         self._where = where
+        self.src = None  # (fd, base, size, kind, name) when compressed
 
     def regular(self, name: str) -> Member | None:
         m = self.members.get(name)
@@ -169,15 +178,20 @@ def _unpacked_tree(stream, name: str, dest: str, sizes_only=None,
 
 
 def _open_tree(path: str, fd: int, name: str, tmp: str, sub: str, base=0,
-               size=None, sizes_only=None, keep=None):
+               size=None, sizes_only=None, keep=None, on_kind=None):
     """A Tree of the tar at [base, base+size) of fd: in place when plain,
     else streamed once into tmp/sub (what keep() refuses is not written).
-    Returns (tree, plain)."""
+    Returns (tree, plain); a streamed tree's `src` is (fd, base, size,
+    kind, name): what archive_stream decompresses again."""
     kind, stream = archive.open_stream(fd, name, base, size)
+    if on_kind is not None:
+        on_kind(kind)
     if kind == "tar":
         return _plain_tree(path, fd, name, base, size), True
-    return _unpacked_tree(stream, name, os.path.join(tmp, sub), sizes_only,
-                          keep), False
+    tree = _unpacked_tree(stream, name, os.path.join(tmp, sub), sizes_only,
+                          keep)
+    tree.src = (fd, base, stream.src.size, kind, name)
+    return tree, False
 
 
 class ArchiveImageDir(ImageDir):
@@ -207,6 +221,51 @@ class ArchiveImageDir(ImageDir):
 
     def parent(self):
         return None  # an archive holds one checkpoint, no pre-dump chain
+
+
+class StreamImageDir(ImageDir):
+    """The image directory of a compressed archive, unpacked below `root`
+    with its pages images sized and empty: those are opened as
+    StreamedImages read from the archive again (archive_stream.PagesStream,
+    `stream`, whose members are named relative to `root`)."""
+
+    def __init__(self, path: str, root: str, stream):
+        super().__init__(path)
+        self.root = root
+        self.stream = stream
+
+    def _member(self, name: str):
+        rel = os.path.relpath(os.path.realpath(self.join(name)),
+                              os.path.realpath(self.root))
+        return rel if rel in self.stream.members else None
+
+    def open(self, name: str) -> ImageFile:
+        member = self._member(name)
+        if member is None:
+            return super().open(name)
+        read = self.stream.pread
+        return StreamedImage(lambda n, off: read(member, n, off),
+                             self.stream.members[member][1])
+
+    def before_reads(self, pages):
+        """Before the first small read (sources.PageSources.read): fetch
+        what every process's will ask for, in one pass."""
+        st = self.stream
+        if st.prefetched:
+            return
+        st.prefetched = True
+        from .archive_stream import small_reads
+        wanted = []
+        for name, off, n in small_reads(pages):
+            member = self._member(name)
+            if member is not None:
+                wanted.append((member, off, n))
+        st.prefetch(wanted)
+
+    def parent(self):
+        p = super().parent()
+        return None if p is None else StreamImageDir(p.path, self.root,
+                                                     self.stream)
 
 
 # -- the container's files -----------------------------------------------------
@@ -305,6 +364,7 @@ class Input(Record):
         self.opened_root = opened_root    # the root mapped files were read from
         self.solib_dirs = [] if solib_dirs is None else solib_dirs  # of sysroot()
         self.shown = {} if shown is None else shown  # private dir -> name
+        self.streams = []  # archive_stream.PagesStream, closed with it
 
     @property
     def is_archive(self):
@@ -367,6 +427,9 @@ class Input(Record):
         return text.replace(os.path.join(self.tmp, ""), self.path + ":")
 
     def close(self):
+        for st in self.streams:
+            st.close()
+        self.streams = []
         if self.tmp:
             import shutil
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -513,6 +576,7 @@ class _Opener:
         self.tmp = archive.private_dir(parent)
         self.inp = Input(path=path, images_dir="", tmp=self.tmp)
         self.fds = []
+        self.streaming = False  # the tree being opened: pages left unpacked
 
     def open_fd(self, path):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -533,13 +597,43 @@ class _Opener:
         return base not in SKIPPED and top != "artifacts"
 
     def _sizes_only(self, m):
-        # --list reads no pages: their files get their size and no data
-        return self.listing and PAGES.search(m.name) is not None
+        # the pages get their size and no data: --list reads none, and a
+        # conversion reads them from the archive again (StreamImageDir)
+        return ((self.listing or self.streaming)
+                and PAGES.search(m.name) is not None)
+
+    def _kind(self, kind):
+        self.streaming = kind in STREAMED and not self.listing
+
+    def _streamed(self, tree: Tree, root: str, d: str):
+        """The ImageDir of an unpacked image directory d (below root, the
+        unpacked tree's directory) whose pages are read from the archive
+        again; d itself (a path) for --list, which reads no pages."""
+        if not self.streaming:
+            return d
+        from .archive_stream import PagesStream
+        members = {}
+        for m in tree.members.values():
+            if m.type == archive.REG and PAGES.search(m.name):
+                members[m.name] = (m.offset, m.size)
+        for m in tree.members.values():  # a hard link reads its target
+            if m.type == archive.HARDLINK and m.linkname in members:
+                members[m.name] = members[m.linkname]
+        # the file read in the first pass, whatever has its name later
+        fd = os.dup(tree.src[0])
+        try:
+            stream = PagesStream((fd,) + tree.src[1:], members, self.tmp)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.inp.streams.append(stream)
+        return StreamImageDir(d, root, stream)
 
     def run(self):
         fd = self.open_fd(self.path)
         tree, plain = _open_tree(self.path, fd, self.path, self.tmp, "x",
-                                 sizes_only=self._sizes_only, keep=self._wanted)
+                                 sizes_only=self._sizes_only, keep=self._wanted,
+                                 on_kind=self._kind)
         self.inp.shown["x"] = self.path + ":"
         config = _several(tree)
         if config is not None:
@@ -577,7 +671,8 @@ class _Opener:
             st = os.lstat(d)
             if not stat.S_ISDIR(st.st_mode):
                 raise BadArchive(self.path, "%s is not a directory" % prefix)
-            self.inp.images_dir = d
+            self.inp.images_dir = self._streamed(
+                tree, os.path.join(self.tmp, "x"), d)
             return
         d = os.path.join(self.tmp, "ckpt")
         os.mkdir(d, 0o700)
@@ -651,7 +746,8 @@ class _Opener:
         src, off, size = tree.where(self._blob(criu))
         fd = self.open_fd(src)
         inner, plain = _open_tree(src, fd, "%s:%s" % (self.path, self._blob(criu)),
-                                  self.tmp, "x2", off, size, self._sizes_only)
+                                  self.tmp, "x2", off, size, self._sizes_only,
+                                  on_kind=self._kind)
         inner.name = self.path
         self.inp.shown["x2"] = "%s:%s:" % (self.path, self._blob(criu))
         self.inp.container.checkpointed = info.checkpointed or _mtime(
@@ -666,7 +762,8 @@ class _Opener:
     def _images_unpacked(self, inner: Tree):
         if "pstree.img" not in inner.members:
             raise BadArchive(self.path, "the CRIU layer holds no pstree.img")
-        self.inp.images_dir = os.path.join(self.tmp, "x2")
+        d = os.path.join(self.tmp, "x2")
+        self.inp.images_dir = self._streamed(inner, d, d)
 
     def _blob(self, desc) -> str:
         digest = str(desc.get("digest", ""))

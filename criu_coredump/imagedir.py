@@ -27,6 +27,31 @@ class ImageFile(namedtuple("ImageFile", "fd base size", defaults=(0, None))):
     __slots__ = ()
 
 
+class StreamedImage:
+    """An opened image with no descriptor (fd None): its bytes come from a
+    decompressing stream (archive_stream), read by pread(n, off), fastest
+    at offsets that do not decrease.  What reads page data reads it through
+    pread() below, which takes either kind."""
+
+    fd = None
+    base = 0
+
+    def __init__(self, read, size: int):
+        self._read = read         # (n, off) -> bytes
+        self.size = size
+
+    def pread(self, n: int, off: int) -> bytes:
+        return self._read(n, off)
+
+
+def pread(f, n: int, off: int) -> bytes:
+    """Up to n bytes at offset `off` of an opened image (an ImageFile, or a
+    StreamedImage)."""
+    if f.fd is None:
+        return f.pread(n, off)
+    return os.pread(f.fd, n, f.base + off)
+
+
 class ImageReader:
     """A read-only file object over an ImageFile (read, seek, tell), by
     pread: what the image decoders read through.  Closes the descriptor."""

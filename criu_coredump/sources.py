@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from .buildid import read_build_id, same_build
 from .buildid import shown as show_build_id
 from .errors import BadImage
-from .imagedir import ImageDir, ImageFile
+from .imagedir import ImageDir, ImageFile, pread
 from .model import (VMA_ANON_SHARED, VMA_AREA_MEMFD, Checkpoint, MappedFile,
                     Process, Vma)
 from .notes import nt_file_name
@@ -65,7 +65,8 @@ class FdCache:
         self._open[key] = f
         if len(self._open) > self.limit:
             _, old = self._open.popitem(last=False)
-            os.close(old.fd)
+            if old.fd is not None:  # a StreamedImage holds none
+                os.close(old.fd)
         return f
 
     def gone(self, key) -> bool:
@@ -79,7 +80,8 @@ class FdCache:
 
     def close(self):
         for f in self._open.values():
-            os.close(f.fd)
+            if f.fd is not None:
+                os.close(f.fd)
         self._open.clear()
 
 
@@ -408,6 +410,9 @@ class PageSources:
         0): the few the notes and the registers need (the command line,
         the instruction at a thread's pc)."""
         out = bytearray(size)
+        before = getattr(self.images, "before_reads", None)
+        if before is not None:
+            before(self)  # a compressed archive prefetches what is read here
         pos, end = addr, addr + size
         while pos < end:
             vma = self.vma_at(pos)
@@ -421,7 +426,7 @@ class PageSources:
                 n = ext.length
                 if f.size is not None:
                     n = min(n, max(0, f.size - ext.offset))
-                data = os.pread(f.fd, n, f.base + ext.offset)
+                data = pread(f, n, ext.offset)
                 out[ext.addr - addr:ext.addr - addr + len(data)] = data
             pos = b
         return bytes(out)

@@ -30,7 +30,7 @@ import fcntl
 import os
 from collections.abc import Sequence
 
-from . import elf, lifecycle
+from . import elf, imagedir, lifecycle
 from .errors import BadImage, OutputError
 from .lifecycle import TMP_SUFFIX, tmp_prefix
 
@@ -230,14 +230,40 @@ def _copy_extent(source, src, fd, addr, length, src_off, dst, dst_name,
     n = length
     if src.size is not None:
         n = min(n, max(0, src.size - src_off))
-    got = _copy(src.fd, fd, n, src.base + src_off, dst, source.path,
-                dst_name) if n else 0
+    if src.fd is None:  # a StreamedImage (a compressed archive's pages)
+        got = _copy_streamed(src, fd, n, src_off, dst, dst_name)
+    else:
+        got = _copy(src.fd, fd, n, src.base + src_off, dst, source.path,
+                    dst_name) if n else 0
     if got < length:
         # the source ends early: the rest stays a hole (the source decides
         # whether that is an error)
         source.short(addr + got, length - got)
     writeback.wrote(dst, got)
     return got
+
+
+STREAM_CHUNK = 4 << 20
+
+
+def _copy_streamed(src, fd, n, src_off, dst, dst_name):
+    """Copy n bytes of an image that has no descriptor (imagedir.
+    StreamedImage): read in order from its stream, written with pwrite;
+    returns the bytes copied (less at its end)."""
+    done = 0
+    while done < n:
+        data = src.pread(min(n - done, STREAM_CHUNK), src_off + done)
+        if not data:
+            break
+        view = memoryview(data)
+        k = 0
+        try:
+            while k < len(view):
+                k += os.pwrite(fd, view[k:], dst + done + k)
+        except OSError as e:
+            raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
+        done += len(view)
+    return done
 
 
 # Small extents that follow each other in their source are gathered: one
@@ -318,7 +344,7 @@ class _Gather:
         if src.size is not None:
             want = min(want, max(0, src.size - src_start))
         try:
-            data = os.pread(src.fd, want, src.base + src_start) if want else b""
+            data = imagedir.pread(src, want, src_start) if want else b""
         except OSError as e:
             raise BadImage(source.path, "cannot read: %s" % e.strerror) from None
         if not self.fill:
