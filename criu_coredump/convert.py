@@ -10,6 +10,7 @@ import os
 
 from . import arch as arches
 from . import elf, imagedir, images, notes, parallel, syscall_restart
+from .batch import Pending
 from .errors import BadImage, CoredumpError, OutputError
 from .lifecycle import TMP_SUFFIX, tmp_prefix
 from .memory import MemoryPlan
@@ -61,8 +62,10 @@ def notes_blob(proc, plan, files, arch):
 
 
 def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
-                    shmem_cache=None, progress=None, warn=None):
-    """Write one process's core; returns its CoreResult."""
+                    shmem_cache=None, progress=None, warn=None, pending=None):
+    """Write one process's core; returns its CoreResult.  With `pending`
+    (a batch.Pending), the core is left there to be committed (fsynced and
+    renamed) with others, and the result is final once it is."""
     res = CoreResult(pid=proc.pid, comm=proc.comm, arch=proc.arch,
                      threads=len(proc.threads))
 
@@ -88,6 +91,8 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         syscall_restart.undo_rewind(proc, plan)
         blob = notes_blob(proc, plan, ckpt.files, arch)
         path = os.path.join(out_dir, core_name(proc.pid))
+        if pending is not None:
+            pending.before(sum(s.dump_size for s in plan.segments))
         if progress:
             # the bytes that are copied (holes cost nothing): what progress
             # counts; a pass over the index, so only when a bar is shown
@@ -95,8 +100,10 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
                                      for ext in s.extents()))
         # the directory is fsynced once, by generate(), after the last core
         with CoreWriter(path, progress=progress.advance if progress else None,
-                        sync_dir=False) as w:
+                        sync_dir=False, defer=pending is not None) as w:
             data = w.write(arch.ELF, arch, blob, plan.segments)
+        if pending is not None:
+            pending.add(w, res, data)
         res.path = path
         res.segments = len(plan.segments)
         res.dumped = sum(s.dump_size for s in plan.segments)
@@ -110,12 +117,12 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
 
 
 def _convert_entry(ckpt, entry, out_dir, rootfs, dump_filter, shmem_cache,
-                   progress, warn):
+                   progress, warn, pending):
     """Load and convert one pstree entry; its own errors go in its result."""
     try:
         proc = images.load_process(ckpt.images, entry)
         return convert_process(ckpt, proc, out_dir, rootfs, dump_filter,
-                               shmem_cache, progress, warn)
+                               shmem_cache, progress, warn, pending)
     except CoredumpError as err:
         return CoreResult(pid=entry.pid, comm="", error=err)
     except OSError as err:  # anything the modules did not name
@@ -162,6 +169,9 @@ def generate(images_dir, out_dir, pids=None, root=None,
         raise CoredumpError(root, "cannot open the root directory: %s"
                             % e.strerror) from None
     shmem_cache = {}
+    # cores are committed a batch at a time (batch.py); each worker of
+    # --jobs has its own (forked empty)
+    pending = Pending()
     try:
         if jobs > 1 and len(wanted) > 1:
             from .criupb import preload
@@ -170,15 +180,25 @@ def generate(images_dir, out_dir, pids=None, root=None,
             def work(i, child_warn, child_progress):
                 return _convert_entry(ckpt, wanted[i], out_dir, rootfs,
                                       dump_filter, shmem_cache, child_progress,
-                                      child_warn)
+                                      child_warn, pending)
             results = parallel.run_ordered(
                 len(wanted), work, min(jobs, len(wanted)), warn=warn,
                 progress=progress,
-                lost=lambda i, signum: _lost(out_dir, wanted[i], signum))
+                lost=lambda i, signum: _lost(out_dir, wanted[i], signum),
+                pending=pending)
         else:
-            results = [_convert_entry(ckpt, e, out_dir, rootfs, dump_filter,
-                                      shmem_cache, progress, warn) for e in wanted]
+            results = []
+            for e in wanted:
+                if pending.due():
+                    pending.commit(background=True)
+                results.append(_convert_entry(ckpt, e, out_dir, rootfs,
+                                              dump_filter, shmem_cache,
+                                              progress, warn, pending))
+                pending.take_settled()  # final in `results` already
+            pending.commit()
+            pending.wait()
     finally:
+        pending.discard()  # left only by an exception
         if own:
             rootfs.close()
     if any(r.path for r in results):

@@ -34,13 +34,21 @@ _TMP_NAME = re.compile(r"\.core\.\d+\.(\d+)\.[A-Za-z0-9_]+\.tmp\Z")
 
 
 def _alive(pid):
+    """Whether process pid may still write: it exists and is not a zombie
+    (a killed run's workers may be zombies a while, not yet reaped by the
+    process they were handed to; a zombie holds no file)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
-        return True  # EPERM: it exists
-    return True
+        pass  # EPERM: it exists
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            # the state follows the command's ")" (which may hold any byte)
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_stale_temps(d: str) -> list[str]:

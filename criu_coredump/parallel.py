@@ -16,12 +16,17 @@ the objects it inherited.  Workers report back through a pipe:
   as they happen, those of later jobs kept until its turn comes, so what a
   user sees (lines, a progress bar per core) comes in the same order as
   with one job; advances are batched every 0.1 s;
-* the job's result, or the exception it raised, re-raised here after the
-  workers are stopped (as the sequential loop would stop).
+* the job's result when it is converted, or the exception it raised,
+  re-raised here after the workers are stopped (as the sequential loop
+  would stop);
+* the final results of the cores it left in its batch (batch.py) once it
+  has committed them, when the batch is due or when no job waits in its
+  pipe (a worker never sits idle on uncommitted cores).
 
 A worker killed by a signal (the OOM killer) gives `lost(i, signum)`'s
 result for the job it was in; the one waiting in its pipe, and the jobs
-left, go to a new worker.
+left, go to a new worker; the cores it wrote and had not committed yet are
+committed here (batch.adopt).
 """
 import collections
 import gc
@@ -72,9 +77,10 @@ class _ProgressProxy:
         self.conn.send(("finish", proc.pid, proc.comm))
 
 
-def _worker(tasks, conn, work, with_progress):
+def _worker(tasks, conn, work, with_progress, pending):
     """A worker's life: job indexes in from `tasks` until None comes,
-    each job's messages and result out through `conn`."""
+    each job's messages and result out through `conn`; the results of the
+    cores left in `pending` follow when the batch is committed."""
     lifecycle.forget_workers()
     lifecycle.install_signal_cleanup()
     # forked while the parent held them (see run_ordered)
@@ -84,20 +90,45 @@ def _worker(tasks, conn, work, with_progress):
     def warn(path, what):
         conn.send(("warn", path, what))
 
+    def commit(background):
+        pending.commit(background)
+        if not background:
+            pending.wait()
+        settled = pending.take_settled()
+        if settled:
+            conn.send(("settled", settled))
+
+    def attempt(fn):
+        try:
+            fn()
+        except BaseException as exc:  # reported to the parent, re-raised there
+            try:
+                conn.send(("raise", exc))
+            except Exception:
+                conn.send(("raise", RuntimeError("%s: %s" % (type(exc).__name__, exc))))
+
+    def convert(i):
+        res = work(i, warn, proxy)
+        if pending is not None and pending.settled:  # committed before a large core
+            conn.send(("settled", pending.take_settled()))
+        conn.send(("converted", res,
+                   pending.tmp_of(res) if pending is not None else None))
+
     while True:
+        # the batch, when full or when there is nothing else to do (never
+        # waiting for a job with cores left uncommitted)
+        if pending is not None and (pending.due() or (pending.items
+                                                      and not tasks.poll())):
+            attempt(lambda: commit(True))
         try:
             i = tasks.recv()
         except EOFError:
             break
         if i is None:  # no jobs left (an EOF may not come: the workers
             break      # forked later hold this pipe's other end too)
-        try:
-            conn.send(("result", work(i, warn, proxy)))
-        except BaseException as exc:  # reported to the parent, re-raised there
-            try:
-                conn.send(("raise", exc))
-            except Exception:
-                conn.send(("raise", RuntimeError("%s: %s" % (type(exc).__name__, exc))))
+        attempt(lambda: convert(i))
+    if pending is not None:
+        attempt(lambda: commit(False))
     conn.close()
 
 
@@ -112,14 +143,16 @@ class _Job:
 
 class _Worker:
     """One forked worker: its process, the pipe that hands it jobs, the
-    pipe it answers on, and the jobs it holds (the first is the one it
-    works on, the next one waits in its pipe)."""
+    pipe it answers on, the jobs it holds (the first is the one it works
+    on, the next one waits in its pipe), and the jobs it converted whose
+    cores wait for their batch's commit: (job, temporary, its inode)."""
 
     def __init__(self, proc, tasks, conn):
         self.proc = proc
         self.tasks = tasks
         self.conn = conn
         self.jobs = collections.deque()
+        self.unsettled = collections.deque()
 
 
 # jobs a worker holds: the next one waits in its pipe while it works, so it
@@ -127,9 +160,12 @@ class _Worker:
 DEPTH = 2
 
 
-def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
+def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
+                pending=None):
     """Results of work(i, warn, progress) for i in range(count), in order,
-    computed by at most `jobs` forked workers."""
+    computed by at most `jobs` forked workers.  `pending` (a batch.Pending,
+    empty) is where work() leaves the cores it wrote: each worker commits
+    its own batches, and a worker's result is final once it has."""
     # imported here: one job, the common case, does not pay for it
     import multiprocessing
     import selectors
@@ -196,7 +232,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
         task_r, task_w = ctx.Pipe(duplex=False)
         r, w = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_worker, args=(task_r, w, work,
-                                              progress is not None),
+                                              progress is not None, pending),
                         daemon=True)
         gc.freeze()  # see the module's docstring
         try:
@@ -214,14 +250,20 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
 
     def handle(worker, msg):
         kind = msg[0]
-        job = worker.jobs[0]
-        if kind == "result":
-            results[job.i] = msg[1]
-            job.done = True
-            worker.jobs.popleft()
-            hand_out(worker)
-        elif kind == "raise":
+        if kind == "settled":  # the batch of its oldest unsettled jobs
+            for res in msg[1]:
+                results[worker.unsettled.popleft()[0].i] = res
+            return
+        if kind == "raise":
             raise msg[1]
+        job = worker.jobs[0]
+        if kind == "converted":
+            results[job.i] = msg[1]
+            job.done = True  # all it says is said; its result may change
+            worker.jobs.popleft()
+            if msg[2] is not None:
+                worker.unsettled.append((job,) + tuple(msg[2]))
+            hand_out(worker)
         elif job.i == next_report:
             deliver(msg)  # the job whose output comes now: live
         elif kind == "advance" and job.events and job.events[-1][0] == "advance":
@@ -247,6 +289,12 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None):
             job.done = True
             # the ones it had not begun go to the others
             todo.extendleft(sorted((j.i for j in worker.jobs), reverse=True))
+        if worker.unsettled:
+            # written, their commit not done: done here
+            from .batch import adopt
+            for job, tmp, ino in worker.unsettled:
+                results[job.i] = adopt(results[job.i], tmp, ino)
+            worker.unsettled.clear()
         if todo:
             hand_out(start_worker())  # the jobs left need a worker
 

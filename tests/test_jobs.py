@@ -192,3 +192,68 @@ def test_killed_worker_is_an_error_and_the_others_are_written(tmp_path):
     assert len(written) == 1 and not written[0].endswith(".tmp"), (written, tmps)
     dead = lines[0].split(": ")[2]
     assert os.path.basename(dead) not in written
+
+
+def test_a_run_killed_outright_leaves_only_complete_cores(tmp_path):
+    """SIGKILL to the whole run while cores wait in the workers' batches:
+    every core.<pid> there is complete (a temporary is all that is left of
+    the others, and the next run removes it)."""
+    ck = synth.Checkpoint(tmp_path / "img")
+    for k in range(300):
+        ck.process(200 + k, ppid=0 if k == 0 else 200).vma(BASE, BASE + 4 * P) \
+            .pages(BASE, nr_pages=2)
+    images = ck.write()
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    generate(images, str(ref))
+    out = tmp_path / "out"
+    p = _start(images, out)
+    deadline = time.monotonic() + 60
+    while not any(f.startswith("core.") for f in os.listdir(str(out))):
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        time.sleep(0.001)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.communicate(timeout=60)
+    left = os.listdir(str(out))
+    done = [f for f in left if f.startswith("core.")]
+    assert 0 < len(done) < 300
+    for f in done:
+        assert (out / f).read_bytes() == (ref / f).read_bytes(), f
+    assert all(f.startswith(".core.") and f.endswith(".tmp")
+               for f in left if f not in done)
+    # the next run removes the temporaries and writes every core
+    assert convert(images, out, "--jobs", "2")[0].returncode == 0
+    assert sorted(os.listdir(str(out))) == sorted(os.listdir(str(ref)))
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_amid_batches_leaves_complete_cores_only(tmp_path, jobs):
+    """SIGINT while batches of small cores are being committed (in the
+    background): the run dies of it, what is in place is complete, and no
+    temporary is left."""
+    ck = synth.Checkpoint(tmp_path / "img")
+    for k in range(300):
+        ck.process(200 + k, ppid=0 if k == 0 else 200).vma(BASE, BASE + 4 * P) \
+            .pages(BASE, nr_pages=2)
+    images = ck.write()
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    generate(images, str(ref))
+    out = tmp_path / "out"
+    os.makedirs(str(out))
+    p = subprocess.Popen([sys.executable, COREDUMP, "-i", images, "-o",
+                          str(out), "--jobs", jobs], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not any(f.startswith("core.") for f in os.listdir(str(out))):
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        time.sleep(0.001)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGINT, err
+    assert "Traceback" not in err
+    left = os.listdir(str(out))
+    assert 0 < len(left) < 300 and all(f.startswith("core.") for f in left), left
+    for f in left:
+        assert (out / f).read_bytes() == (ref / f).read_bytes(), f

@@ -1,0 +1,220 @@
+"""Cores written and waiting for their fsync and rename, committed a batch at
+a time.
+
+A core is fsynced before it is renamed into place, so that it is complete or
+absent even after a machine crash (writer.py).  Fsynced one after the other,
+as each is written, a thousand small cores cost a thousand round trips to
+the disk, each waiting for its own data, inode and a cache flush; the disk
+serializes them, so a second --jobs worker barely helps (on ext4, 1.7 ms a
+core: more than the conversion's own CPU time).  Instead each core's
+writeback is started when it is written (CoreWriter's `defer`), and the
+fsyncs and renames of the cores written since come together, when a batch
+is full, holds enough data, is old enough, or when the converter has
+nothing else to do: by then the data is on its way or on the disk, each
+fsync is short, and the renames still come only after their own fsync.
+
+A core waiting here is a registered temporary (lifecycle), removed on
+SIGINT/SIGTERM/SIGHUP like any other; after SIGKILL or a crash it is a
+stale temporary that the next run removes; and if a --jobs worker dies
+with cores waiting here, the parent commits them for it (`adopt`).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from .errors import OutputError
+
+# a batch is committed when it holds this many cores, this much data, or
+# its first core has waited this long (a core's rename is not delayed long
+# by a slow process converted after it)
+MAX_CORES = 32
+MAX_BYTES = 64 << 20
+MAX_WAIT = 0.25
+
+
+class Pending:
+    """The written, not yet committed cores of one converting process, in
+    the order they were written."""
+
+    def __init__(self):
+        self.items = []   # (CoreWriter, CoreResult, inode of its temporary)
+        self.bytes = 0
+        self.since = 0.0
+        self.settled = []  # results final since the last take_settled()
+        self._thread = None  # the batch being committed in the background
+        self._done = None    # its results, or the exception it raised
+
+    def add(self, writer, result, nbytes):
+        """A core written with CoreWriter(defer=True), and its result."""
+        if not self.items:
+            self.since = time.monotonic()
+        self.items.append((writer, result, os.fstat(writer.fd).st_ino))
+        self.bytes += nbytes
+
+    def tmp_of(self, result):
+        """(temporary path, its inode) of the core of `result` waiting
+        here, or None."""
+        for w, r, ino in reversed(self.items):
+            if r is result:
+                return w.tmp, ino
+        return None
+
+    def due(self):
+        """Whether the batch is to be committed now."""
+        return bool(self.items) and (
+            len(self.items) >= MAX_CORES or self.bytes >= MAX_BYTES
+            or time.monotonic() - self.since >= MAX_WAIT)
+
+    def before(self, size):
+        """A core of about `size` bytes is about to be written: the waiting
+        ones are committed first if it is a large one (their renames do
+        not wait for it)."""
+        if self.items and size >= MAX_BYTES:
+            self.commit(background=True)
+
+    def take_settled(self):
+        """The results made final by the commits since the last call."""
+        if self._thread is not None and not self._thread.is_alive():
+            self.wait()
+        done, self.settled = self.settled, []
+        return done
+
+    def commit(self, background=False):
+        """Commit every waiting core (see _commit).  In the background: by
+        a thread, while the caller converts the next processes (its fsyncs
+        wait for the disk, not for the CPU); one batch at a time, and
+        wait() waits for it."""
+        items, self.items, self.bytes = self.items, [], 0
+        self.wait()
+        if background and items:
+            import threading  # only where there are batches to overlap
+            self._thread = threading.Thread(target=self._background,
+                                            args=(items,), daemon=True)
+            self._thread.start()
+        elif items:
+            self.settled.extend(self._commit(items))
+
+    def _background(self, items):
+        # the cleanup signals are for the main thread (lifecycle)
+        from .lifecycle import CLEANUP_SIGNALS
+        signal.pthread_sigmask(signal.SIG_BLOCK, CLEANUP_SIGNALS)
+        try:
+            self._done = self._commit(items)
+        except BaseException as exc:  # re-raised by wait()
+            self._done = exc
+
+    def wait(self):
+        """Wait for the batch committed in the background, if any."""
+        if self._thread is None:
+            return
+        self._thread.join()
+        self._thread = None
+        done, self._done = self._done, None
+        if isinstance(done, BaseException):
+            raise done
+        self.settled.extend(done)
+
+    def _commit(self, items):
+        """fsync and rename every core of items, in order; a core that
+        could not be written has its result turned into that error.
+        Returns the results, final."""
+        # first every core's data, its writes overlapping the others' (and
+        # its error, if any, reported here: it would not be again to fsync)
+        for w, res, _ in items:
+            err = _wait_written(w.fd)
+            if err:
+                w.discard()
+                _failed(res, OutputError(res.path, "cannot write: %s"
+                                         % os.strerror(err)))
+        # then each fsync has only the core's inode and a cache flush left
+        for w, res, _ in items:
+            if w.fd is None:
+                continue  # failed above
+            try:
+                w.commit()
+            except OutputError as err:
+                _failed(res, err)
+        return [res for _, res, _ in items]
+
+    def discard(self):
+        """Remove every waiting core (the run stops with an exception)."""
+        try:
+            self.wait()
+        except Exception:
+            pass  # the run already stops with an exception
+        items, self.items, self.bytes = self.items, [], 0
+        for w, _, _ in items:
+            w.discard()
+
+
+_SYNC_FILE_RANGE_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
+_sync_file_range = None
+
+
+def _wait_written(fd):
+    """Write fd's dirty pages and wait for them (sync_file_range: data
+    only, no metadata, no cache flush); returns 0 or the errno of a write
+    that failed.  0 where the call does not exist: fsync does it all."""
+    global _sync_file_range
+    if _sync_file_range is None:
+        import ctypes  # already loaded by writer.py
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.sync_file_range
+            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                           ctypes.c_uint]
+        except (OSError, AttributeError):
+            fn = False
+        _sync_file_range = fn
+    if not _sync_file_range:
+        return 0
+    if _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_ALL) == 0:
+        return 0
+    import ctypes
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP):
+        return 0  # not for this file: fsync does it all
+    return err
+
+
+def _failed(res, err):
+    res.path = None
+    res.error = err
+
+
+def adopt(result, tmp, ino):
+    """Commit a core that a --jobs worker wrote completely but died before
+    committing: fsync its temporary and rename it into place.  If the
+    worker had already renamed it (killed between its renames), the core
+    in place is that file.  Returns the result, final."""
+    from .lifecycle import discard
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            try:
+                if os.stat(result.path).st_ino == ino:
+                    return result  # renamed after its fsync
+            except OSError:
+                pass
+        _failed(result, OutputError(result.path, "the conversion's process "
+                                    "ended before the core was committed; "
+                                    "no core was written"))
+        return result
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        os.close(fd)
+        discard(tmp)
+        _failed(result, OutputError(result.path, "cannot write: %s" % e.strerror))
+        return result
+    os.close(fd)
+    try:
+        os.replace(tmp, result.path)
+    except OSError as e:
+        discard(tmp)
+        _failed(result, OutputError(result.path, "cannot replace it: %s" % e.strerror))
+    return result

@@ -1,0 +1,186 @@
+"""Cores are committed (fsynced, then renamed into place) a batch at a time
+(criu_coredump/batch.py): no core is ever renamed before its own fsync, a
+core the file system could not write is an error of its process only, and
+the cores a --jobs worker wrote before it was killed are still committed."""
+import errno
+import os
+import signal
+import time
+
+import pytest
+
+from criu_coredump import batch, convert, parallel
+from criu_coredump.convert import generate
+
+from .helpers import synth
+
+P = synth.PAGE
+BASE = 0x70000000
+
+
+def small_tree(path, count=12, first=100):
+    ck = synth.Checkpoint(path)
+    for k in range(count):
+        ck.process(first + k, ppid=0 if k == 0 else first, comm="p%d" % k) \
+            .vma(BASE, BASE + 4 * P).pages(BASE, nr_pages=2)
+    return ck.write()
+
+
+def cores(d):
+    return {f: open(os.path.join(d, f), "rb").read()
+            for f in os.listdir(d) if f.startswith("core.")}
+
+
+def reference(images, tmp_path):
+    out = tmp_path / "ref"
+    out.mkdir()
+    generate(images, str(out))
+    return cores(str(out))
+
+
+def fd_path(fd):
+    return os.readlink("/proc/self/fd/%d" % fd)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_every_core_is_fsynced_before_its_rename(tmp_path, monkeypatch, jobs):
+    images = small_tree(tmp_path / "img", count=40)
+    out = tmp_path / "out"
+    out.mkdir()
+    log = str(tmp_path / "log")
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def record(line):  # O_APPEND: the workers' lines do not mix
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, (line + "\n").encode())
+        os.close(fd)
+
+    def fsync(fd):
+        real_fsync(fd)
+        record("fsync %s" % fd_path(fd))
+
+    def replace(src, dst):
+        record("rename %s %s" % (src, dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    results = generate(images, str(out), jobs=jobs)
+    monkeypatch.undo()
+    assert [r.error for r in results] == [None] * 40
+    synced, renamed = set(), {}
+    for line in open(log).read().splitlines():
+        kind, *args = line.split()
+        if kind == "fsync":
+            synced.add(args[0])
+        else:
+            assert args[0] in synced, line  # its data and inode are durable
+            renamed[os.path.basename(args[1])] = args[0]
+    assert sorted(renamed) == sorted(cores(str(out))) == \
+        sorted("core.%d" % pid for pid in range(100, 140))
+    assert cores(str(out)) == reference(images, tmp_path)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_core_the_disk_refuses_is_an_error_of_its_process(tmp_path,
+                                                            monkeypatch, jobs):
+    images = small_tree(tmp_path / "img")
+    out = tmp_path / "out"
+    out.mkdir()
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.path.basename(fd_path(fd)).startswith(".core.105."):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    results = generate(images, str(out), jobs=jobs)
+    monkeypatch.undo()
+    bad = [r for r in results if r.error is not None]
+    assert [(r.pid, r.path, str(r.error)) for r in bad] == [
+        (105, None, "%s: cannot write: Input/output error" % (out / "core.105"))]
+    assert sorted(os.listdir(str(out))) == sorted(
+        "core.%d" % pid for pid in range(100, 112) if pid != 105)
+
+
+def test_cores_waiting_in_a_killed_workers_batch_are_committed(tmp_path,
+                                                               monkeypatch):
+    images = small_tree(tmp_path / "img", count=30)
+    ref = reference(images, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    # a batch that is only committed when its worker has nothing to do, and
+    # every job handed out at once (the even ones to one worker, the odd
+    # ones to the other): the worker converting 120 has the cores of 100,
+    # 102, ... 118 waiting
+    monkeypatch.setattr(batch, "MAX_CORES", 1000)
+    monkeypatch.setattr(batch, "MAX_WAIT", 1000.0)
+    monkeypatch.setattr(parallel, "DEPTH", 30)
+    real_convert, real_adopt = convert.convert_process, batch.adopt
+    adopted = []
+
+    def convert_process(ckpt, proc, *args, **kw):
+        if proc.pid == 120:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+        return real_convert(ckpt, proc, *args, **kw)
+
+    def adopt(result, tmp, ino):
+        adopted.append(result.pid)  # in this process: the parent
+        return real_adopt(result, tmp, ino)
+
+    monkeypatch.setattr(convert, "convert_process", convert_process)
+    monkeypatch.setattr(batch, "adopt", adopt)
+    results = generate(images, str(out), jobs=2)
+    assert [r.pid for r in results] == list(range(100, 130))
+    errors = {r.pid: str(r.error) for r in results if r.error is not None}
+    assert errors == {120: "%s: the conversion was killed by SIGKILL; no core "
+                      "was written" % (out / "core.120")}
+    assert adopted == list(range(100, 120, 2))
+    written = cores(str(out))
+    del ref["core.120"]
+    assert written == ref  # every other core, complete
+    assert sorted(os.listdir(str(out))) == sorted(ref)  # no temporary left
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cores_waiting_are_committed_before_a_large_one_is_written(
+        tmp_path, monkeypatch, jobs):
+    ck = synth.Checkpoint(tmp_path / "img")
+    for pid in range(300, 310):
+        ck.process(pid).vma(BASE, BASE + 4 * P).pages(BASE, nr_pages=2)
+    ck.process(310).vma(BASE, BASE + 64 * P).pages(BASE, nr_pages=2)  # large
+    images = ck.write()
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(batch, "MAX_BYTES", 32 * P)
+    monkeypatch.setattr(batch, "MAX_WAIT", 1000.0)
+    real_enter = convert.CoreWriter.__enter__
+    log = str(tmp_path / "log")
+
+    def enter(self):
+        # which process writes which core; the large one waits (a while)
+        # for those its process wrote before to be in place: their commit
+        # does not wait for it
+        mine = [ln.split()[1] for ln in open(log).read().splitlines()
+                if int(ln.split()[0]) == os.getpid()] \
+            if os.path.exists(log) else []
+        if self.path.endswith("core.310"):
+            deadline = time.monotonic() + 10
+            while (not set(mine) <= set(os.listdir(str(out)))
+                   and time.monotonic() < deadline):
+                time.sleep(0.001)
+        with open(log, "a") as f:
+            f.write("%d %s %s\n" % (os.getpid(), os.path.basename(self.path),
+                                    ",".join(sorted(os.listdir(str(out))))))
+        return real_enter(self)
+
+    monkeypatch.setattr(convert.CoreWriter, "__enter__", enter)
+    results = generate(images, str(out), jobs=jobs)
+    assert [r.error for r in results] == [None] * 11
+    lines = [ln.split(" ") for ln in open(log).read().splitlines()]
+    writer, _, in_place = next(ln for ln in lines if ln[1] == "core.310")
+    before = [core for pid, core, _ in lines[:lines.index([writer, "core.310", in_place])]
+              if pid == writer]
+    assert before  # the same worker wrote others before it
+    assert set(before) <= set(in_place.split(","))
