@@ -16,7 +16,7 @@ from .elf import PF_R, PF_W, PF_X
 from .model import PROT_EXEC, PROT_READ, PROT_WRITE, Checkpoint, Process, Vma
 from .policy import DEFAULT_FILTER
 from .record import Record
-from .sources import Extent, PageSource, PageSources
+from .sources import Batch, Extent, PageSource, PageSources
 
 
 class Segment(Record):
@@ -47,6 +47,15 @@ class Segment(Record):
         if self.dump_size and self.pages is not None:
             yield from self.pages.extents(self.sources, self.vma.start,
                                           self.vma.start + self.dump_size)
+
+    def batch(self) -> Batch | None:
+        """The same extents as one Batch of arrays, when they are all runs
+        of the process's pages image (sources.PageSources.batch), for the
+        writer to copy without one Python object per extent; else None."""
+        if self.dump_size and self.pages is not None:
+            return self.pages.batch(self.sources, self.vma.start,
+                                    self.vma.start + self.dump_size)
+        return None
 
 
 class PlanStats(Record):

@@ -8,7 +8,9 @@ the other in `pages-<pages_id>.img`, in pagemap order.
 
 The index keeps the runs in compact arrays (21 bytes a run, not Python
 objects) sorted by address, so a lookup is a bisect and memory stays small
-for pagemaps of millions of entries.
+for pagemaps of millions of entries.  The entries are decoded a window at
+a time (pmdecode), and a chunk of plain ones (present, in order, none
+continuing another: a sparsely touched heap) becomes runs through C loops.
 """
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ from array import array
 from bisect import bisect_right
 from collections import namedtuple
 from collections.abc import Iterator
-from contextlib import closing
+from itertools import accumulate, islice
+from operator import add, lt
 
 from google.protobuf import descriptor_pb2
 
 from .errors import BadImage
-from . import images
+from . import images, pmdecode
 from .imagedir import ImageDir, as_imagedir
 
 PE_PARENT = 1 << 0
@@ -65,6 +68,25 @@ class Run(namedtuple("Run", "addr length kind index offset")):
     __slots__ = ()
 
 
+def _plain(vaddrs, counts, flags):
+    """(vaddrs, counts, ends) as lists when every entry but the first is
+    what most are: present pages, aligned, 1 to _RUN_MAX of them, in order
+    with a gap after each (so no two make one run); else None, and the
+    entries are indexed one by one (which also finds the error, if any).
+    C loops (map, all) rather than a Python step per entry."""
+    k = len(vaddrs)
+    if list(flags).count(PE_PRESENT) != k:
+        return None
+    vas, ns = list(vaddrs), list(counts)
+    P = images.PAGE_SIZE
+    if min(ns) < 1 or max(ns) > _RUN_MAX or any(map((P - 1).__and__, vas)):
+        return None
+    ends = list(map(add, vas, map(P.__mul__, ns)))
+    if max(ends) > 1 << 64 or not all(map(lt, ends, islice(vas, 1, None))):
+        return None
+    return vas, ns, ends
+
+
 class PageIndex:
     """Runs of one pagemap image, sorted, with their offsets in the pages image.
 
@@ -94,71 +116,107 @@ class PageIndex:
         self._load()
 
     def _load(self):
-        with closing(images.read_entries(self.images, self.name,
-                                         "PAGEMAP")) as gen:
-            head = next(gen, None)
-            if head is None:
-                raise BadImage(self.path, "no pagemap header")
-            head = images.parse(self.path, images.message("pagemap_head"), head)
-            self.pages_name = ImageDir.pages(head.pages_id)
-            self.pages_path = self.images.join(self.pages_name)
+        dec = pmdecode.Decoder(self.images, self.name, PagemapEntry,
+                               None)
+        try:
             with images.strict_decoding() as strict:
-                self._add_runs(gen, strict)
+                dec.strict = strict
+                head = dec.head()
+                if head is None:
+                    raise BadImage(self.path, "no pagemap header")
+                head = images.parse(self.path, images.message("pagemap_head"),
+                                    head)
+                self.pages_name = ImageDir.pages(head.pages_id)
+                self.pages_path = self.images.join(self.pages_name)
+                self._add_runs(dec.chunks())
+        finally:
+            dec.close()
         self._check_pages_image()
 
-    def _add_runs(self, entries, strict):
+    def _add_runs(self, chunks):
+        """Index the entries, chunks of (vaddrs, page counts, flags) in
+        file order (pmdecode.Decoder.chunks)."""
         P = images.PAGE_SIZE
-        e = PagemapEntry()
-        parse, has = e.ParseFromString, e.HasField
         offset = 0       # pages of this pagemap in the pages image so far
         last_end = 0
+        lazy = 0
         # the last run, kept in locals and flushed when the next one starts
-        r_start = r_n = r_off = 0
+        r_start = r_n = r_off = r_end = 0
         r_w = -1
-        for buf in entries:
-            try:
-                parse(buf)
-            except Exception as exc:
-                raise BadImage(self.path, "cannot decode pagemap entry: %s"
-                               % exc) from None
-            strict.check(self.path, "pagemap entry")
-            n = e.nr_pages or e.compat_nr_pages
-            va = e.vaddr
-            if has("flags"):
-                flags = e.flags
-            else:  # CRIU before 3.0: no flags, in_parent or present
-                flags = PE_PARENT if e.in_parent else PE_PRESENT
-            if va % P:
-                raise BadImage(self.path, "entry at 0x%x is not page aligned" % va)
-            if n == 0:
-                continue
-            if n > _MAX_PAGES or va + n * P > 1 << 64:
-                raise BadImage(self.path, "entry at 0x%x claims %d pages, "
-                               "beyond the address space" % (va, n))
-            if va < last_end:
-                raise BadImage(self.path, "entry at 0x%x overlaps or is out of "
-                               "order with the one before it" % va)
-            last_end = va + n * P
-            if flags & PE_PARENT or e.in_parent:
-                w = PARENT
-            elif flags & PE_PRESENT:
-                w = HERE
-            else:
-                w = LAZY
-                self.lazy_pages += n
-            if (w == r_w and r_start + r_n * P == va
-                    and (w != HERE or r_off + r_n == offset)):
-                r_n += n
-            else:
-                if r_w >= 0:
+        add_s, add_n = self.starts.append, self.npages.append
+        add_o, add_w = self.offsets.append, self.where.append
+        # locals, not globals: this loop runs once per entry
+        parent_bit, present_bit = PE_PARENT, PE_PRESENT
+        max_pages, top = _MAX_PAGES, 1 << 64
+        here, lazy_w, parent_w = HERE, LAZY, PARENT
+        for vaddrs, counts, flagss in chunks:
+            plain = _plain(vaddrs, counts, flagss) if len(vaddrs) > 2 else None
+            if plain is not None:
+                # the first entry as any other (it may continue the run
+                # before it), the rest at once below
+                vaddrs, counts, flagss = plain[0][:1], plain[1][:1], (PE_PRESENT,)
+            for va, n, flags in zip(vaddrs, counts, flagss):
+                if va % P:
+                    raise BadImage(self.path, "entry at 0x%x is not page "
+                                   "aligned" % va)
+                if n == 0:
+                    continue
+                end = va + n * P
+                if n > max_pages or end > top:
+                    raise BadImage(self.path, "entry at 0x%x claims %d pages, "
+                                   "beyond the address space" % (va, n))
+                if va < last_end:
+                    raise BadImage(self.path, "entry at 0x%x overlaps or is "
+                                   "out of order with the one before it" % va)
+                last_end = end
+                if flags & parent_bit:
+                    w = parent_w
+                elif flags & present_bit:
+                    if r_w == here and r_end == va and r_off + r_n == offset:
+                        r_n += n
+                        r_end = end
+                        offset += n
+                        continue
+                    if r_n > _RUN_MAX:
+                        self._append(r_start, r_n, r_off, r_w)
+                    elif r_w >= 0:
+                        add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
+                    r_start, r_n, r_w, r_off, r_end = va, n, here, offset, end
+                    offset += n
+                    continue
+                else:
+                    w = lazy_w
+                    lazy += n
+                if w == r_w and r_end == va:
+                    r_n += n
+                    r_end = end
+                    continue
+                if r_n > _RUN_MAX:
                     self._append(r_start, r_n, r_off, r_w)
-                r_start, r_n, r_w = va, n, w
-                r_off = offset if w == HERE else 0
-            if w == HERE:
-                offset += n
+                elif r_w >= 0:
+                    add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
+                r_start, r_n, r_w, r_off, r_end = va, n, w, 0, end
+            if plain is not None:
+                # runs of their own: none continues another (_plain); the
+                # last is kept, the next chunk's first may continue it
+                vas, ns, ends = plain
+                if r_n > _RUN_MAX:
+                    self._append(r_start, r_n, r_off, r_w)
+                else:
+                    add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
+                offs = list(accumulate(ns[1:], initial=offset))
+                self.starts.extend(vas[1:-1])
+                self.npages.extend(ns[1:-1])
+                self.offsets.extend(offs[:-2])
+                self.where.frombytes(bytes(len(vas) - 2))  # HERE
+                r_start, r_n, r_w = vas[-1], ns[-1], here
+                r_off, r_end = offs[-2], ends[-1]
+                offset = offs[-1]
+                last_end = ends[-1]
         if r_w >= 0:
             self._append(r_start, r_n, r_off, r_w)
         self.present_pages = offset
+        self.lazy_pages = lazy
 
     def _append(self, start, n, off, w):
         """One run, cut in pieces of at most _RUN_MAX pages."""
@@ -264,17 +322,25 @@ class PageIndex:
 
     def check_inside(self, vmas):
         """BadImage unless every run lies inside the VMAs (sorted by
-        address): one walk over both sorted lists."""
-        P = images.PAGE_SIZE
-        starts, npages = self.starts, self.npages
-        j, nv = 0, len(vmas)
-        for i in range(len(starts)):
-            pos = starts[i]
-            b = pos + npages[i] * P
-            while pos < b:
-                while j < nv and vmas[j].end <= pos:
-                    j += 1
-                if j == nv or vmas[j].start > pos:
-                    raise BadImage(self.path, "pages at 0x%x lie outside every "
-                                   "VMA of the process" % pos)
-                pos = vmas[j].end
+        address), naming the lowest address outside them: the gaps between
+        the VMAs are looked up in the runs (two bisects each), so the cost
+        goes with the VMAs, not with the runs."""
+        prev = 0
+        for v in vmas:
+            if v.start > prev:
+                self._outside(prev, v.start)
+            prev = max(prev, v.end)
+        self._outside(prev, 1 << 64)
+
+    def _outside(self, a, b):
+        """BadImage if some run meets [a, b), an address range no VMA has."""
+        starts = self.starts
+        i = bisect_right(starts, a) - 1
+        if i >= 0 and starts[i] + self.npages[i] * images.PAGE_SIZE > a:
+            pos = a
+        elif i + 1 < len(starts) and starts[i + 1] < b:
+            pos = starts[i + 1]
+        else:
+            return
+        raise BadImage(self.path, "pages at 0x%x lie outside every VMA of "
+                       "the process" % pos)

@@ -22,7 +22,7 @@ warnings, and the fd cache.
 from __future__ import annotations
 
 import os
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterable, Iterator
 
@@ -30,10 +30,10 @@ from .buildid import read_build_id, same_build
 from .buildid import shown as show_build_id
 from .errors import BadImage
 from .imagedir import ImageDir, ImageFile, pread
-from .model import (VMA_ANON_SHARED, VMA_AREA_MEMFD, Checkpoint, MappedFile,
-                    Process, Vma)
+from .model import (PAGE_SIZE, VMA_ANON_SHARED, VMA_AREA_MEMFD, Checkpoint,
+                    MappedFile, Process, Vma)
 from .notes import nt_file_name
-from .pagemap import HERE, PageIndex
+from .pagemap import HERE, PARENT, PageIndex
 
 Warn = Callable[[str, str], None]
 
@@ -43,6 +43,42 @@ class Extent(namedtuple("Extent", "addr length source offset")):
     `source` (None: a known hole, such as a lazy page)."""
     # addr: int, length: int, source: "Source" | None, offset: int
     __slots__ = ()
+
+
+class Batch(namedtuple("Batch", "source page index lo hi a b")):
+    """Runs lo to hi of a page index, clipped to [a, b), all of them data
+    of `source` (its pages image) or holes (lazy pages): what
+    PageSources.batch gives when a segment is nothing else."""
+    __slots__ = ()
+
+    STEP = 1 << 16  # runs a chunk: what is copied of the index at a time
+
+    def src_end(self):
+        """Where the data of the last run with data ends in `source`
+        (bytes; 0 when no run has data)."""
+        index, b = self.index, self.b
+        for i in range(self.hi - 1, self.lo - 1, -1):
+            if index.where[i] == HERE:
+                end = index.starts[i] + index.npages[i] * self.page
+                cut = max(0, end - b)  # the last run may end after b
+                return (index.offsets[i] + index.npages[i]) * self.page - cut
+        return 0
+
+    def chunks(self):
+        """The runs in chunks of parallel arrays (start address, pages,
+        page offset in the source, where: HERE or LAZY), the first and last
+        run clipped to [a, b)."""
+        index, P, a, b = self.index, self.page, self.a, self.b
+        for i in range(self.lo, self.hi, self.STEP):
+            j = min(i + self.STEP, self.hi)
+            st, npages = index.starts[i:j], index.npages[i:j]
+            offsets, where = index.offsets[i:j], index.where[i:j]
+            if st[0] < a:  # the first run begins before the range
+                cut = (a - st[0]) // P
+                st[0], npages[0], offsets[0] = a, npages[0] - cut, offsets[0] + cut
+            if st[-1] + npages[-1] * P > b:  # the last ends after it
+                npages[-1] = (b - st[-1]) // P
+            yield st, npages, offsets, where
 
 
 class FdCache:
@@ -249,6 +285,13 @@ class Guards:
         self.ranges = ranges
         self.starts = [g[0] for g in ranges]
 
+    def meets(self, a: int, b: int) -> bool:
+        """Whether some guard region intersects [a, b)."""
+        i = bisect_right(self.starts, a) - 1
+        if i >= 0 and self.ranges[i][1] > a:
+            return True
+        return i + 1 < len(self.ranges) and self.ranges[i + 1][0] < b
+
     def cut(self, extents: Iterable[Extent]) -> Iterator[Extent]:
         guards = self.ranges
         if not guards:
@@ -358,6 +401,28 @@ class PageSources:
                 b: int) -> Iterator[Extent]:
         """The extents of [a, b) the sources have, guard regions cut out."""
         return self.guards.cut(layered(srcs, a, b))
+
+    def batch(self, srcs: list[PageSource], a: int, b: int) -> Batch | None:
+        """The extents of [a, b) as one Batch when they are all runs of the
+        process's own pages image (the sources are its pagemap alone, no
+        run is in a parent, no guard region meets the range): what a
+        sparsely touched heap of a million entries is.  None otherwise:
+        extents() answers."""
+        if len(srcs) != 1 or type(srcs[0]) is not IndexPages \
+                or srcs[0].base != 0 or srcs[0].index is not self.index:
+            return None
+        P = PAGE_SIZE
+        if a % P or b % P or b <= a or self.guards.meets(a, b):
+            return None
+        index = self.index
+        starts = index.starts
+        lo = max(bisect_right(starts, a) - 1, 0)
+        hi = bisect_left(starts, b, lo)
+        if lo < hi and starts[lo] + index.npages[lo] * P <= a:
+            lo += 1
+        if PARENT in index.where[lo:hi]:
+            return None
+        return Batch(self.pages_of(index), P, index, lo, hi, a, b)
 
     def file_source(self, f: MappedFile | None) -> Source | None:
         """A Source for a mapped regular file, or None (warned once) if it is

@@ -6,7 +6,9 @@ front, and each segment's extents (memory.Segment.extents) are copied in
 place straight from their source file with os.copy_file_range (sendfile or
 a bounded buffered copy where that is not possible); what no extent covers
 stays a hole, so the core is sparse and memory use does not grow with the
-size of the process.
+size of the process.  A segment that is only runs of its process's pages
+image comes as arrays (sources.Batch) and is copied by _copy_batch, the
+same way, without a Python object per run.
 
 The core is written to a temporary file in the output directory, fsynced
 and renamed into place once complete, so a `core.<pid>` is either complete or
@@ -303,6 +305,11 @@ def _fs_type(fd):
     return _fs_types[dev]
 
 
+_HAVE_PWRITEV = hasattr(os, "pwritev")
+_IOV_MAX = 1024
+_ZEROS = memoryview(bytes(GATHER_GAP))
+
+
 class _Gather:
     """The small extents gathered so far, all of one source, contiguous in
     it, ascending in the core."""
@@ -328,6 +335,13 @@ class _Gather:
         self.source, self.src = source, src
         self.items.append((addr, length, src_off, dst))
 
+    def flush_items(self, source, src, items):
+        """Write extents (addr, length, src_off, dst) of one source that
+        follow each other (follows()); returns the bytes copied."""
+        self.flush()
+        self.source, self.src, self.items = source, src, items
+        return self.flush()
+
     def flush(self):
         """Write what is gathered; returns the bytes of data copied."""
         items, self.items = self.items, []
@@ -349,6 +363,8 @@ class _Gather:
             raise BadImage(source.path, "cannot read: %s" % e.strerror) from None
         if not self.fill:
             return self._write_each(items, data, source, src_start)
+        if len(data) == last[2] + last[1] - src_start and _HAVE_PWRITEV:
+            return self._write_span(items, data, src_start)
         span = bytearray(last[3] + last[1] - dst_start)
         copied = 0
         for addr, length, src_off, dst in items:
@@ -368,6 +384,35 @@ class _Gather:
         self.writeback.wrote(dst_start, len(span))
         return copied
 
+    def _write_span(self, items, data, src_start):
+        """The span the extents cover, all their bytes read: written as one
+        pwritev of their data with the zeros between (no copy of either
+        into a buffer of the span)."""
+        view = memoryview(data)
+        iov = []
+        add = iov.append
+        dst_start = pos = items[0][3]
+        for _, length, src_off, dst in items:
+            if dst > pos:
+                add(_ZEROS[:dst - pos])
+            at = src_off - src_start
+            add(view[at:at + length])
+            pos = dst + length
+        try:
+            for i in range(0, len(iov), _IOV_MAX):
+                part = iov[i:i + _IOV_MAX]
+                want = sum(map(len, part))
+                off = dst_start + sum(map(len, iov[:i])) if i else dst_start
+                done = os.pwritev(self.fd, part, off)
+                if done < want:  # a short write: the rest as bytes
+                    rest = memoryview(b"".join(part))
+                    while done < want:
+                        done += os.pwrite(self.fd, rest[done:], off + done)
+        except OSError as e:
+            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+        self.writeback.wrote(dst_start, pos - dst_start)
+        return len(data)
+
     def _write_each(self, items, data, source, src_start):
         """The extents written one by one from one read (holes kept)."""
         view = memoryview(data)
@@ -386,6 +431,140 @@ class _Gather:
             raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
         self.writeback.wrote(items[0][3], items[-1][3] + items[-1][1] - items[0][3])
         return copied
+
+
+def _copy_batch(batch, base, floor, gather, progress):
+    """Copy a sources.Batch (a segment's runs, in arrays) as write() copies
+    its extents one by one: the same gathering of small extents, without
+    an Extent and a generator step per run.  `floor`: the end of the
+    highest extent copied so far.  Returns (bytes copied, new floor)."""
+    source = batch.source
+    try:
+        src = source.open()
+    except OSError as e:
+        raise BadImage(source.path, "cannot open: %s" % e.strerror) from None
+    if not gather.fill:
+        return _copy_batch_holes(batch, source, src, base, floor, gather,
+                                 progress)
+    P = batch.page
+    chunk, gap, span = GATHER_CHUNK, GATHER_GAP, GATHER_SPAN
+    flush = gather.flush_items
+    items = []
+    add = items.append
+    written = pending = 0
+    first = end_src = end_dst = 0
+    for addr, npages, off, where in (
+            run for chunk in batch.chunks() for run in zip(*chunk)):
+        if where:
+            continue  # lazy pages: a hole
+        length = npages * P
+        src_off = off * P
+        dst = base + addr
+        pending += length
+        if src is None:
+            continue  # the source is gone (warned): a hole
+        if length < chunk and dst >= floor:
+            if items and (src_off != end_src or dst < end_dst
+                          or dst - end_dst > gap or dst + length - first > span):
+                written += flush(source, src, items)
+                items = []
+                add = items.append
+                if progress:
+                    progress(pending - length)
+                    pending = length
+            if not items:
+                first = dst
+            add((addr, length, src_off, dst))
+            end_src = src_off + length
+            end_dst = dst + length
+        else:
+            if items:
+                written += flush(source, src, items)
+                items = []
+                add = items.append
+            if progress:
+                progress(pending)
+                pending = 0
+            written += _copy_extent(source, src, gather.fd, addr, length,
+                                    src_off, dst, gather.dst_name,
+                                    gather.writeback)
+        if dst + length > floor:
+            floor = dst + length
+    if items:
+        written += flush(source, src, items)
+    if progress and pending:
+        progress(pending)
+    return written, floor
+
+
+def _copy_batch_holes(batch, source, src, base, floor, gather, progress):
+    """_copy_batch on a file system in memory: each small run written on
+    its own (holes kept, as _Gather._write_each), from reads of up to
+    GATHER_SPAN of the source, which the runs of a batch read in order."""
+    P = batch.page
+    chunk, span = GATHER_CHUNK, GATHER_SPAN
+    fd, writeback, pwrite = gather.fd, gather.writeback, os.pwrite
+    src_end = batch.src_end()
+    view = None
+    buf_start = buf_len = 0
+    first = last = None  # core range written since the last read
+    written = pending = 0
+    for starts, npages, offsets, wheres in batch.chunks():
+        for addr, n, off, where in zip(starts, npages, offsets, wheres):
+            if where:
+                continue  # lazy pages: a hole
+            length = n * P
+            dst = base + addr
+            pending += length
+            if src is None:
+                continue  # the source is gone (warned): a hole
+            if length >= chunk or dst < floor:
+                written += _copy_extent(source, src, fd, addr, length, off * P,
+                                        dst, gather.dst_name, writeback)
+                if dst + length > floor:
+                    floor = dst + length
+                continue
+            at = off * P - buf_start
+            if at < 0 or at + length > buf_len:
+                if first is not None:
+                    writeback.wrote(first, last - first)
+                    first = None
+                if progress:
+                    progress(pending - length)
+                    pending = length
+                src_off = off * P
+                want = max(min(span, src_end - src_off), length)
+                if src.size is not None:
+                    want = min(want, max(0, src.size - src_off))
+                try:
+                    data = imagedir.pread(src, want, src_off)
+                except OSError as e:
+                    raise BadImage(source.path, "cannot read: %s"
+                                   % e.strerror) from None
+                view = memoryview(data)
+                buf_start, buf_len, at = src_off, len(data), 0
+                if length > buf_len:  # the source ends early: as the
+                    # general path says it
+                    written += gather.flush_items(
+                        source, src, [(addr, length, src_off, dst)])
+                    floor = max(floor, dst + length)
+                    continue
+            try:
+                done = pwrite(fd, view[at:at + length], dst)
+                while done < length:
+                    done += pwrite(fd, view[at + done:at + length], dst + done)
+            except OSError as e:
+                raise OutputError(gather.dst_name, "cannot write: %s"
+                                  % e.strerror) from None
+            written += length
+            if first is None:
+                first = dst
+            last = floor = dst + length
+    if first is not None:
+        writeback.wrote(first, last - first)
+    if progress and pending:
+        progress(pending)
+    return written, floor
 
 
 class CoreWriter:
@@ -470,6 +649,15 @@ class CoreWriter:
             floor = 0  # the end of the highest extent so far
             for seg, off in zip(segments, layout.seg_offsets):
                 base = off - seg.vaddr
+                batch = getattr(seg, "batch", None)
+                batch = batch() if batch is not None else None
+                if batch is not None:
+                    written += gather.flush()
+                    last_src = None
+                    got, floor = _copy_batch(batch, base, floor, gather,
+                                             progress)
+                    written += got
+                    continue
                 for (addr, length, source, src_off) in seg.extents():
                     if source is not last_src:
                         written += gather.flush()  # before its source may close
