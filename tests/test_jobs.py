@@ -194,18 +194,25 @@ def test_killed_worker_is_an_error_and_the_others_are_written(tmp_path):
     assert os.path.basename(dead) not in written
 
 
-def test_a_run_killed_outright_leaves_only_complete_cores(tmp_path):
-    """SIGKILL to the whole run while cores wait in the workers' batches:
-    every core.<pid> there is complete (a temporary is all that is left of
-    the others, and the next run removes it)."""
+def _small_tree_and_cores(tmp_path, count=300):
+    """A tree of `count` small processes (enough for several batches), and
+    the cores one plain run makes of it, in tmp_path/ref."""
     ck = synth.Checkpoint(tmp_path / "img")
-    for k in range(300):
+    for k in range(count):
         ck.process(200 + k, ppid=0 if k == 0 else 200).vma(BASE, BASE + 4 * P) \
             .pages(BASE, nr_pages=2)
     images = ck.write()
     ref = tmp_path / "ref"
     ref.mkdir()
     generate(images, str(ref))
+    return images, ref
+
+
+def test_a_run_killed_outright_leaves_only_complete_cores(tmp_path):
+    """SIGKILL to the whole run while cores wait in the workers' batches:
+    every core.<pid> there is complete (a temporary is all that is left of
+    the others, and the next run removes it)."""
+    images, ref = _small_tree_and_cores(tmp_path)
     out = tmp_path / "out"
     p = _start(images, out)
     deadline = time.monotonic() + 60
@@ -231,14 +238,7 @@ def test_ctrl_c_amid_batches_leaves_complete_cores_only(tmp_path, jobs):
     """SIGINT while batches of small cores are being committed (in the
     background): the run dies of it, what is in place is complete, and no
     temporary is left."""
-    ck = synth.Checkpoint(tmp_path / "img")
-    for k in range(300):
-        ck.process(200 + k, ppid=0 if k == 0 else 200).vma(BASE, BASE + 4 * P) \
-            .pages(BASE, nr_pages=2)
-    images = ck.write()
-    ref = tmp_path / "ref"
-    ref.mkdir()
-    generate(images, str(ref))
+    images, ref = _small_tree_and_cores(tmp_path)
     out = tmp_path / "out"
     os.makedirs(str(out))
     p = subprocess.Popen([sys.executable, COREDUMP, "-i", images, "-o",
