@@ -350,7 +350,6 @@ def small_reads(pages) -> list:
 def _ranges(ps):
     from . import syscall_restart
     from .model import VMA_AREA_MEMFD
-    from .sources import IndexPages, layered
     proc, mm = ps.proc, ps.proc.mm
     if mm is None or ps.index is None:
         return []
@@ -366,20 +365,8 @@ def _ranges(ps):
         want.append((max(0, pc - PC_WINDOW), 2 * PC_WINDOW))
     out = []
     for addr, n in want:
-        pos, end = addr, addr + n
-        while pos < end:
-            vma = ps.vma_at(pos)
-            if vma is None:
-                break
-            b = min(end, vma.end)
-            srcs = [IndexPages(ps.index, 0, ps.pages_of)]
-            sid = ps.shmem_id(vma)
-            sidx = ps.shmem_index(sid) if sid is not None else None
-            if sidx is not None:
-                srcs.append(IndexPages(sidx, vma.start - vma.pgoff, ps.pages_of))
-            for ext in layered(srcs, pos, b):
-                name = getattr(ext.source, "name", None)
-                if name is not None:
-                    out.append((name, ext.offset, ext.length))
-            pos = b
+        for ext in ps.extents_in(addr, n, images_only=True):
+            name = getattr(ext.source, "name", None)
+            if name is not None:
+                out.append((name, ext.offset, ext.length))
     return out

@@ -380,8 +380,9 @@ class PageSources:
                 index.images, index.pages_name, self.fds)
         return src
 
-    def for_vma(self, vma: Vma) -> list[PageSource]:
-        """The VMA's page sources, in the order pages are looked for."""
+    def image_sources(self, vma: Vma) -> list[PageSource]:
+        """The VMA's page sources that are pages images (its pagemap's,
+        then its shared memory's), in the order pages are looked for."""
         srcs: list[PageSource] = [IndexPages(self.index, 0, self.pages_of)]
         sid = self.shmem_id(vma)
         if sid is not None:
@@ -389,6 +390,13 @@ class PageSources:
             if sidx is not None:
                 srcs.append(IndexPages(sidx, vma.start - vma.pgoff,
                                        self.pages_of))
+        return srcs
+
+    def for_vma(self, vma: Vma) -> list[PageSource]:
+        """The VMA's page sources, in the order pages are looked for: the
+        pages images, then the mapped file (not for shared memory)."""
+        srcs = self.image_sources(vma)
+        sid = self.shmem_id(vma)
         f = self.mapped_file(vma)
         fsrc = self.file_source(f) if sid is None else None
         if fsrc is not None and f.ghost is not None:
@@ -478,23 +486,32 @@ class PageSources:
         before = getattr(self.images, "before_reads", None)
         if before is not None:
             before(self)  # a compressed archive prefetches what is read here
+        for ext in self.extents_in(addr, size):
+            f = ext.source.open()
+            if f is None:
+                continue  # a mapped file gone since the plan: a hole
+            n = ext.length
+            if f.size is not None:
+                n = min(n, max(0, f.size - ext.offset))
+            data = pread(f, n, ext.offset)
+            out[ext.addr - addr:ext.addr - addr + len(data)] = data
+        return bytes(out)
+
+    def extents_in(self, addr: int, size: int,
+                   images_only: bool = False) -> Iterator[Extent]:
+        """The extents of [addr, addr + size), mapping after mapping, up to
+        the first address no mapping holds.  `images_only`: of the pages
+        images alone (what a compressed archive prefetches: no mapped file
+        is opened, nothing is warned)."""
         pos, end = addr, addr + size
         while pos < end:
             vma = self.vma_at(pos)
             if vma is None:
                 break
             b = min(end, vma.end)
-            for ext in self.extents(self.for_vma(vma), pos, b):
-                f = ext.source.open()
-                if f is None:
-                    continue  # a mapped file gone since the plan: a hole
-                n = ext.length
-                if f.size is not None:
-                    n = min(n, max(0, f.size - ext.offset))
-                data = pread(f, n, ext.offset)
-                out[ext.addr - addr:ext.addr - addr + len(data)] = data
+            srcs = self.image_sources(vma) if images_only else self.for_vma(vma)
+            yield from self.extents(srcs, pos, b)
             pos = b
-        return bytes(out)
 
     # -- what the images promise and lack -------------------------------------------
 
