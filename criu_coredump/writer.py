@@ -51,6 +51,18 @@ _methods = {"copy_file_range": hasattr(os, "copy_file_range"),
             "sendfile": hasattr(os, "sendfile")}
 
 
+def _write_all(fd, data, off, dst_name):
+    """pwrite all of data at off (a short write is continued); an error is
+    OutputError naming the core."""
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], off + done)
+    except OSError as e:
+        raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
+
+
 def _copy_once(src_fd, dst_fd, n, src_off, dst_off, src_name, dst_name):
     """Copy up to n bytes at the given offsets; returns the count (0 at the
     source's EOF).  os.copy_file_range keeps the data in the kernel (and may
@@ -78,11 +90,7 @@ def _copy_once(src_fd, dst_fd, n, src_off, dst_off, src_name, dst_name):
         buf = os.pread(src_fd, min(n, COPY_CHUNK), src_off)
     except OSError as e:
         raise BadImage(src_name, "cannot read: %s" % e.strerror) from None
-    if buf:
-        try:
-            os.pwrite(dst_fd, buf, dst_off)
-        except OSError as e:
-            raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
+    _write_all(dst_fd, buf, dst_off, dst_name)
     return len(buf)
 
 
@@ -257,14 +265,8 @@ def _copy_streamed(src, fd, n, src_off, dst, dst_name):
         data = src.pread(min(n - done, STREAM_CHUNK), src_off + done)
         if not data:
             break
-        view = memoryview(data)
-        k = 0
-        try:
-            while k < len(view):
-                k += os.pwrite(fd, view[k:], dst + done + k)
-        except OSError as e:
-            raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
-        done += len(view)
+        _write_all(fd, data, dst + done, dst_name)
+        done += len(data)
     return done
 
 
@@ -310,6 +312,16 @@ _IOV_MAX = 1024
 _ZEROS = memoryview(bytes(GATHER_GAP))
 
 
+def _joins(end_src, end_dst, first_dst, src_off, dst, length):
+    """Whether an extent (at src_off in its source, dst in the core) joins
+    the gathered ones, which end at end_src and end_dst and begin at
+    first_dst in the core: it continues them in the source, follows them
+    in the core after a hole of GATHER_GAP at most, and the span stays
+    within GATHER_SPAN."""
+    return (src_off == end_src and 0 <= dst - end_dst <= GATHER_GAP
+            and dst + length - first_dst <= GATHER_SPAN)
+
+
 class _Gather:
     """The small extents gathered so far, all of one source, contiguous in
     it, ascending in the core."""
@@ -327,9 +339,8 @@ class _Gather:
         if not self.items:
             return True
         _, last_len, last_src_off, last_dst = self.items[-1]
-        return (src_off == last_src_off + last_len
-                and 0 <= dst - (last_dst + last_len) <= GATHER_GAP
-                and dst + length - self.items[0][3] <= GATHER_SPAN)
+        return _joins(last_src_off + last_len, last_dst + last_len,
+                      self.items[0][3], src_off, dst, length)
 
     def add(self, source, src, addr, length, src_off, dst):
         self.source, self.src = source, src
@@ -374,13 +385,7 @@ class _Gather:
             copied += got
             if got < length:
                 source.short(addr + got, length - got)
-        view = memoryview(span)
-        done = 0
-        try:
-            while done < len(span):
-                done += os.pwrite(self.fd, view[done:], dst_start + done)
-        except OSError as e:
-            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+        _write_all(self.fd, span, dst_start, self.dst_name)
         self.writeback.wrote(dst_start, len(span))
         return copied
 
@@ -398,18 +403,19 @@ class _Gather:
             at = src_off - src_start
             add(view[at:at + length])
             pos = dst + length
-        try:
-            for i in range(0, len(iov), _IOV_MAX):
-                part = iov[i:i + _IOV_MAX]
-                want = sum(map(len, part))
-                off = dst_start + sum(map(len, iov[:i])) if i else dst_start
+        off = dst_start
+        for i in range(0, len(iov), _IOV_MAX):
+            part = iov[i:i + _IOV_MAX]
+            want = sum(map(len, part))
+            try:
                 done = os.pwritev(self.fd, part, off)
-                if done < want:  # a short write: the rest as bytes
-                    rest = memoryview(b"".join(part))
-                    while done < want:
-                        done += os.pwrite(self.fd, rest[done:], off + done)
-        except OSError as e:
-            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+            except OSError as e:
+                raise OutputError(self.dst_name, "cannot write: %s"
+                                  % e.strerror) from None
+            if done < want:  # a short write: the rest as bytes
+                _write_all(self.fd, b"".join(part)[done:], off + done,
+                           self.dst_name)
+            off += want
         self.writeback.wrote(dst_start, pos - dst_start)
         return len(data)
 
@@ -417,18 +423,13 @@ class _Gather:
         """The extents written one by one from one read (holes kept)."""
         view = memoryview(data)
         copied = 0
-        try:
-            for addr, length, src_off, dst in items:
-                at = src_off - src_start
-                got = max(0, min(length, len(data) - at))
-                done = 0
-                while done < got:
-                    done += os.pwrite(self.fd, view[at + done:at + got], dst + done)
-                copied += got
-                if got < length:
-                    source.short(addr + got, length - got)
-        except OSError as e:
-            raise OutputError(self.dst_name, "cannot write: %s" % e.strerror) from None
+        for addr, length, src_off, dst in items:
+            at = src_off - src_start
+            got = max(0, min(length, len(data) - at))
+            _write_all(self.fd, view[at:at + got], dst, self.dst_name)
+            copied += got
+            if got < length:
+                source.short(addr + got, length - got)
         self.writeback.wrote(items[0][3], items[-1][3] + items[-1][1] - items[0][3])
         return copied
 
@@ -447,7 +448,7 @@ def _copy_batch(batch, base, floor, gather, progress):
         return _copy_batch_holes(batch, source, src, base, floor, gather,
                                  progress)
     P = batch.page
-    chunk, gap, span = GATHER_CHUNK, GATHER_GAP, GATHER_SPAN
+    chunk = GATHER_CHUNK
     flush = gather.flush_items
     items = []
     add = items.append
@@ -464,8 +465,8 @@ def _copy_batch(batch, base, floor, gather, progress):
         if src is None:
             continue  # the source is gone (warned): a hole
         if length < chunk and dst >= floor:
-            if items and (src_off != end_src or dst < end_dst
-                          or dst - end_dst > gap or dst + length - first > span):
+            if items and not _joins(end_src, end_dst, first, src_off, dst,
+                                    length):
                 written += flush(source, src, items)
                 items = []
                 add = items.append
