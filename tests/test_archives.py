@@ -168,14 +168,21 @@ def _crio(tmp_path, members, **kw):
     return path
 
 
-def test_crio_kubelet_archive(podman_fx, members, tmp_path):
-    path = _crio(tmp_path, members)
+def _converted_and_listed(podman_fx, path, tmp_path):
+    """Convert an archive of the Podman fixture's container with the image
+    root as --root: gdb says on core.1 what it says on the gcore.  Returns
+    what --list --json says of the archive."""
     out = tmp_path / "out"
     out.mkdir()
     run_coredump("-q", "-i", path, "-o", out, "--root",
                  os.path.join(PODMAN, "image-rootfs.tar.gz"), check=0)
     assert gdbcheck(podman_fx, str(out / "core.1")).returncode == 0
-    j = json.loads(run_coredump("-i", path, "--list", "--json", check=0).stdout)
+    return json.loads(run_coredump("-i", path, "--list", "--json", check=0).stdout)
+
+
+def test_crio_kubelet_archive(podman_fx, members, tmp_path):
+    path = _crio(tmp_path, members)
+    j = _converted_and_listed(podman_fx, path, tmp_path)
     assert j["container"] == {
         "engine": "cri-o", "name": "victim", "id": "0123456789abcdef" * 4,
         "image": "localhost/ccd-victim:1", "runtime": "runc", "pod": "counters",
@@ -245,12 +252,7 @@ def test_containerd_oci_layout(podman_fx, members, tmp_path, compress):
     if compress:
         subprocess.run(["zstd", "-q", "--rm", str(path)], check=True)
         path = tmp_path / "victim-checkpoint.tar.zst"
-    out = tmp_path / "out"
-    out.mkdir()
-    run_coredump("-q", "-i", path, "-o", out, "--root",
-                 os.path.join(PODMAN, "image-rootfs.tar.gz"), check=0)
-    assert gdbcheck(podman_fx, str(out / "core.1")).returncode == 0
-    j = json.loads(run_coredump("-i", path, "--list", "--json", check=0).stdout)
+    j = _converted_and_listed(podman_fx, path, tmp_path)
     assert j["container"]["engine"] == "containerd"
     assert j["container"]["name"] == "victim"
     assert j["container"]["image"] == "localhost/ccd-victim:1"
