@@ -68,7 +68,11 @@ with lifecycle.signals_held():     # as parallel.py starts its workers
     pid = os.fork()
     if pid == 0:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, lifecycle.CLEANUP_SIGNALS)
-        time.sleep(60)
+        # short sleeps: a signal that lands between Python's check for
+        # handlers and the sleep's system call is then handled in 50 ms,
+        # not after the whole sleep (the test's own race, not the code's)
+        for _ in range(1200):
+            time.sleep(0.05)
         os._exit(0)
     lifecycle.add_worker(pid)
 print(pid, flush=True)
