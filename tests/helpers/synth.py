@@ -171,6 +171,8 @@ class Process:
         self.vmas = []
         self.entries = []    # (vaddr, nr_pages, flags, data or None, in_parent)
         self.regs = {}
+        # tid -> (general registers, blk_sigset) of a thread unlike the others
+        self.thread_state = {}
         self.arg = None      # (start, end) of the command line in memory
         self.sort = True     # False: entries written in the order given
         self.auxv = [6, PAGE, 0, 0]  # AT_PAGESZ, AT_NULL
@@ -212,14 +214,21 @@ class Process:
         self.arg = (start, end)
         return self
 
+    def thread(self, tid, blk_sigset=0, **gpregs):
+        """Give thread `tid` its own general registers (over the process's
+        `regs`) and blocked signals."""
+        self.thread_state[tid] = (gpregs, blk_sigset)
+        return self
+
     # -- writing -----------------------------------------------------------
 
     def _core(self, tid):
-        ti = x86_thread_info(**self.regs)
+        gpregs, blk_sigset = self.thread_state.get(tid, ({}, 0))
+        ti = x86_thread_info(**dict(self.regs, **gpregs))
         core = {"mtype": "X86_64", "thread_info": ti,
                 "thread_core": {"futex_rla": 0, "futex_rla_len": 24,
                                 "sched_nice": 0, "sched_policy": 0,
-                                "blk_sigset": 0, "comm": self.comm,
+                                "blk_sigset": blk_sigset, "comm": self.comm,
                                 "creds": {"uid": 0, "gid": 0, "euid": 0,
                                           "egid": 0, "suid": 0, "sgid": 0,
                                           "fsuid": 0, "fsgid": 0,
@@ -234,7 +243,8 @@ class Process:
         thread_core = None  # the same bytes for every thread but the main one
         for tid in self.tids:
             path = os.path.join(d, "core-%d.img" % tid)
-            if tid != self.pid and len(self.tids) > 100:
+            if tid != self.pid and len(self.tids) > 100 \
+                    and tid not in self.thread_state:
                 if thread_core is None:
                     write_image(path, "CORE", [self._core(tid)])
                     with open(path, "rb") as f:
@@ -301,6 +311,32 @@ class Checkpoint:
         p = self.process(pid, tids=list(range(pid, pid + count)), **kw)
         p.vma(0x10000000, 0x10001000).pages(0x10000000, nr_pages=1)
         p.vma(0x7ff000000000, 0x7ff000000000 + count * PAGE)
+        return p
+
+    def varied_threads(self, pid, count, **kw):
+        """A process of `count` threads that all differ: each its own stack
+        pointer, bx and blocked signals; one in three caught in a futex
+        wait CRIU rewound onto its `syscall` (ax = orig_ax), one in three
+        after a nanosleep whose -ERESTART_RESTARTBLOCK compel turned into
+        -EINTR, the others running.  Their code page holds the `syscall`
+        instructions, so the core must show each as the kernel would."""
+        p = self.process(pid, tids=list(range(pid, pid + count)), **kw)
+        code = bytearray(PAGE)
+        code[0x100:0x102] = code[0x200:0x202] = b"\x0f\x05"
+        p.vma(0x400000, 0x401000, prot=RX).pages(0x400000, bytes(code))
+        stack = 0x7ff000000000
+        p.vma(stack, stack + count * PAGE)
+        for i, tid in enumerate(p.tids):
+            regs = dict(sp=stack + i * PAGE + 0x800, bx=i,
+                        blk_sigset=(i * 2654435761) & 0xFFFFFFFF)
+            if i % 3 == 0:    # futex(addr, FUTEX_WAIT, 0, NULL): -ERESTARTSYS
+                regs.update(ip=0x400100, orig_ax=202, ax=202, di=stack + i,
+                            si=0, r10=0)
+            elif i % 3 == 1:  # nanosleep: -EINTR for -ERESTART_RESTARTBLOCK
+                regs.update(ip=0x400202, orig_ax=35, ax=-4 & (2**64 - 1))
+            else:
+                regs.update(ip=0x400300 + i % 64, ax=i)
+            p.thread(tid, **regs)
         return p
 
     def process(self, pid, **kw):
