@@ -55,10 +55,15 @@ def core_name(pid):
     return "core.%d" % pid
 
 
-def notes_blob(proc, plan, files, arch):
-    """The notes, one note's bytes at a time: the writer streams them."""
-    return (elf.note_bytes(n, t, d, arch.endian)
-            for n, t, d in notes.build_notes(proc, plan, files, arch))
+def notes_blob(proc, plan, files, arch, threads=None, then=None):
+    """The notes, one note's bytes at a time: the writer streams them.
+    `threads` as notes.build_notes takes them; `then()` is called once the
+    last note is made (every thread read)."""
+    endian = arch.endian
+    for n, t, d in notes.build_notes(proc, plan, files, arch, threads):
+        yield elf.note_bytes(n, t, d, endian)
+    if then is not None:
+        then()
 
 
 def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
@@ -68,11 +73,26 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
     renamed) with others, and the result is final once it is."""
     res = CoreResult(pid=proc.pid, comm=proc.comm, arch=proc.arch,
                      threads=len(proc.threads))
+    # The threads are read as their notes are written (images.Threads), after
+    # the memory plan has warned; until the last is read, warnings wait here:
+    # a broken thread image is then one error and nothing else, as when every
+    # thread was read before anything else.  Any other failure shows them.
+    held = []
+    thread_failed = []
 
     def _warn(path, what):
         res.warnings.append("%s: %s" % (path, what))
         if warn:
-            warn(path, what)
+            if held is not None:
+                held.append((path, what))
+            else:
+                warn(path, what)
+
+    def _release():
+        nonlocal held
+        waiting, held = held, None
+        for w in waiting:
+            warn(*w)
 
     if proc.is_zombie:
         res.skipped = ("zombie (exited, not reaped): no memory or registers "
@@ -80,16 +100,23 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         return res
     d = ckpt.images
     arch = arches.for_process(proc, d.join(d.core(proc.pid)))
-    plan = MemoryPlan(ckpt, proc, rootfs, dump_filter, shmem_cache, _warn)
+    try:
+        plan = MemoryPlan(ckpt, proc, rootfs, dump_filter, shmem_cache, _warn)
+    except BaseException:
+        if warn and held:
+            _release()
+        raise
     try:
         for notice in proc.mm.notices:
             _warn(d.join(d.mm(proc.pid)), notice)
         if plan.stats.lazy_pages:
             _warn(plan.index.path, "%d pages were left for lazy restore and are "
                   "not in the images; they are holes" % plan.stats.lazy_pages)
-        # registers as the kernel's core shows them (CRIU saves them rewound)
-        syscall_restart.undo_rewind(proc, plan)
-        blob = notes_blob(proc, plan, ckpt.files, arch)
+        # registers as the kernel's core shows them (CRIU saves them
+        # rewound), each thread's as it is read
+        blob = notes_blob(proc, plan, ckpt.files, arch, syscall_restart.undone(
+                              _noting_failure(proc.threads, thread_failed), plan),
+                          then=_release if warn else None)
         path = os.path.join(out_dir, core_name(proc.pid))
         if pending is not None:
             pending.before(sum(s.dump_size for s in plan.segments))
@@ -109,6 +136,10 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
         res.dumped = sum(s.dump_size for s in plan.segments)
         res.holes = res.dumped - data
         res.lazy_pages = plan.stats.lazy_pages
+    except BaseException:
+        if warn and held and not thread_failed:
+            _release()
+        raise
     finally:
         plan.close()
         if progress:
@@ -116,11 +147,25 @@ def convert_process(ckpt, proc, out_dir, rootfs, dump_filter=DEFAULT_FILTER,
     return res
 
 
+def _noting_failure(threads, failed):
+    """Iterate `threads`; an error reading one is also noted in `failed`."""
+    it = iter(threads)
+    while True:
+        try:
+            th = next(it)
+        except StopIteration:
+            return
+        except BaseException:
+            failed.append(True)
+            raise
+        yield th
+
+
 def _convert_entry(ckpt, entry, out_dir, rootfs, dump_filter, shmem_cache,
                    progress, warn, pending):
     """Load and convert one pstree entry; its own errors go in its result."""
     try:
-        proc = images.load_process(ckpt.images, entry)
+        proc = images.load_process(ckpt.images, entry, stream_threads=True)
         return convert_process(ckpt, proc, out_dir, rootfs, dump_filter,
                                shmem_cache, progress, warn, pending)
     except CoredumpError as err:

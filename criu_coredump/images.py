@@ -412,9 +412,11 @@ def _need_regs(d: ImageDir, th):
                        "no %s thread info (registers)" % th.arch)
 
 
-def load_process(images_dir, entry) -> Process:
+def load_process(images_dir, entry, stream_threads=False) -> Process:
     """One pstree entry with its threads' core images and its mm
-    (images_dir: an ImageDir or its path)."""
+    (images_dir: an ImageDir or its path).  stream_threads: the threads
+    other than the main one are read when proc.threads is iterated
+    (Threads), not now; their errors come then."""
     d = as_imagedir(images_dir)
     pid = entry.pid
     tids = thread_ids(entry)
@@ -444,19 +446,64 @@ def load_process(images_dir, entry) -> Process:
         raise BadImage(d.join(d.PSTREE), "process %d is not "
                        "among its own threads %s" % (pid, tids))
     _need_regs(d, main)
-    proc.threads.append(main)
-    for tid in tids:
-        if tid == pid:
-            continue
-        _, th = _load_thread(d, tid)
-        if th.arch != main.arch:
-            raise BadImage(d.join(d.core(tid)),
-                           "thread architecture %s differs from the main "
-                           "thread's %s" % (th.arch, main.arch))
-        _need_regs(d, th)
-        proc.threads.append(th)
+    others = [t for t in tids if t != pid]
+    if stream_threads:
+        proc.threads = Threads(d, main, others)
+    else:
+        proc.threads.append(main)
+        proc.threads.extend(_other_thread(d, tid, main.arch) for tid in others)
     proc.mm = _load_mm(d, pid, proc.arch)
     return proc
+
+
+def _other_thread(d: ImageDir, tid, arch):
+    """A thread other than the main one, which must be of its arch and
+    hold registers."""
+    _, th = _load_thread(d, tid)
+    if th.arch != arch:
+        raise BadImage(d.join(d.core(tid)),
+                       "thread architecture %s differs from the main "
+                       "thread's %s" % (th.arch, arch))
+    _need_regs(d, th)
+    return th
+
+
+class Threads:
+    """The threads of a process, the main one first, each other one read
+    from its core image when it is reached.
+
+    A process of 100,000 threads has hundreds of MiB of decoded registers;
+    its core's notes are written one thread after the other, so the
+    conversion reads each thread as its notes are made and keeps only the
+    main thread and the ids: memory does not grow with the threads.
+    Iterating again reads them again.  A thread's errors (BadImage naming
+    its core image) are raised when it is reached."""
+
+    __slots__ = ("_d", "main", "tids")
+
+    def __init__(self, d: ImageDir, main, tids):
+        self._d = d
+        self.main = main
+        self.tids = tids          # the other threads' ids, in pstree order
+
+    def __len__(self):
+        return 1 + len(self.tids)
+
+    def __getitem__(self, i):
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("thread index out of range")
+        if i == 0:
+            return self.main
+        return _other_thread(self._d, self.tids[i - 1], self.main.arch)
+
+    def __iter__(self):
+        yield self.main
+        d, arch = self._d, self.main.arch
+        for tid in self.tids:
+            yield _other_thread(d, tid, arch)
 
 
 def _load_files(d: ImageDir):

@@ -281,12 +281,16 @@ def thread_regsets(arch, proc, th):
     return out
 
 
-def build_notes(proc, plan, files, arch):
+def build_notes(proc, plan, files, arch, threads=None):
     """All notes of one process, in the kernel's order, as (name, type, desc),
     one at a time (a generator): a process of 100,000 threads has hundreds
-    of MiB of notes, which are written as they come, never held together."""
+    of MiB of notes, which are written as they come, never held together.
+    `threads`: what to iterate for the threads (default proc.threads), the
+    main one first; each is read as its notes are made."""
     cursig, signo, code = current_signal(proc, arch)
-    threads = proc.threads
+    if threads is None:
+        threads = proc.threads
+    i = -1
     for i, th in enumerate(threads):
         regsets = thread_regsets(arch, proc, th)
         fpvalid = any(t == elf.NT_PRFPREG for t, _ in regsets)
@@ -301,7 +305,7 @@ def build_notes(proc, plan, files, arch):
                     file_note_entries(proc, files), arch.long_t))
         for t, d in regsets:
             yield _named(t, d)
-    if threads:
+    if i >= 0:  # any thread
         for ntype, encode in arch.process_notes:
             desc = encode(proc)
             if desc is not None:

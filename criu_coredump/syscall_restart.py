@@ -391,3 +391,15 @@ def undo_rewind(proc, plan):
     found = [undo(th.arch, th.regs.gp, plan.read, th.regs.extra) for th in proc.threads
              if th.regs is not None]
     return [r for r in found if r is not None]
+
+
+def undone(threads, plan):
+    """Each of `threads` with CRIU's rewind undone (undo()), as it comes:
+    the threads of a large process are read, undone and written one at a
+    time (images.Threads).  Each is undone once, when it is reached."""
+    read = plan.read
+    for th in threads:
+        regs = th.regs
+        if regs is not None:
+            undo(th.arch, regs.gp, read, regs.extra)
+        yield th
