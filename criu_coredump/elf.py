@@ -9,6 +9,7 @@ checkpointed process (s390x is big-endian), not the host.
 from __future__ import annotations
 
 import ctypes
+import struct
 from collections.abc import Sequence
 
 from .record import Record
@@ -233,12 +234,17 @@ def align4(n):
     return (n + 3) & ~3
 
 
+# Elf_Nhdr (three 32-bit words) by byte order: packed with struct, as a
+# core of 100,000 threads has hundreds of thousands of notes
+_NHDR_PACK = {"little": struct.Struct("<III").pack, "big": struct.Struct(">III").pack}
+
+
 def note_bytes(name, ntype, desc, endian="little"):
     """One note record: header, NUL-terminated name and desc, each padded to 4."""
     name_b = name.encode() + b"\0"
-    hdr = NHDR[endian](len(name_b), len(desc), ntype)
-    return (bytes(hdr) + name_b + b"\0" * (align4(len(name_b)) - len(name_b))
-            + desc + b"\0" * (align4(len(desc)) - len(desc)))
+    hdr = _NHDR_PACK[endian](len(name_b), len(desc), ntype)
+    return b"".join((hdr, name_b, b"\0" * (align4(len(name_b)) - len(name_b)),
+                     desc, b"\0" * (align4(len(desc)) - len(desc))))
 
 
 def make_ehdr(cls, machine, phnum, osabi=ELFOSABI_NONE, flags=0):

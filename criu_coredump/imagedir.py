@@ -54,13 +54,22 @@ def pread(f, n: int, off: int) -> bytes:
 
 class ImageReader:
     """A read-only file object over an ImageFile (read, seek, tell), by
-    pread: what the image decoders read through.  Closes the descriptor."""
+    pread: what the image decoders read through.  Closes the descriptor.
+    A read that comes short is the image's end (images are regular files),
+    so reading a small image whole is one system call."""
 
     def __init__(self, image: ImageFile):
         self.image = image
         self.pos = 0
-        self.end = (image.size if image.size is not None
-                    else os.fstat(image.fd).st_size)
+        self._end = image.size
+
+    @property
+    def end(self) -> int:
+        """The image's size (the file's, asked once when first wanted: a
+        reader that reads to the end needs no fstat)."""
+        if self._end is None:
+            self._end = os.fstat(self.image.fd).st_size
+        return self._end
 
     def read(self, n: int = -1) -> bytes:
         if n < 0:
@@ -70,13 +79,13 @@ class ImageReader:
             n = min(n, max(0, self.end - self.pos))
         out = []
         while n > 0:
-            chunk = os.pread(self.image.fd, min(n, 1 << 24),
-                             self.image.base + self.pos)
-            if not chunk:
-                break
+            want = min(n, 1 << 24)
+            chunk = os.pread(self.image.fd, want, self.image.base + self.pos)
             out.append(chunk)
             self.pos += len(chunk)
             n -= len(chunk)
+            if len(chunk) < want:
+                break  # a regular file reads short only at its end
         return b"".join(out)
 
     def seek(self, pos: int) -> int:

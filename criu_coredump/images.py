@@ -52,6 +52,10 @@ from .model import (  # noqa: F401  (the records and constants, re-exported)
 AT_PAGESZ = 6
 MAX_ENTRY = 64 << 20  # no real image entry comes near this
 _BLOCK = 1 << 18      # bytes of an image read at a time
+# ... but the first read asks for less: a bytes object of 128 KiB or more
+# is allocated by mmap, then shrunk, which costs twenty times the read of
+# a thread's core image of a few KiB
+_FIRST_BLOCK = 1 << 16
 
 
 def message(name):
@@ -59,25 +63,27 @@ def message(name):
     return getattr(_pb, name)
 
 
-def read_entries(d: ImageDir, name, expect):
+def read_entries(d: ImageDir, name, expect, path=None):
     """Yield the raw protobuf payloads of image `name` of d, after checking
-    its magic.
+    its magic (path: d.join(name), when the caller has it).
 
     A generator: the file is opened when it is first consumed and closed
     when it is exhausted, fails or is dropped.
     """
-    path = d.join(name)
-    with ImageReader(open_image(d, name)) as f:
+    if path is None:
+        path = d.join(name)
+    with ImageReader(open_image(d, name, path)) as f:
         try:
             yield from _frames(f, path, expect)
         except OSError as e:
             raise BadImage(path, "cannot read: %s" % (e.strerror or e)) from None
 
 
-def open_image(d: ImageDir, name):
+def open_image(d: ImageDir, name, path=None):
     """An image file of d (ImageDir.open: a regular file, non-blocking,
     checked on the descriptor), or BadImage naming it."""
-    path = d.join(name)
+    if path is None:
+        path = d.join(name)
     try:
         return d.open(name)
     except FileNotFoundError:
@@ -88,13 +94,16 @@ def open_image(d: ImageDir, name):
         raise BadImage(path, "cannot open: %s" % e.strerror) from None
 
 
+_COMMON_MAGICS = (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"])
+
+
 def _read_magic(f, path, expect):
     """Consume an image's magic (after the common one, if any)."""
     head = f.read(4)
     if len(head) < 4:
         raise BadImage(path, "truncated image (no magic)" if head else "empty image")
     m, = struct.unpack("<I", head)
-    if m in (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"]):
+    if m in _COMMON_MAGICS:
         head = f.read(4)
         if len(head) < 4:
             raise BadImage(path, "truncated image (no second magic)")
@@ -105,21 +114,44 @@ def _read_magic(f, path, expect):
                        % (m, name or "unknown", expect))
 
 
+def _magic_end(buf, path, expect):
+    """_read_magic on the image's first bytes `buf` (all of them when it is
+    shorter than two magics): the offset after the magic(s)."""
+    if len(buf) < 4:
+        raise BadImage(path, "truncated image (no magic)" if buf else "empty image")
+    m, = struct.unpack_from("<I", buf)
+    pos = 4
+    if m in _COMMON_MAGICS:
+        if len(buf) < 8:
+            raise BadImage(path, "truncated image (no second magic)")
+        m, = struct.unpack_from("<I", buf, 4)
+        pos = 8
+    name = _magic.by_val.get(m)
+    if name != expect:
+        raise BadImage(path, "wrong magic 0x%08x (%s), expected a %s image"
+                       % (m, name or "unknown", expect))
+    return pos
+
+
 def _frames(f, path, expect):
     """The payloads of an image's entries, after its magic."""
-    _read_magic(f, path, expect)
     # read in blocks: for a pagemap of a million small entries, two read
-    # calls per entry cost more than decoding them
-    buf = b""
-    pos = 0
+    # calls per entry cost more than decoding them; the magic comes with
+    # the first block, and a block that comes short was the image's end
+    # (ImageReader.read reads on to its size or the end): an image of a
+    # few KiB, such as a thread's core, is read by one call
+    buf = f.read(_FIRST_BLOCK)
+    eof = len(buf) < _FIRST_BLOCK
+    pos = _magic_end(buf, path, expect)
     unpack = struct.unpack_from
     while True:
         if len(buf) - pos < 4:
-            more = f.read(_BLOCK)
+            more = b"" if eof else f.read(_BLOCK)
             if not more:
                 if pos < len(buf):
                     raise BadImage(path, "truncated entry header")
                 return
+            eof = len(more) < _BLOCK
             buf = buf[pos:] + more
             pos = 0
             continue
@@ -128,10 +160,12 @@ def _frames(f, path, expect):
             raise BadImage(path, "entry of %d bytes is absurd" % size)
         end = pos + 4 + size
         if end > len(buf):
-            more = f.read(max(_BLOCK, end - len(buf)))
+            want = max(_BLOCK, end - len(buf))
+            more = b"" if eof else f.read(want)
             if not more:
                 raise BadImage(path, "truncated entry (%d of %d bytes)"
                                % (len(buf) - pos - 4, size))
+            eof = len(more) < want
             buf = buf[pos:] + more
             pos = 0
             continue
@@ -146,13 +180,27 @@ class strict_decoding:
     into an exception is not safe with the C++ implementation (it leaves
     the exception pending), so warnings are recorded and check() raises."""
 
+    _outer = None  # the log of the one entered first, while it is
+
     def __enter__(self):
+        outer = strict_decoding._outer
+        if outer is not None:
+            # inside another (a batch of thread images): its record serves,
+            # from what is warned from now on
+            self._cw = None
+            self.log = outer
+            del outer[:]
+            return self
         self._cw = warnings.catch_warnings(record=True)
         self.log = self._cw.__enter__()
         warnings.simplefilter("always")
+        strict_decoding._outer = self.log
         return self
 
     def __exit__(self, *exc):
+        if self._cw is None:
+            return False
+        strict_decoding._outer = None
         return self._cw.__exit__(*exc)
 
     def check(self, path, what):
@@ -176,7 +224,8 @@ def parse(path, cls, buf):
         except Exception as e:  # DecodeError or RuntimeError
             raise BadImage(path, "cannot decode %s entry: %s"
                            % (cls.DESCRIPTOR.name, e)) from None
-        strict.check(path, "%s entry" % cls.DESCRIPTOR.name)
+        if strict.log:
+            strict.check(path, "%s entry" % cls.DESCRIPTOR.name)
     return msg
 
 
@@ -223,11 +272,13 @@ def _bytes_class(cls):
     return _BYTES_CLASSES[name]
 
 
-def load_messages(d: ImageDir, name, expect, cls):
-    """Every entry of image `name` of d, decoded as cls."""
-    path = d.join(name)
+def load_messages(d: ImageDir, name, expect, cls, path=None):
+    """Every entry of image `name` of d, decoded as cls (path:
+    d.join(name), when the caller has it)."""
+    if path is None:
+        path = d.join(name)
     with quiet_protobuf_log():
-        return [parse(path, cls, b) for b in read_entries(d, name, expect)]
+        return [parse(path, cls, b) for b in read_entries(d, name, expect, path)]
 
 
 def _text(value):
@@ -244,25 +295,46 @@ def quiet_protobuf_log():
     ("[libprotobuf ERROR ...] String field ... contains invalid UTF-8") to
     file descriptor 2 while images are decoded: our stderr carries our
     messages only.  Nothing else writes to fd 2 meanwhile."""
-    if _api_implementation.Type() != "cpp":
+    global _devnull, _quiet
+    if not _QUIET_NEEDED or _quiet:  # or inside another one (a batch)
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        os.dup2(null, 2)
-        os.close(null)
+        # opened once (an open per thread's core image is a cost); a forked
+        # worker opens its own (_forget_devnull)
+        if _devnull is None:
+            _devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        os.dup2(_devnull, 2)
+        _quiet = True
         yield
     finally:
+        _quiet = False
         os.dup2(saved, 2)
         os.close(saved)
 
 
-def load_one(d: ImageDir, name, expect, cls):
-    msgs = load_messages(d, name, expect, cls)
+_QUIET_NEEDED = _api_implementation.Type() == "cpp"
+_devnull = None  # a descriptor of /dev/null, this process's own
+_quiet = False   # fd 2 is /dev/null now
+
+
+def _forget_devnull():
+    global _devnull
+    _devnull = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_devnull)
+
+
+def load_one(d: ImageDir, name, expect, cls, path=None):
+    if path is None:
+        path = d.join(name)
+    msgs = load_messages(d, name, expect, cls, path)
     if not msgs:
-        raise BadImage(d.join(name), "no entry")
+        raise BadImage(path, "no entry")
     return msgs[0]
 
 
@@ -284,20 +356,33 @@ def _mtype(path, core):
     return own.mtype if own.HasField("mtype") else None
 
 
+_KNOWN_FIELD = {}  # (message class, field name) -> whether pycriu declares it
+
+
 def _thread_info(path, core, arch):
     """The core entry's thread_info for `arch`, or None when absent; read
     with the arch's own declaration when pycriu does not know the field."""
-    if arch.ti_field in core.DESCRIPTOR.fields_by_name:
-        return getattr(core, arch.ti_field) if core.HasField(arch.ti_field) else None
+    field = arch.ti_field
+    key = (type(core), field)
+    known = _KNOWN_FIELD.get(key)
+    if known is None:
+        known = _KNOWN_FIELD[key] = field in core.DESCRIPTOR.fields_by_name
+    if known:
+        return getattr(core, field) if core.HasField(field) else None
     own = parse(path, arch.ti_class, core.SerializePartialToString())
-    return getattr(own, arch.ti_field) if own.HasField(arch.ti_field) else None
+    return getattr(own, field) if own.HasField(field) else None
 
 
 def _arch_of(path, core):
     """(Arch, decoded registers or None) of a core entry."""
-    arch = arches.identify(path, _mtype(path, core),
-                           lambda a: _thread_info(path, core, a))
-    ti = _thread_info(path, core, arch)
+    found = {}  # arch name -> its registers' message: identify() asks too
+
+    def info_of(a):
+        if a.name not in found:
+            found[a.name] = _thread_info(path, core, a)
+        return found[a.name]
+    arch = arches.identify(path, _mtype(path, core), info_of)
+    ti = info_of(arch)
     if ti is None:
         return arch, None
 
@@ -311,9 +396,11 @@ def _signals(queue):
 
 
 def _load_thread(d: ImageDir, tid):
-    check_pid(d.join(d.PSTREE), "thread id", tid)
-    path = d.join(d.core(tid))
-    core = load_one(d, d.core(tid), "CORE", _pb.core_entry)
+    if not 1 <= tid <= PID_MAX_LIMIT:
+        check_pid(d.join(d.PSTREE), "thread id", tid)
+    name = d.core(tid)
+    path = d.join(name)
+    core = load_one(d, name, "CORE", _pb.core_entry, path)
     arch, regs = _arch_of(path, core)
     th = Thread(tid=tid, arch=arch.name, regs=regs)
     if core.HasField("thread_core"):
@@ -501,9 +588,18 @@ class Threads:
 
     def __iter__(self):
         yield self.main
-        d, arch = self._d, self.main.arch
-        for tid in self.tids:
-            yield _other_thread(d, tid, arch)
+        d, arch, tids = self._d, self.main.arch, self.tids
+        for start in range(0, len(tids), THREAD_BATCH):
+            # a batch read under one quiet protobuf log and one record of
+            # warnings: entering them is system calls and warnings-module
+            # work that would otherwise be paid per thread
+            with quiet_protobuf_log(), strict_decoding():
+                batch = [_other_thread(d, tid, arch)
+                         for tid in tids[start:start + THREAD_BATCH]]
+            yield from batch
+
+
+THREAD_BATCH = 64  # threads read at a time (a few hundred KiB of registers)
 
 
 def _load_files(d: ImageDir):

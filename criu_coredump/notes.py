@@ -12,6 +12,7 @@ types, byte order, elf_gregset_t and its table of register notes.
 """
 import ctypes
 import functools
+import struct
 
 from . import elf
 from . import model
@@ -87,22 +88,57 @@ def prstatus(arch, proc, th, cursig, fpvalid):
     """fill_prstatus() + the general registers, pr_reg[i] being the value
     the arch's decode() gave its i-th elf_gregset_t name.  The CPU times
     (pr_utime, pr_stime, pr_cutime, pr_cstime) stay 0: CRIU images carry
-    none."""
-    st = prstatus_type(arch)()
-    st.pr_info.si_signo = cursig
-    st.pr_cursig = cursig
-    st.pr_sigpend = sigmask_word(pending_mask(th.pending, arch.endian), arch.long_t)
-    st.pr_sighold = sigmask_word(th.blk_sigset, arch.long_t)
-    st.pr_pid = th.tid
-    st.pr_ppid = proc.ppid
-    st.pr_pgrp = proc.pgid
-    st.pr_sid = proc.sid
-    mask = (1 << (8 * arch.word_bytes)) - 1
+    none.
+
+    Packed with one struct.Struct laid out from prstatus_type() (the fields'
+    offsets and sizes; what lies between them, and si_code, si_errno and
+    the times, zeros): the same bytes as filling the ctypes structure,
+    which cost a tenth of a 100,000-thread conversion.  Every value is
+    cut to its field's width, as ctypes stores it."""
+    packer, mask = _prstatus_packer(arch)
     gp = th.regs.gp
-    for i, name in enumerate(arch.gregs):
-        st.pr_reg[i] = gp.get(name, 0) & mask
-    st.pr_fpvalid = int(fpvalid)
-    return bytes(st)
+    get = gp.get
+    m32 = 0xFFFFFFFF
+    return packer.pack(
+        cursig & m32, cursig & 0xFFFF,
+        pending_mask(th.pending, arch.endian) & mask, th.blk_sigset & mask,
+        th.tid & m32, proc.ppid & m32, proc.pgid & m32, proc.sid & m32,
+        *[get(name, 0) & mask for name in arch.gregs], int(fpvalid) & m32)
+
+
+@functools.lru_cache(maxsize=None)
+def _prstatus_packer(arch):
+    """(struct.Struct, long mask) writing prstatus_type(arch) from the
+    values prstatus() gives, in the order of its fields that are set."""
+    t = prstatus_type(arch)
+    info = t.pr_info.offset
+    long_code = {4: "I", 8: "Q"}[ctypes.sizeof(arch.long_t)]
+    fields = [(info + type(t().pr_info).si_signo.offset, "I"),
+              (t.pr_cursig.offset, "H"),
+              (t.pr_sigpend.offset, long_code), (t.pr_sighold.offset, long_code),
+              (t.pr_pid.offset, "I"), (t.pr_ppid.offset, "I"),
+              (t.pr_pgrp.offset, "I"), (t.pr_sid.offset, "I"),
+              (t.pr_reg.offset, "%d%s" % (len(arch.gregs), long_code)),
+              (t.pr_fpvalid.offset, "I")]
+    return _packer(fields, ctypes.sizeof(t), arch.endian), \
+        (1 << (8 * arch.word_bytes)) - 1
+
+
+def _packer(fields, size, endian):
+    """A struct.Struct of `size` bytes putting each (offset, format) of
+    `fields` (ascending) at its offset, zero bytes between and after."""
+    fmt = [">" if endian == "big" else "<"]
+    pos = 0
+    for off, code in fields:
+        if off > pos:
+            fmt.append("%dx" % (off - pos))
+        fmt.append(code)
+        pos = off + struct.calcsize("<" + code)
+    if size > pos:
+        fmt.append("%dx" % (size - pos))
+    packer = struct.Struct("".join(fmt))
+    assert packer.size == size
+    return packer
 
 
 def sigmask_word(mask, long_t):

@@ -34,10 +34,18 @@ def by_name(name):
     return _BY_NAME.get(name)
 
 
+_BY_MTYPE = {}
+
+
 def by_mtype(mtype):
     """The Archs CRIU marks with core_entry.march `mtype` (x86_64 and ia32
     share one)."""
-    return [a for a in ARCHES if a.mtype == mtype]
+    found = _BY_MTYPE.get(mtype)
+    if found is None:
+        found = tuple(a for a in ARCHES if a.mtype == mtype)
+        if len(_BY_MTYPE) < 64:  # an image's mtype is any number
+            _BY_MTYPE[mtype] = found
+    return found
 
 
 def identify(path, mtype, thread_info_of):

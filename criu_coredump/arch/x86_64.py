@@ -8,6 +8,7 @@ gpregs.mode NATIVE (COMPAT is an ia32 task, ia32.py), the general registers
 under the kernel's names, the FXSAVE area and the XSAVE components.
 """
 import ctypes
+import operator
 import struct
 from types import SimpleNamespace
 
@@ -41,24 +42,29 @@ FX_SIZE = 512
 _FX_FIELDS = ("cwd", "swd", "twd", "fop", "rip", "rdp", "mxcsr", "mxcsr_mask")
 
 
+_FX_GET = operator.attrgetter(*_FX_FIELDS)
+_XSAVE_NAMES = tuple(c[1] for c in XSAVE_COMPONENTS)
+_XSAVE_GET = operator.attrgetter(*_XSAVE_NAMES)
+_GREGS_GET = operator.attrgetter(*GREGS)
+
+
 def decode_fpregs(fp):
     """user_x86_fpregs_entry as a plain record (the same field names), the
     xsave components as lists, xsave None when the images have none."""
-    out = SimpleNamespace(**{n: getattr(fp, n) for n in _FX_FIELDS})
+    out = SimpleNamespace(**dict(zip(_FX_FIELDS, _FX_GET(fp))))
     out.st_space = list(fp.st_space)
     out.xmm_space = list(fp.xmm_space)
     out.xsave = None
     if fp.HasField("xsave"):
         xs = fp.xsave
         out.xsave = SimpleNamespace(xstate_bv=xs.xstate_bv, **{
-            c[1]: list(getattr(xs, c[1])) for c in XSAVE_COMPONENTS})
+            n: list(v) if v else [] for n, v in zip(_XSAVE_NAMES, _XSAVE_GET(xs))})
     return out
 
 
 def decode(ti, reparse=None):
     """thread_info_x86 of a 64-bit task."""
-    g = ti.gpregs
-    return Regs(gp={n: getattr(g, n) for n in GREGS},
+    return Regs(gp=dict(zip(GREGS, _GREGS_GET(ti.gpregs))),
                 extra={"fpregs": decode_fpregs(ti.fpregs)})
 
 
@@ -67,9 +73,17 @@ def accepts(ti):
     return not (ti.gpregs.HasField("mode") and ti.gpregs.mode == MODE_COMPAT)
 
 
+# (fpregs, fxsave(fpregs)) of the last thread: NT_FPREGSET and
+# NT_X86_XSTATE both start with the legacy area, made once a thread
+_last_fx = (None, b"")
+
+
 def fxsave(fp):
     """The 512-byte legacy area (user_i387_struct), padding zeroed as the
     kernel's NT_FPREGSET has it."""
+    global _last_fx
+    if _last_fx[0] is fp:
+        return _last_fx[1]
     # the image's fields are wider than the registers (uint32 for 16-bit
     # ones): keep the register's width, as restoring them would
     head = struct.pack("<HHHHQQII", fp.cwd & 0xFFFF, fp.swd & 0xFFFF,
@@ -77,11 +91,15 @@ def fxsave(fp):
                        fp.mxcsr, fp.mxcsr_mask)
     st = _words("I", fp.st_space, 32)
     xmm = _words("I", fp.xmm_space, 64)
-    return head + st + xmm + bytes(FX_SIZE - len(head) - len(st) - len(xmm))
+    out = head + st + xmm + bytes(FX_SIZE - len(head) - len(st) - len(xmm))
+    _last_fx = (fp, out)
+    return out
 
 
 def _words(fmt, values, count):
-    return struct.pack("<%d%s" % (count, fmt), *words(values, count))
+    if len(values) != count:
+        values = words(values, count)
+    return struct.pack("<%d%s" % (count, fmt), *values)
 
 
 def xsave_components(xs):
