@@ -237,14 +237,21 @@ def align4(n):
 # Elf_Nhdr (three 32-bit words) by byte order: packed with struct, as a
 # core of 100,000 threads has hundreds of thousands of notes
 _NHDR_PACK = {"little": struct.Struct("<III").pack, "big": struct.Struct(">III").pack}
+_NOTE_NAMES = {}  # name -> (n_namesz, the name NUL-terminated and padded)
+_PAD4 = (b"", b"\0\0\0", b"\0\0", b"\0")  # by length % 4
 
 
 def note_bytes(name, ntype, desc, endian="little"):
     """One note record: header, NUL-terminated name and desc, each padded to 4."""
-    name_b = name.encode() + b"\0"
-    hdr = _NHDR_PACK[endian](len(name_b), len(desc), ntype)
-    return b"".join((hdr, name_b, b"\0" * (align4(len(name_b)) - len(name_b)),
-                     desc, b"\0" * (align4(len(desc)) - len(desc))))
+    named = _NOTE_NAMES.get(name)
+    if named is None:
+        name_b = name.encode() + b"\0"
+        named = (len(name_b), name_b + _PAD4[len(name_b) & 3])
+        if len(_NOTE_NAMES) < 64:
+            _NOTE_NAMES[name] = named
+    n = len(desc)
+    return b"".join((_NHDR_PACK[endian](named[0], n, ntype), named[1], desc,
+                     _PAD4[n & 3]))
 
 
 def make_ehdr(cls, machine, phnum, osabi=ELFOSABI_NONE, flags=0):

@@ -19,7 +19,6 @@ import struct
 import sys
 import warnings
 from bisect import bisect_right
-from contextlib import contextmanager
 
 from . import arch as arches
 from . import protodecl
@@ -289,30 +288,44 @@ def _text(value):
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
-@contextmanager
-def quiet_protobuf_log():
+class quiet_protobuf_log:
     """Keep protobuf's C++ implementation from writing its own log lines
     ("[libprotobuf ERROR ...] String field ... contains invalid UTF-8") to
     file descriptor 2 while images are decoded: our stderr carries our
-    messages only.  Nothing else writes to fd 2 meanwhile."""
-    global _devnull, _quiet
-    if not _QUIET_NEEDED or _quiet:  # or inside another one (a batch)
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        # opened once (an open per thread's core image is a cost); a forked
-        # worker opens its own (_forget_devnull)
-        if _devnull is None:
-            _devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        os.dup2(_devnull, 2)
+    messages only.  Nothing else writes to fd 2 meanwhile.  Inside another
+    (a batch of thread images) it does nothing."""
+
+    def __enter__(self):
+        global _devnull, _quiet
+        self._saved = None
+        if not _QUIET_NEEDED or _quiet:
+            return self
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            # opened once (an open per thread's core image is a cost); a
+            # forked worker opens its own (_forget_devnull)
+            if _devnull is None:
+                _devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            os.dup2(_devnull, 2)
+        except BaseException:
+            os.close(saved)
+            raise
+        self._saved = saved
         _quiet = True
-        yield
-    finally:
-        _quiet = False
-        os.dup2(saved, 2)
-        os.close(saved)
+        return self
+
+    def __exit__(self, *exc):
+        global _quiet
+        saved = self._saved
+        if saved is not None:
+            self._saved = None
+            _quiet = False
+            try:
+                os.dup2(saved, 2)
+            finally:
+                os.close(saved)
+        return False
 
 
 _QUIET_NEEDED = _api_implementation.Type() == "cpp"

@@ -333,6 +333,8 @@ def recognise(arch, g, read, extra=None):
         return None
     if spec.style in STYLES:
         return STYLES[spec.style](arch, spec, g, read, extra or {})
+    if not spec.kernel_rewinds_first and _signed(_get(g, spec.orig), spec.bits) < 0:
+        return None  # in no system call (the loop below would say so too)
     mask = (1 << spec.bits) - 1
     pc = _get(g, spec.pc) & mask
     for e in spec.entries:

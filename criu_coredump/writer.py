@@ -634,8 +634,13 @@ class CoreWriter:
         fd = self.fd
         written = 0
         try:
+            # writeback starts as the notes are written too: a process of
+            # 100,000 threads has 170 MiB of them, which the final fsync
+            # would otherwise write all at once
+            writeback = _Writeback(fd)
             size = _write_stream(fd, [notes] if isinstance(notes, (bytes, bytearray))
-                                 else notes, elf.notes_offset(cls, segments))
+                                 else notes, elf.notes_offset(cls, segments),
+                                 writeback, self.path)
             layout = elf.compute_layout(cls, size, segments)
             head, shdr = elf.headers(cls, arch, layout, segments)
             os.pwrite(fd, head, 0)
@@ -644,7 +649,6 @@ class CoreWriter:
             # unwritten extents in what must stay holes)
             os.ftruncate(fd, layout.file_size)
             progress = self.progress
-            writeback = _Writeback(fd)
             gather = _Gather(fd, self.path, writeback)
             last_src = src = None
             floor = 0  # the end of the highest extent so far
@@ -724,9 +728,11 @@ class CoreWriter:
 NOTES_BUFFER = 1 << 20
 
 
-def _write_stream(fd, chunks, offset):
+def _write_stream(fd, chunks, offset, writeback=None, dst_name="core"):
     """Write byte strings one after the other from offset, gathered in
-    writes of about NOTES_BUFFER bytes; returns the bytes written."""
+    writes of about NOTES_BUFFER bytes (a short write is continued);
+    returns the bytes written.  writeback: a _Writeback told of each
+    write."""
     buf = []
     pending = 0
     pos = offset
@@ -734,11 +740,15 @@ def _write_stream(fd, chunks, offset):
         buf.append(chunk)
         pending += len(chunk)
         if pending >= NOTES_BUFFER:
-            os.pwrite(fd, b"".join(buf), pos)
+            _write_all(fd, b"".join(buf), pos, dst_name)
+            if writeback is not None:
+                writeback.wrote(pos, pending)
             pos += pending
             buf, pending = [], 0
     if buf:
-        os.pwrite(fd, b"".join(buf), pos)
+        _write_all(fd, b"".join(buf), pos, dst_name)
+        if writeback is not None:
+            writeback.wrote(pos, pending)
         pos += pending
     return pos - offset
 

@@ -128,3 +128,48 @@ def test_siginfo_puts_si_code_where_the_arch_s_siginfo_t_has_it():
     assert x86[12:] == bytes(116)
     mips = notes.siginfo_bytes(arches.by_name("mips"), 23, 0x80)
     assert mips[:12] == (23).to_bytes(4, "little") + (0x80).to_bytes(4, "little") + bytes(4)
+
+
+def _prstatus_by_ctypes(arch, proc, th, cursig, fpvalid):
+    """NT_PRSTATUS filled field by field in the arch's ctypes structure
+    (what notes.prstatus packed before it used one struct.Struct)."""
+    st = notes.prstatus_type(arch)()
+    st.pr_info.si_signo = cursig
+    st.pr_cursig = cursig
+    word = (1 << (8 * arch.word_bytes)) - 1
+    st.pr_sigpend = notes.pending_mask(th.pending, arch.endian) & word
+    st.pr_sighold = th.blk_sigset & word
+    st.pr_pid, st.pr_ppid, st.pr_pgrp, st.pr_sid = th.tid, proc.ppid, proc.pgid, proc.sid
+    for i, name in enumerate(arch.gregs):
+        st.pr_reg[i] = th.regs.gp.get(name, 0) & word
+    st.pr_fpvalid = int(fpvalid)
+    return bytes(st)
+
+
+def test_prstatus_is_the_structure_of_every_arch_byte_for_byte():
+    """Every field at its offset in the target's byte order and width, what
+    lies between zero: for each arch, registers wider than its words, a
+    blocked set with high bits, pending signals, the largest pids."""
+    for arch in arches.ARCHES:
+        gp = {name: (0x0123456789ABCDEF * (i + 3)) & ((1 << 64) - 1)
+              for i, name in enumerate(arch.gregs[:-1])}  # the last one missing: 0
+        sig = (10).to_bytes(4, arch.endian) + bytes(124)
+        th = model.Thread(tid=(1 << 22) - 1, arch=arch.name,
+                          regs=arches.Regs(gp=gp), blk_sigset=(1 << 63) | 0x5005,
+                          pending=[sig])
+        proc = _proc()
+        proc.ppid, proc.pgid, proc.sid = 1 << 22, 7, 0
+        for cursig, fpvalid in ((0, True), (arch.sigstop, False)):
+            got = notes.prstatus(arch, proc, th, cursig, fpvalid)
+            assert got == _prstatus_by_ctypes(arch, proc, th, cursig, fpvalid), arch.name
+
+
+def test_note_record_header_name_and_padding():
+    for endian in ("little", "big"):
+        for name, desc in (("CORE", b"abc"), ("LINUX", b"abcd"), ("GNU", b"a" * 5)):
+            got = elf.note_bytes(name, 0x202, desc, endian)
+            hdr = elf.NHDR[endian](len(name) + 1, len(desc), 0x202)
+            name_b = name.encode() + b"\0"
+            want = (bytes(hdr) + name_b + bytes(-len(name_b) % 4)
+                    + desc + bytes(-len(desc) % 4))
+            assert got == want
