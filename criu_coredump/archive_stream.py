@@ -332,7 +332,8 @@ def small_reads(pages) -> list:
             if entry.pid == pages.proc.pid:
                 ps, own = pages, False
             else:
-                proc = images.load_process(ckpt.images, entry)
+                # its threads read one at a time, for their pcs only
+                proc = images.load_process(ckpt.images, entry, stream_threads=True)
                 if proc.is_zombie or proc.mm is None:
                     continue
                 ps, own = PageSources(ckpt, proc, None,
