@@ -318,7 +318,8 @@ class PagesStream:
 def small_reads(pages) -> list:
     """The (pages image name, offset, length) ranges that the reads made
     before the cores are written will ask for, for every process of the
-    checkpoint of `pages` (a sources.PageSources): the first bytes of each
+    checkpoint of `pages` (a sources.PageSources) that are converted
+    (Checkpoint.wanted, --pid's; all when not set): the first bytes of each
     file mapping (the ELF check), the command line, the bytes around each
     thread's pc.  Best effort: a process whose images cannot be read is
     left out (its conversion reports it; its reads are then served by
@@ -327,7 +328,7 @@ def small_reads(pages) -> list:
     from .sources import PageSources
     ckpt = pages.ckpt
     out = []
-    for entry in ckpt.entries:
+    for entry in ckpt.wanted or ckpt.entries:
         try:
             if entry.pid == pages.proc.pid:
                 ps, own = pages, False

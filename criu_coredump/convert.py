@@ -206,7 +206,7 @@ def generate(images_dir, out_dir, pids=None, root=None,
     """
     check_out_dir(out_dir)
     ckpt = images.open_checkpoint(imagedir.at(images_dir))
-    wanted = images.select(ckpt, pids)
+    wanted = ckpt.wanted = images.select(ckpt, pids)
     own = not hasattr(root, "open")  # else an opened root (an archive's)
     try:
         rootfs = RootFS(root) if own else root

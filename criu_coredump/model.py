@@ -227,3 +227,4 @@ class Checkpoint(Record):
         self.entries = entries            # pstree entries (protobuf), in pstree order
         self.files = files
         self.images = images              # the imagedir.ImageDir the records were read from
+        self.wanted = None                # the entries converted (None: all)

@@ -139,6 +139,10 @@ class ImagePages(Source):
     """An image holding page data: a pages image, or a ghost file's image.
     The images promised these bytes: failing to read them is an error."""
 
+    # writer._source_view may map it: an image nobody changes meanwhile
+    # (a mapped file of the root may be, and is always read)
+    mappable = True
+
     def __init__(self, images: ImageDir, name: str, fds: FdCache):
         self.images, self.name, self.fds = images, name, fds
         self.path = images.join(name)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import mmap
 import os
 from collections.abc import Sequence
 
@@ -51,16 +52,57 @@ _methods = {"copy_file_range": hasattr(os, "copy_file_range"),
             "sendfile": hasattr(os, "sendfile")}
 
 
-def _write_all(fd, data, off, dst_name):
+def _write_all(fd, data, off, dst_name, src_name=None):
     """pwrite all of data at off (a short write is continued); an error is
-    OutputError naming the core."""
+    OutputError naming the core, or BadImage naming `src_name` when data is
+    a mapped view of it that could not be read (_source_view)."""
     view = memoryview(data)
     done = 0
     try:
         while done < len(view):
             done += os.pwrite(fd, view[done:], off + done)
     except OSError as e:
-        raise OutputError(dst_name, "cannot write: %s" % e.strerror) from None
+        raise _write_error(e, dst_name, src_name) from None
+
+
+def _write_error(e, dst_name, src_name):
+    """The error for a failed write: EFAULT is the kernel failing to read
+    a mapped source (_source_view: the file shrank, or an I/O error)."""
+    if e.errno == errno.EFAULT and src_name is not None:
+        return BadImage(src_name, "cannot read: %s (it changed during the "
+                        "conversion?)" % e.strerror)
+    return OutputError(dst_name, "cannot write: %s" % e.strerror)
+
+
+# A pages image is mapped rather than read where many small runs of it are
+# gathered (_Gather, _copy_runs_holes): the kernel then copies each run
+# straight from the image's page cache into the core's, instead of a read
+# copying the whole span into a buffer first (a sparsely touched heap of
+# 1 GiB on tmpfs: the read was a seventh of the conversion).  Only system
+# calls ever touch a mapped view, never Python: a mapped file that shrinks
+# or fails to read then makes the write fail with EFAULT (a BadImage),
+# where a load would kill the process with SIGBUS.
+MAP_MIN = 256 << 10
+
+
+def _source_view(source, src, n, off):
+    """Up to n bytes at `off` of an opened image, fewer at its end: a view
+    of a mapping of it (a pages image, n at least MAP_MIN), else bytes
+    read."""
+    if n < MAP_MIN or src.fd is None or not getattr(source, "mappable", False):
+        return imagedir.pread(src, n, off)
+    end = src.size if src.size is not None else os.fstat(src.fd).st_size - src.base
+    n = min(n, end - off)
+    if n <= 0:
+        return b""
+    start = src.base + off
+    lead = start % mmap.ALLOCATIONGRANULARITY
+    try:
+        m = mmap.mmap(src.fd, lead + n, prot=mmap.PROT_READ,
+                      offset=start - lead)
+    except (OSError, ValueError):
+        return imagedir.pread(src, n, off)
+    return memoryview(m)[lead:lead + n]
 
 
 def _copy_once(src_fd, dst_fd, n, src_off, dst_off, src_name, dst_name):
@@ -123,13 +165,23 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 class _Writeback:
     """Starts writeback of every WRITEBACK_STEP bytes written (without
-    waiting), so dirty pages never pile up and fsync has little left to do."""
+    waiting), so dirty pages never pile up and fsync has little left to do.
+
+    sync_file_range runs in a thread of its own: on a file system that
+    allocates blocks at writeback (ext4, XFS), the call itself maps the
+    blocks and submits the I/O, and it sleeps while the device's queue is
+    full.  In the copying thread that stalled the copy as often as the disk
+    was busy, and the disk idled while the next step was copied; in its
+    own thread the disk is kept busy while the copy goes on.  close()
+    waits for it: before the core's fsync, and before its descriptor is
+    closed."""
 
     def __init__(self, fd):
         self.fd = fd
         self.pending = 0
         self.start = None  # lowest core offset written since the last kick
         self._fn = None
+        self._queue = self._thread = None
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             fn = libc.sync_file_range
@@ -146,12 +198,38 @@ class _Writeback:
         self.pending += n
         if self.pending >= WRITEBACK_STEP and self._fn is not None:
             end = offset + n
-            self._fn(self.fd, self.start, end - self.start, _SYNC_FILE_RANGE_WRITE)
+            self._kick(self.start, end - self.start)
             self.pending = 0
             self.start = None
 
+    def _kick(self, start, n):
+        if self._thread is None:
+            import queue
+            import threading
+            self._queue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="writeback")
+            self._thread.start()
+        self._queue.put((start, n))
+
+    def _run(self):
+        fn, fd, get = self._fn, self.fd, self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            fn(fd, item[0], item[1], _SYNC_FILE_RANGE_WRITE)
+
+    def close(self):
+        """Wait until every writeback asked for has been started."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
     def start_all(self):
         """Start writeback of the whole file (without waiting)."""
+        self.close()
         if self._fn is not None:
             self._fn(self.fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
@@ -322,6 +400,28 @@ def _joins(end_src, end_dst, first_dst, src_off, dst, length):
             and dst + length - first_dst <= GATHER_SPAN)
 
 
+def _pwritev_all(fd, iov, off, dst_name, src_name=None):
+    """Write buffers one after the other from `off`, _IOV_MAX at a time; a
+    short write is continued from where it stopped (by slicing views, so a
+    mapped source is still touched by the kernel only)."""
+    for i in range(0, len(iov), _IOV_MAX):
+        part = iov[i:i + _IOV_MAX]
+        k = 0
+        while k < len(part):
+            try:
+                done = os.pwritev(fd, part[k:], off)
+            except OSError as e:
+                raise _write_error(e, dst_name, src_name) from None
+            if done == 0:
+                raise OutputError(dst_name, "cannot write: no byte written")
+            off += done
+            while k < len(part) and done >= len(part[k]):
+                done -= len(part[k])
+                k += 1
+            if done:
+                part[k] = part[k][done:]
+
+
 class _Gather:
     """The small extents gathered so far, all of one source, contiguous in
     it, ascending in the core."""
@@ -369,13 +469,13 @@ class _Gather:
         if src.size is not None:
             want = min(want, max(0, src.size - src_start))
         try:
-            data = imagedir.pread(src, want, src_start) if want else b""
+            data = _source_view(source, src, want, src_start) if want else b""
         except OSError as e:
             raise BadImage(source.path, "cannot read: %s" % e.strerror) from None
         if not self.fill:
             return self._write_each(items, data, source, src_start)
         if len(data) == last[2] + last[1] - src_start and _HAVE_PWRITEV:
-            return self._write_span(items, data, src_start)
+            return self._write_span(items, data, src_start, source.path)
         span = bytearray(last[3] + last[1] - dst_start)
         copied = 0
         for addr, length, src_off, dst in items:
@@ -389,7 +489,7 @@ class _Gather:
         self.writeback.wrote(dst_start, len(span))
         return copied
 
-    def _write_span(self, items, data, src_start):
+    def _write_span(self, items, data, src_start, src_name):
         """The span the extents cover, all their bytes read: written as one
         pwritev of their data with the zeros between (no copy of either
         into a buffer of the span)."""
@@ -403,19 +503,7 @@ class _Gather:
             at = src_off - src_start
             add(view[at:at + length])
             pos = dst + length
-        off = dst_start
-        for i in range(0, len(iov), _IOV_MAX):
-            part = iov[i:i + _IOV_MAX]
-            want = sum(map(len, part))
-            try:
-                done = os.pwritev(self.fd, part, off)
-            except OSError as e:
-                raise OutputError(self.dst_name, "cannot write: %s"
-                                  % e.strerror) from None
-            if done < want:  # a short write: the rest as bytes
-                _write_all(self.fd, b"".join(part)[done:], off + done,
-                           self.dst_name)
-            off += want
+        _pwritev_all(self.fd, iov, dst_start, self.dst_name, src_name)
         self.writeback.wrote(dst_start, pos - dst_start)
         return len(data)
 
@@ -426,7 +514,8 @@ class _Gather:
         for addr, length, src_off, dst in items:
             at = src_off - src_start
             got = max(0, min(length, len(data) - at))
-            _write_all(self.fd, view[at:at + got], dst, self.dst_name)
+            _write_all(self.fd, view[at:at + got], dst, self.dst_name,
+                       source.path)
             copied += got
             if got < length:
                 source.short(addr + got, length - got)
@@ -538,7 +627,7 @@ def _copy_batch_holes(batch, source, src, base, floor, gather, progress):
                 if src.size is not None:
                     want = min(want, max(0, src.size - src_off))
                 try:
-                    data = imagedir.pread(src, want, src_off)
+                    data = _source_view(source, src, want, src_off)
                 except OSError as e:
                     raise BadImage(source.path, "cannot read: %s"
                                    % e.strerror) from None
@@ -555,8 +644,7 @@ def _copy_batch_holes(batch, source, src, base, floor, gather, progress):
                 while done < length:
                     done += pwrite(fd, view[at + done:at + length], dst + done)
             except OSError as e:
-                raise OutputError(gather.dst_name, "cannot write: %s"
-                                  % e.strerror) from None
+                raise _write_error(e, gather.dst_name, source.path) from None
             written += length
             if first is None:
                 first = dst
@@ -633,6 +721,7 @@ class CoreWriter:
         `segments`: memory.Segment, whose extents() are copied."""
         fd = self.fd
         written = 0
+        writeback = None
         try:
             # writeback starts as the notes are written too: a process of
             # 100,000 threads has 170 MiB of them, which the final fsync
@@ -693,6 +782,9 @@ class CoreWriter:
                 writeback.start_all()
         except OSError as e:
             raise OutputError(self.path, "cannot write: %s" % e.strerror) from None
+        finally:
+            if writeback is not None:
+                writeback.close()  # before the fsync, or the fd's close
         self.layout = layout
         if self.defer:
             self.written = True

@@ -188,13 +188,26 @@ def test_a_member_read_backwards_too_often_is_copied_out(ckpt, tmp_path,
 
 
 def test_one_process_of_several(ckpt, tmp_path, monkeypatch):
+    """--pid: one core, and only its small reads are prefetched (from its
+    own pages image), not those of the processes left out."""
     src, ref = ckpt
     names = _orders(os.listdir(src))["pages-last"]
     arc = tmp_path / "ck.tar.zst"
     arc.write_bytes(_tar(src, names, "zstd"))
+    from criu_coredump import archive_stream
+    fetched = set()
+    prefetch = archive_stream.PagesStream.prefetch
+
+    def spy(self, wanted):
+        fetched.update(m for m, _, _ in wanted)
+        return prefetch(self, wanted)
+    monkeypatch.setattr(archive_stream.PagesStream, "prefetch", spy)
     seen, _ = _stream_run(monkeypatch, arc, tmp_path / "out", pids=[101])
     assert _cores(tmp_path / "out") == {"core.101": ref["core.101"]}
     assert seen["stats"][0]["copied_out"] == 0
+    pages = sorted(n for n in names if n.startswith("pages-"))
+    assert len(pages) == 4  # three processes' and the shared memory's
+    assert len(fetched) == 1, fetched
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
