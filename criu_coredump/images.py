@@ -162,21 +162,26 @@ class strict_decoding:
             raise BadImage(path, "cannot decode %s: %s" % (what, msg))
 
 
-def parse(path, cls, buf):
+def parse(path, cls, buf, strict=None):
+    """One message of class cls decoded from buf, or BadImage naming path.
+    `strict`: the strict_decoding a caller decoding many messages entered
+    once for all of them (else one is entered for this message)."""
+    if strict is None:
+        with strict_decoding() as strict:
+            return parse(path, cls, buf, strict)
     msg = cls()
-    with strict_decoding() as strict:
+    try:
         try:
-            try:
-                msg.ParseFromString(buf)
-            except UnicodeDecodeError:
-                # the pure-Python protobuf refuses a string field that is
-                # not UTF-8 (see _bytes_class)
-                msg = _bytes_class(cls)()
-                msg.ParseFromString(buf)
-        except Exception as e:  # DecodeError or RuntimeError
-            raise BadImage(path, "cannot decode %s entry: %s"
-                           % (cls.DESCRIPTOR.name, e)) from None
-        strict.check(path, "%s entry" % cls.DESCRIPTOR.name)
+            msg.ParseFromString(buf)
+        except UnicodeDecodeError:
+            # the pure-Python protobuf refuses a string field that is
+            # not UTF-8 (see _bytes_class)
+            msg = _bytes_class(cls)()
+            msg.ParseFromString(buf)
+    except Exception as e:  # DecodeError or RuntimeError
+        raise BadImage(path, "cannot decode %s entry: %s"
+                       % (cls.DESCRIPTOR.name, e)) from None
+    strict.check(path, "%s entry" % cls.DESCRIPTOR.name)
     return msg
 
 
@@ -226,8 +231,8 @@ def _bytes_class(cls):
 def load_messages(d: ImageDir, name, expect, cls):
     """Every entry of image `name` of d, decoded as cls."""
     path = d.join(name)
-    with quiet_protobuf_log():
-        return [parse(path, cls, b) for b in read_entries(d, name, expect)]
+    with quiet_protobuf_log(), strict_decoding() as strict:
+        return [parse(path, cls, b, strict) for b in read_entries(d, name, expect)]
 
 
 def _text(value):

@@ -207,11 +207,14 @@ class Decoder:
                 return
             buf, pos = self._buf, self._pos
             stride = 4 + size
-            layout = _layout(buf, pos + 4, size)
+            # entries of this size in the buffer: at most that many alike;
+            # fewer than _BULK_MIN (a small process's few runs) are not
+            # worth looking at their layout
+            avail = min(window, (len(buf) - pos) // stride)
+            layout = _layout(buf, pos + 4, size) if avail >= _BULK_MIN else None
             k = 0
             if layout is not None:
-                k = _same(buf, pos, stride,
-                          min(window, (len(buf) - pos) // stride), size, layout)
+                k = _same(buf, pos, stride, avail, size, layout)
             if k >= _BULK_MIN:
                 try:
                     cols = _columns(buf, pos, stride, k, layout)
