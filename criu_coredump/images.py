@@ -91,27 +91,42 @@ def open_image(d: ImageDir, name):
 def _read_magic(f, path, expect):
     """Consume an image's magic (after the common one, if any)."""
     head = f.read(4)
-    if len(head) < 4:
-        raise BadImage(path, "truncated image (no magic)" if head else "empty image")
-    m, = struct.unpack("<I", head)
-    if m in (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"]):
-        head = f.read(4)
-        if len(head) < 4:
-            raise BadImage(path, "truncated image (no second magic)")
+    if len(head) == 4:
         m, = struct.unpack("<I", head)
+        if m in (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"]):
+            head += f.read(4)
+    _magic_end(head, path, expect)
+
+
+def _magic_end(buf, path, expect):
+    """Where an image's entries begin in `buf`, its first bytes (all of
+    them when it is shorter than a block), after its magic (and the
+    common one, if any); BadImage when the magic is not `expect`'s.  A
+    reader that reads a block at once finds the magic there, rather than
+    reading it four bytes at a time."""
+    if len(buf) < 4:
+        raise BadImage(path, "truncated image (no magic)" if buf else "empty image")
+    m, = struct.unpack_from("<I", buf)
+    pos = 4
+    if m in (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"]):
+        if len(buf) < 8:
+            raise BadImage(path, "truncated image (no second magic)")
+        m, = struct.unpack_from("<I", buf, 4)
+        pos = 8
     name = _magic.by_val.get(m)
     if name != expect:
         raise BadImage(path, "wrong magic 0x%08x (%s), expected a %s image"
                        % (m, name or "unknown", expect))
+    return pos
 
 
 def _frames(f, path, expect):
     """The payloads of an image's entries, after its magic."""
-    _read_magic(f, path, expect)
     # read in blocks: for a pagemap of a million small entries, two read
-    # calls per entry cost more than decoding them
-    buf = b""
-    pos = 0
+    # calls per entry cost more than decoding them; the magic is taken
+    # from the first
+    buf = f.read(_BLOCK)
+    pos = _magic_end(buf, path, expect)
     unpack = struct.unpack_from
     while True:
         if len(buf) - pos < 4:

@@ -175,7 +175,10 @@ class Decoder:
             pos = self._pos = 0
 
     def head(self):
-        images._read_magic(self._f, self.path, "PAGEMAP")
+        # the magic is taken from the first block read
+        buf = self._f.read(_BLOCK)
+        self._pos = images._magic_end(buf, self.path, "PAGEMAP")
+        self._buf = buf
         size = self._size()
         if size is None:
             return None
