@@ -20,10 +20,22 @@ NT_GNU_BUILD_ID = 3
 _MAX_NOTES = 1 << 16   # bytes of notes read at most from one segment/section
 _MAX_ENTRIES = 4096    # program or section headers read at most
 
-# (Ehdr, Phdr, Shdr, Nhdr) by (EI_CLASS, EI_DATA)
-_LAYOUTS = {(c, d): (s[i], s[i + 1], s[i + 2], s[6])
-            for d, s in ((1, elf.STRUCTURES["little"]), (2, elf.STRUCTURES["big"]))
-            for c, i in ((2, 0), (1, 3))}
+# EI_CLASS and EI_DATA: the structures' place in elf.structures(), their order
+_CLASSES = {2: 0, 1: 3}
+_ORDERS = {1: "little", 2: "big"}
+_LAYOUTS = {}  # (EI_CLASS, EI_DATA) -> (Ehdr, Phdr, Shdr, Nhdr), as met
+
+
+def _layout(elfclass, data):
+    """(Ehdr, Phdr, Shdr, Nhdr) of an ELF class and byte order, or None
+    for values that name neither."""
+    key = (elfclass, data)
+    if key not in _LAYOUTS:
+        if elfclass not in _CLASSES or data not in _ORDERS:
+            return None
+        s, i = elf.structures(_ORDERS[data]), _CLASSES[elfclass]
+        _LAYOUTS[key] = (s[i], s[i + 1], s[i + 2], s[6])
+    return _LAYOUTS[key]
 
 
 def read_build_id(fd):
@@ -32,7 +44,7 @@ def read_build_id(fd):
     head = os.pread(fd, 64, 0)
     if len(head) < 52 or head[:4] != b"\x7fELF":
         return None
-    layout = _LAYOUTS.get((head[4], head[5]))
+    layout = _layout(head[4], head[5])
     if layout is None:
         return None
     Ehdr, Phdr, Shdr, Nhdr = layout

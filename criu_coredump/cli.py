@@ -257,7 +257,13 @@ def _check_dirs(out_dir, root):
 
 def _open_input(args, parent, listing=False):
     """-i (and --root) opened: an archive is unpacked as far as needed into
-    a private directory in `parent`; the Input removes it when closed."""
+    a private directory in `parent`; the Input removes it when closed.
+    An image directory (and a --root directory) is used as it is, without
+    importing the archive code."""
+    from .inputs import Input, archive_file
+    if not archive_file(args.images_dir) and \
+            not archive_file(getattr(args, "root", None)):
+        return Input(path=args.images_dir, images_dir=args.images_dir)
     from . import container
     inp = container.open_input(args.images_dir, parent, listing)
     try:

@@ -65,10 +65,35 @@ def _prepare():
         os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
     if _IMAGES is not None and _IMAGES not in sys.path:
         sys.path.append(_IMAGES)
+    if _IMAGES is not None and not any(isinstance(f, _Finder) for f in sys.meta_path):
+        # before the path search (PathFinder), which would look for each
+        # *_pb2 module in every directory of sys.path before pycriu's
+        finders = [getattr(f, "__name__", None) for f in sys.meta_path]
+        at = finders.index("PathFinder") if "PathFinder" in finders else len(finders)
+        sys.meta_path.insert(at, _Finder(_IMAGES))
     try:
         import google.protobuf  # noqa: F401  (comes with pycriu)
     except ImportError as exc:
         raise ImportError(PYCRIU_MISSING) from exc
+
+
+class _Finder:
+    """Finds pycriu's *_pb2 modules under the top-level names they import
+    each other by, in pycriu's images directory at once.  The path search
+    finds the same files (that directory is on sys.path, as pycriu puts
+    it, last), but only after a miss in every directory before it: for the
+    forty-odd modules a conversion loads, a tenth of a small run's
+    start-up."""
+
+    def __init__(self, images):
+        self.images = images
+        self.names = {f[:-3] for f in os.listdir(images) if f.endswith("_pb2.py")}
+
+    def find_spec(self, name, path=None, target=None):
+        if path is not None or name not in self.names:
+            return None
+        return importlib.util.spec_from_file_location(
+            name, os.path.join(self.images, name + ".py"))
 
 
 def _whole_pb():

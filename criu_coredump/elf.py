@@ -200,12 +200,22 @@ def _structures(base):
 
 (Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr, Elf32_Ehdr, Elf32_Phdr, Elf32_Shdr,
  Elf_Nhdr) = _structures(_LE)
-_BIG = _structures(_BE)
-NHDR = {"little": Elf_Nhdr, "big": _BIG[6]}
 # the seven structures (_structures' order) by byte order, for readers of
-# ELF files of either (buildid.py)
-STRUCTURES = {"little": (Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr, Elf32_Ehdr,
-                         Elf32_Phdr, Elf32_Shdr, Elf_Nhdr), "big": _BIG}
+# ELF files of either (buildid.py), through structures()
+_STRUCTURES = {"little": (Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr, Elf32_Ehdr,
+                          Elf32_Phdr, Elf32_Shdr, Elf_Nhdr)}
+NHDR = {"little": Elf_Nhdr}  # filled by structures()
+
+
+def structures(endian):
+    """The seven structures (_structures' order) in byte order `endian`.
+    The big-endian ones are made when first asked for (an s390x core, a
+    big-endian ELF file's build-id): ctypes classes cost at every start."""
+    s = _STRUCTURES.get(endian)
+    if s is None:
+        s = _STRUCTURES[endian] = _structures(STRUCT_BASE[endian])
+        NHDR[endian] = s[6]
+    return s
 
 
 class ElfClass:
@@ -226,8 +236,16 @@ class ElfClass:
 
 ELF64 = ElfClass(ELFCLASS64, Elf64_Ehdr, Elf64_Phdr, Elf64_Shdr, ctypes.c_uint64)
 ELF32 = ElfClass(ELFCLASS32, Elf32_Ehdr, Elf32_Phdr, Elf32_Shdr, ctypes.c_uint32)
-ELF64BE = ElfClass(ELFCLASS64, _BIG[0], _BIG[1], _BIG[2],
-                   ctypes.c_uint64.__ctype_be__, "big")
+
+
+def __getattr__(name):
+    # ELF64BE (s390x's class), made when the arch that uses it is loaded
+    if name == "ELF64BE":
+        big = structures("big")
+        cls = globals()["ELF64BE"] = ElfClass(
+            ELFCLASS64, big[0], big[1], big[2], ctypes.c_uint64.__ctype_be__, "big")
+        return cls
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def align4(n):

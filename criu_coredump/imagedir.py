@@ -120,6 +120,7 @@ class ImageDir:
 
     def __init__(self, path: str):
         self.path = path
+        self._prefix = os.path.join(path, "")  # join()'s, made once
 
     def __repr__(self):
         return "ImageDir(%r)" % self.path
@@ -151,8 +152,12 @@ class ImageDir:
         return "ghost-file-%d.img" % ghost_id
 
     def join(self, name: str) -> str:
-        """The path of an image, for messages (and for opening it here)."""
-        return os.path.join(self.path, name)
+        """The path of an image, for messages (and for opening it here):
+        os.path.join's, by a concatenation (a process's images are named
+        some twenty times, mostly for messages it may never print)."""
+        if name.startswith("/"):
+            return os.path.join(self.path, name)
+        return self._prefix + name
 
     # -- access: what a subclass answers from elsewhere ------------------------
 

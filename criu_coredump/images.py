@@ -99,23 +99,17 @@ _COMMON_MAGICS = (_magic.by_name["IMG_COMMON"], _magic.by_name["IMG_SERVICE"])
 def _read_magic(f, path, expect):
     """Consume an image's magic (after the common one, if any)."""
     head = f.read(4)
-    if len(head) < 4:
-        raise BadImage(path, "truncated image (no magic)" if head else "empty image")
-    m, = struct.unpack("<I", head)
-    if m in _COMMON_MAGICS:
-        head = f.read(4)
-        if len(head) < 4:
-            raise BadImage(path, "truncated image (no second magic)")
-        m, = struct.unpack("<I", head)
-    name = _magic.by_val.get(m)
-    if name != expect:
-        raise BadImage(path, "wrong magic 0x%08x (%s), expected a %s image"
-                       % (m, name or "unknown", expect))
+    if len(head) == 4 and struct.unpack("<I", head)[0] in _COMMON_MAGICS:
+        head += f.read(4)
+    _magic_end(head, path, expect)
 
 
 def _magic_end(buf, path, expect):
-    """_read_magic on the image's first bytes `buf` (all of them when it is
-    shorter than two magics): the offset after the magic(s)."""
+    """Where an image's entries begin in `buf`, its first bytes (all of
+    them when it is shorter than a block), after its magic (and the
+    common one, if any); BadImage when the magic is not `expect`'s.  A
+    reader that reads a block at once finds the magic there, rather than
+    reading it four bytes at a time."""
     if len(buf) < 4:
         raise BadImage(path, "truncated image (no magic)" if buf else "empty image")
     m, = struct.unpack_from("<I", buf)
@@ -209,22 +203,27 @@ class strict_decoding:
             raise BadImage(path, "cannot decode %s: %s" % (what, msg))
 
 
-def parse(path, cls, buf):
+def parse(path, cls, buf, strict=None):
+    """One message of class cls decoded from buf, or BadImage naming path.
+    `strict`: the strict_decoding a caller decoding many messages entered
+    once for all of them (else one is entered for this message)."""
+    if strict is None:
+        with strict_decoding() as strict:
+            return parse(path, cls, buf, strict)
     msg = cls()
-    with strict_decoding() as strict:
+    try:
         try:
-            try:
-                msg.ParseFromString(buf)
-            except UnicodeDecodeError:
-                # the pure-Python protobuf refuses a string field that is
-                # not UTF-8 (see _bytes_class)
-                msg = _bytes_class(cls)()
-                msg.ParseFromString(buf)
-        except Exception as e:  # DecodeError or RuntimeError
-            raise BadImage(path, "cannot decode %s entry: %s"
-                           % (cls.DESCRIPTOR.name, e)) from None
-        if strict.log:
-            strict.check(path, "%s entry" % cls.DESCRIPTOR.name)
+            msg.ParseFromString(buf)
+        except UnicodeDecodeError:
+            # the pure-Python protobuf refuses a string field that is
+            # not UTF-8 (see _bytes_class)
+            msg = _bytes_class(cls)()
+            msg.ParseFromString(buf)
+    except Exception as e:  # DecodeError or RuntimeError
+        raise BadImage(path, "cannot decode %s entry: %s"
+                       % (cls.DESCRIPTOR.name, e)) from None
+    if strict.log:
+        strict.check(path, "%s entry" % cls.DESCRIPTOR.name)
     return msg
 
 
@@ -276,8 +275,9 @@ def load_messages(d: ImageDir, name, expect, cls, path=None):
     d.join(name), when the caller has it)."""
     if path is None:
         path = d.join(name)
-    with quiet_protobuf_log():
-        return [parse(path, cls, b) for b in read_entries(d, name, expect, path)]
+    with quiet_protobuf_log(), strict_decoding() as strict:
+        return [parse(path, cls, b, strict)
+                for b in read_entries(d, name, expect, path)]
 
 
 def _text(value):

@@ -175,7 +175,10 @@ class Decoder:
             pos = self._pos = 0
 
     def head(self):
-        images._read_magic(self._f, self.path, "PAGEMAP")
+        # the magic is taken from the first block read
+        buf = self._f.read(_BLOCK)
+        self._pos = images._magic_end(buf, self.path, "PAGEMAP")
+        self._buf = buf
         size = self._size()
         if size is None:
             return None
@@ -207,11 +210,14 @@ class Decoder:
                 return
             buf, pos = self._buf, self._pos
             stride = 4 + size
-            layout = _layout(buf, pos + 4, size)
+            # entries of this size in the buffer: at most that many alike;
+            # fewer than _BULK_MIN (a small process's few runs) are not
+            # worth looking at their layout
+            avail = min(window, (len(buf) - pos) // stride)
+            layout = _layout(buf, pos + 4, size) if avail >= _BULK_MIN else None
             k = 0
             if layout is not None:
-                k = _same(buf, pos, stride,
-                          min(window, (len(buf) - pos) // stride), size, layout)
+                k = _same(buf, pos, stride, avail, size, layout)
             if k >= _BULK_MIN:
                 try:
                     cols = _columns(buf, pos, stride, k, layout)

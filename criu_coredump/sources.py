@@ -319,6 +319,11 @@ class Guards:
 
 # -- one process -----------------------------------------------------------------
 
+def _where(vma: Vma) -> str:
+    """A mapping as messages name it (made only when one is given)."""
+    return "0x%x-0x%x" % (vma.start, vma.end)
+
+
 class PageSources:
     """The page sources of one process: its page index, the shared-memory
     indexes (shared between processes through `shmem_cache`), the mapped
@@ -536,7 +541,6 @@ class PageSources:
         d = self.images
         files_img = d.join(d.FILES)
         for vma, size in zip(vmas, dumped):
-            where = "0x%x-0x%x" % (vma.start, vma.end)
             if vma.is_file or vma.has(VMA_AREA_MEMFD):
                 f = self.ckpt.files.get(vma.shmid)
                 if f is None:
@@ -544,19 +548,19 @@ class PageSources:
                                "no regular file or memfd with id %d, which "
                                "the mapping at %s names; the mapping is left "
                                "out of NT_FILE and its pages not in the "
-                               "pagemap are holes" % (vma.shmid, where))
+                               "pagemap are holes" % (vma.shmid, _where(vma)))
                     continue
                 if nt_file_name(f.kernel_name)[1]:
                     self._once(("name", f.id), files_img if f.kind == "reg"
                                else d.join(d.MEMFD),
                                "the name of file %d, mapped at %s, holds a NUL "
                                "or a character no path can hold; NT_FILE has "
-                               "it escaped" % (f.id, where))
+                               "it escaped" % (f.id, _where(vma)))
                 if f.kind == "memfd" and f.shmem_id is None:
                     self._once(("inode", f.id), d.join(d.MEMFD),
                                "no inode for memfd file %d, which the mapping "
                                "at %s names; its name is unknown and its pages "
-                               "are holes" % (f.id, where))
+                               "are holes" % (f.id, _where(vma)))
                     continue
             if not size:
                 continue
@@ -564,4 +568,4 @@ class PageSources:
             if sid is not None and self.shmem_index(sid) is None:
                 self._once(("shmem", sid), d.join(d.shmem_pagemap(sid)),
                            "missing: the shared memory mapped at %s has no "
-                           "pages; they are holes" % where)
+                           "pages; they are holes" % _where(vma))

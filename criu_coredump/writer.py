@@ -163,6 +163,26 @@ WRITEBACK_STEP = 32 << 20
 _SYNC_FILE_RANGE_WRITE = 2
 
 
+_SYNC_FN = []  # [sync_file_range or None], looked up once a run
+
+
+def _sync_file_range():
+    """libc's sync_file_range (None when there is none), looked up once:
+    a lookup builds a ctypes library and function class, which a tree of
+    small processes paid once per core."""
+    if not _SYNC_FN:
+        fn = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.sync_file_range
+            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                           ctypes.c_uint]
+        except (OSError, AttributeError):
+            fn = None
+        _SYNC_FN.append(fn)
+    return _SYNC_FN[0]
+
+
 class _Writeback:
     """Starts writeback of every WRITEBACK_STEP bytes written (without
     waiting), so dirty pages never pile up and fsync has little left to do.
@@ -180,16 +200,8 @@ class _Writeback:
         self.fd = fd
         self.pending = 0
         self.start = None  # lowest core offset written since the last kick
-        self._fn = None
+        self._fn = _sync_file_range()
         self._queue = self._thread = None
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                           ctypes.c_uint]
-            self._fn = fn
-        except (OSError, AttributeError):
-            pass
 
     def wrote(self, offset, n):
         """n bytes were written at offset (the core is written front to back)."""

@@ -5,7 +5,8 @@
   reaches an arch's registers only through `arch.ti_field` and
   `arch.ti_class`, and everything else through the Arch found by name;
 - every module of arch/ that describes an arch is registered (MODULES), and
-  its ARCH is named after it;
+  its ARCH is named after it and has the mtype its registry line gives
+  (the registry picks an arch's module by mtype before importing it);
 - one Arch per CRIU machine type (core_entry.march), the x86_64 one shared
   by x86_64 and ia32 tasks, told apart by their registers.
 
@@ -96,10 +97,12 @@ def test_the_seam_test_sees_a_leak(tmp_path):
 
 def test_every_arch_module_is_registered_under_its_name():
     modules = {f[:-3] for f in os.listdir(ARCH_DIR) if f.endswith(".py")} - NOT_ARCHES
-    assert modules == set(arches.MODULES)
-    assert [a.name for a in arches.ARCHES] == list(arches.MODULES)
+    assert modules == set(arches.NAMES)
+    assert [a.name for a in arches.ARCHES] == list(arches.NAMES)
+    assert [(a.name, a.mtype) for a in arches.ARCHES] == list(arches.MODULES)
     for a in arches.ARCHES:
         assert arches.by_name(a.name) is a
+    assert arches.by_name("vax") is None
 
 
 def test_one_arch_per_criu_machine_type():

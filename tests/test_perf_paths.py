@@ -5,7 +5,9 @@
 * --jobs forks its workers once, not once per process, and still writes
   the same cores;
 * a run imports only the pycriu modules it reads (criupb), and none of
-  the modules whose import was most of a small run's start-up.
+  the modules whose import was most of a small run's start-up: on an
+  image directory, no archive code (container.py, archive.py and their
+  decompressors, JSON), and of the arch modules only the arch it converts.
 """
 import os
 import signal
@@ -15,6 +17,7 @@ import time
 
 import pytest
 
+from criu_coredump import arch as arches
 from criu_coredump import writer
 from criu_coredump.convert import generate
 
@@ -159,6 +162,18 @@ def test_a_run_imports_only_what_it_reads(tmp_path):
     # and on every Python, debuginfod's client (urllib, http) only when asked
     for ours in ("criu_coredump.debuginfod", "criu_coredump.binaries"):
         assert ours not in imported, ours
+    # an image directory is read as it is: the archive code (tar, gzip, xz,
+    # bzip2, JSON) is not loaded
+    for archive_code in ("criu_coredump.container", "criu_coredump.archive",
+                         "criu_coredump.archive_stream", "bz2", "lzma", "json"):
+        if archive_code not in stdlib:
+            assert archive_code not in imported, archive_code
+    # the processes are x86_64 ones: no other arch's module (registers,
+    # message declarations, big-endian ELF structures) is loaded
+    assert "criu_coredump.arch.x86_64" in imported
+    others = {"criu_coredump.arch." + name for name in arches.NAMES} - {
+        "criu_coredump.arch.x86_64"}
+    assert others & imported == set()
 
 
 # what the standard library and protobuf bring in themselves: argparse's
