@@ -77,12 +77,73 @@ class _ProgressProxy:
         self.conn.send(("finish", proc.pid, proc.comm))
 
 
+class _Wakeup:
+    """A pipe the signal module writes a byte to whenever a signal arrives
+    (signal.set_wakeup_fd), waited on beside the pipes we read.
+
+    Python runs a signal's handler between bytecodes; the C handler only
+    notes the signal.  One that lands after the last check and before a
+    blocking read's system call would not interrupt the read, and its
+    handler would wait for the read to end: a worker waiting for its next
+    job would never remove its temporaries and exit, and the parent,
+    waiting for it (lifecycle.stop_workers), would hang.  Waiting on this
+    pipe too, the wait ends at once and the handler runs."""
+
+    def __init__(self):
+        self.fd = None
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: its handlers run elsewhere
+            old = None
+        if old is None or old != -1:  # or the caller's own (asyncio): kept
+            if old is not None:
+                signal.set_wakeup_fd(old)
+            os.close(r)
+            os.close(w)
+            return
+        self.fd, self._w = r, w
+
+    def drain(self):
+        try:
+            os.read(self.fd, 512)
+        except BlockingIOError:
+            pass
+
+    def wait_readable(self, conn):
+        """Wait until conn has a message (or its end) to read, the
+        handler of any signal that arrives meanwhile run."""
+        if self.fd is None:
+            return
+        import select
+        poll = select.poll()
+        poll.register(conn.fileno(), select.POLLIN)
+        poll.register(self.fd, select.POLLIN)
+        while True:
+            ready = poll.poll()
+            # a signal's handler has run by now (checked after each call)
+            if any(fd != self.fd for fd, _ in ready):
+                return
+            self.drain()
+
+    def close(self):
+        if self.fd is None:
+            return
+        signal.set_wakeup_fd(-1)
+        os.close(self.fd)
+        os.close(self._w)
+        self.fd = None
+
+
 def _worker(tasks, conn, work, with_progress, pending):
     """A worker's life: job indexes in from `tasks` until None comes,
     each job's messages and result out through `conn`; the results of the
     cores left in `pending` follow when the batch is committed."""
     lifecycle.forget_workers()
     lifecycle.install_signal_cleanup()
+    # the parent's wakeup pipe is its own; this one is this worker's
+    signal.set_wakeup_fd(-1)
+    wakeup = _Wakeup()
     # forked while the parent held them (see run_ordered)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, lifecycle.CLEANUP_SIGNALS)
     proxy = _ProgressProxy(conn) if with_progress else None
@@ -121,6 +182,7 @@ def _worker(tasks, conn, work, with_progress, pending):
                                                       and not tasks.poll())):
             attempt(lambda: commit(True))
         try:
+            wakeup.wait_readable(tasks)
             i = tasks.recv()
         except EOFError:
             break
@@ -177,6 +239,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
     todo = collections.deque(range(count))  # not handed out (or to hand again)
     next_report = 0       # lowest job whose warnings are not all out yet
     selector = selectors.DefaultSelector()
+    wakeup = None
 
     def deliver(msg):
         kind = msg[0]
@@ -303,9 +366,15 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         for depth in range(1, DEPTH + 1):  # one each first, then the next
             for worker in workers:
                 hand_out(worker, depth)
+        wakeup = _Wakeup()  # a signal's handler runs at once (see there)
+        if wakeup.fd is not None:
+            selector.register(wakeup.fd, selectors.EVENT_READ, None)
         while active:
             for key, _ in selector.select():
                 worker = key.data
+                if worker is None:
+                    wakeup.drain()
+                    continue
                 try:
                     handle(worker, worker.conn.recv())
                 except EOFError:  # the worker has exited
@@ -321,6 +390,8 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         raise
     finally:
         selector.close()
+        if wakeup is not None:
+            wakeup.close()
     return results
 
 
