@@ -22,9 +22,8 @@ the objects it inherited.  Workers report back through a pipe:
   would stop).
 
 This process commits (fsyncs and renames) every worker's cores, by one
-thread, a batch of those handed over since the last one whenever the last
-one is done (batch.py says why one committer); a result is final once its
-core is committed.  A worker is told its jobs are over once its cores are
+thread, a batch at a time (batch.py says why one committer); a result is
+final once its core is committed.  A worker is told its jobs are over once its cores are
 committed: until then, its cleanup removes them if the run is stopped.
 
 A worker killed by a signal (the OOM killer) gives `lost(i, signum)`'s
@@ -219,10 +218,11 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
     computed by at most `jobs` forked workers.  `pending` (a batch.Pending,
     empty) is where work() leaves the core it wrote: the worker hands it
     over, and this process commits every worker's cores, by one thread
-    (batch.py says why), a batch whenever the last one is done."""
+    (batch.py says why), a batch at a time."""
     # imported here: one job, the common case, does not pay for it
     import multiprocessing
     import selectors
+    from .batch import MAX_WAIT
 
     ctx = multiprocessing.get_context("fork")
     results = [None] * count
@@ -321,13 +321,17 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         return worker
 
     def commit():
-        """The batch committed in the background done: its results are
-        final (turned into errors where a core could not be written), and
-        a worker whose cores are all committed may end; the next batch,
-        of the cores handed over meanwhile, begins."""
+        """Once the batch committed in the background is done: its results
+        are final (turned into errors where a core could not be written),
+        and a worker whose cores are all committed may end; the next batch
+        begins when it is due (batch.py), or at once when every job is
+        handed out (the workers then wait for their cores' commit)."""
         if committer.busy():
             return
-        committer.commit(background=True)  # (after waiting for the last)
+        if committer.due() or not todo:
+            committer.commit(background=True)  # (after waiting for the last)
+        else:
+            committer.wait()
         for res in committer.take_settled():
             worker = owners.pop(id(res))
             worker.unsettled -= 1
@@ -385,7 +389,10 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         if wakeup.fd is not None:
             selector.register(wakeup.fd, selectors.EVENT_READ, None)
         while active:
-            for key, _ in selector.select():
+            timeout = None  # until a message, or the batch is old enough
+            if committer is not None and committer.items and not committer.busy():
+                timeout = max(0.0, committer.since + MAX_WAIT - time.monotonic())
+            for key, _ in selector.select(timeout):
                 worker = key.data
                 if worker is None:
                     wakeup.drain()
