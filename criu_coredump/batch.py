@@ -15,15 +15,15 @@ fsync is short, and the renames still come only after their own fsync.
 
 With --jobs, the workers only write their cores and start their
 writeback; each hands its core over (`hand_over`) and the parent commits
-every worker's cores, by one thread (`add_handed`), a batch of those
-handed over since the last whenever the last is done.  On btrfs each
-fsync is a commit of the log tree, and a log commit joined by more than
-one task sleeps a scheduler tick (on a disk not taken for an SSD) for
-the others to join: two workers committing their own cores made --jobs 2
-slower than one job there (1,000 small files written by two processes
-took 6-10 s to fsync and rename by those two, 1.6-2.4 s by one).  One
-committer leaves the log to one task, and on the other file systems
-costs nothing measurable: the disk serialized two committers' fsyncs.
+every worker's cores, by one thread (`add_handed`), a batch at a time.
+On btrfs each fsync is a commit of the log tree, and a log commit joined
+by more than one task sleeps a scheduler tick (on a disk not taken for
+an SSD) for the others to join: two workers committing their own cores
+made --jobs 2 slower than one job there (1,000 small files written by
+two processes took 6-10 s to fsync and rename by those two, 1.6-2.4 s
+by one).  One committer leaves the log to one task, and on the other
+file systems costs nothing measurable: the disk serialized two
+committers' fsyncs.
 
 A core waiting here is a registered temporary (lifecycle), removed on
 SIGINT/SIGTERM/SIGHUP like any other (a handed one by its worker too,
