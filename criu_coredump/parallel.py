@@ -16,17 +16,20 @@ the objects it inherited.  Workers report back through a pipe:
   as they happen, those of later jobs kept until its turn comes, so what a
   user sees (lines, a progress bar per core) comes in the same order as
   with one job; advances are batched every 0.1 s;
-* the job's result when it is converted, or the exception it raised,
+* the job's result when it is converted, with its core written and its
+  writeback started but not committed, or the exception it raised,
   re-raised here after the workers are stopped (as the sequential loop
-  would stop);
-* the final results of the cores it left in its batch (batch.py) once it
-  has committed them, when the batch is due or when no job waits in its
-  pipe (a worker never sits idle on uncommitted cores).
+  would stop).
+
+This process commits (fsyncs and renames) every worker's cores, by one
+thread, a batch at a time (batch.py says why one committer); a result is
+final once its core is committed.  A worker is told its jobs are over once its cores are
+committed: until then, its cleanup removes them if the run is stopped.
 
 A worker killed by a signal (the OOM killer) gives `lost(i, signum)`'s
 result for the job it was in; the one waiting in its pipe, and the jobs
-left, go to a new worker; the cores it wrote and had not committed yet are
-committed here (batch.adopt).
+left, go to a new worker; the cores it handed over are committed all the
+same.
 """
 import collections
 import gc
@@ -77,26 +80,79 @@ class _ProgressProxy:
         self.conn.send(("finish", proc.pid, proc.comm))
 
 
+class _Wakeup:
+    """A pipe the signal module writes a byte to whenever a signal arrives
+    (signal.set_wakeup_fd), waited on beside the pipes we read.
+
+    Python runs a signal's handler between bytecodes; the C handler only
+    notes the signal.  One that lands after the last check and before a
+    blocking read's system call would not interrupt the read, and its
+    handler would wait for the read to end: a worker waiting for its next
+    job would never remove its temporaries and exit, and the parent,
+    waiting for it (lifecycle.stop_workers), would hang.  Waiting on this
+    pipe too, the wait ends at once and the handler runs."""
+
+    def __init__(self):
+        self.fd = None
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: its handlers run elsewhere
+            old = None
+        if old is None or old != -1:  # or the caller's own (asyncio): kept
+            if old is not None:
+                signal.set_wakeup_fd(old)
+            os.close(r)
+            os.close(w)
+            return
+        self.fd, self._w = r, w
+
+    def drain(self):
+        try:
+            os.read(self.fd, 512)
+        except BlockingIOError:
+            pass
+
+    def wait_readable(self, conn):
+        """Wait until conn has a message (or its end) to read, the
+        handler of any signal that arrives meanwhile run."""
+        if self.fd is None:
+            return
+        import select
+        poll = select.poll()
+        poll.register(conn.fileno(), select.POLLIN)
+        poll.register(self.fd, select.POLLIN)
+        while True:
+            ready = poll.poll()
+            # a signal's handler has run by now (checked after each call)
+            if any(fd != self.fd for fd, _ in ready):
+                return
+            self.drain()
+
+    def close(self):
+        if self.fd is None:
+            return
+        signal.set_wakeup_fd(-1)
+        os.close(self.fd)
+        os.close(self._w)
+        self.fd = None
+
+
 def _worker(tasks, conn, work, with_progress, pending):
     """A worker's life: job indexes in from `tasks` until None comes,
     each job's messages and result out through `conn`; the results of the
     cores left in `pending` follow when the batch is committed."""
     lifecycle.forget_workers()
     lifecycle.install_signal_cleanup()
+    # the parent's wakeup pipe is its own; this one is this worker's
+    signal.set_wakeup_fd(-1)
+    wakeup = _Wakeup()
     # forked while the parent held them (see run_ordered)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, lifecycle.CLEANUP_SIGNALS)
     proxy = _ProgressProxy(conn) if with_progress else None
 
     def warn(path, what):
         conn.send(("warn", path, what))
-
-    def commit(background):
-        pending.commit(background)
-        if not background:
-            pending.wait()
-        settled = pending.take_settled()
-        if settled:
-            conn.send(("settled", settled))
 
     def attempt(fn):
         try:
@@ -109,26 +165,22 @@ def _worker(tasks, conn, work, with_progress, pending):
 
     def convert(i):
         res = work(i, warn, proxy)
-        if pending is not None and pending.settled:  # committed before a large core
-            conn.send(("settled", pending.take_settled()))
+        # its core, written, for the parent to commit
         conn.send(("converted", res,
-                   pending.tmp_of(res) if pending is not None else None))
+                   pending.hand_over(res) if pending is not None else None))
 
     while True:
-        # the batch, when full or when there is nothing else to do (never
-        # waiting for a job with cores left uncommitted)
-        if pending is not None and (pending.due() or (pending.items
-                                                      and not tasks.poll())):
-            attempt(lambda: commit(True))
         try:
+            wakeup.wait_readable(tasks)
             i = tasks.recv()
         except EOFError:
             break
-        if i is None:  # no jobs left (an EOF may not come: the workers
-            break      # forked later hold this pipe's other end too)
+        # None: no jobs left, and every core handed over committed (an EOF
+        # may not come: the workers forked later hold this pipe's other
+        # end too)
+        if i is None:
+            break
         attempt(lambda: convert(i))
-    if pending is not None:
-        attempt(lambda: commit(False))
     conn.close()
 
 
@@ -144,15 +196,15 @@ class _Job:
 class _Worker:
     """One forked worker: its process, the pipe that hands it jobs, the
     pipe it answers on, the jobs it holds (the first is the one it works
-    on, the next one waits in its pipe), and the jobs it converted whose
-    cores wait for their batch's commit: (job, temporary, its inode)."""
+    on, the next one waits in its pipe), and how many of the cores it
+    handed over are not committed yet."""
 
     def __init__(self, proc, tasks, conn):
         self.proc = proc
         self.tasks = tasks
         self.conn = conn
         self.jobs = collections.deque()
-        self.unsettled = collections.deque()
+        self.unsettled = 0
 
 
 # jobs a worker holds: the next one waits in its pipe while it works, so it
@@ -164,11 +216,13 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
                 pending=None):
     """Results of work(i, warn, progress) for i in range(count), in order,
     computed by at most `jobs` forked workers.  `pending` (a batch.Pending,
-    empty) is where work() leaves the cores it wrote: each worker commits
-    its own batches, and a worker's result is final once it has."""
+    empty) is where work() leaves the core it wrote: the worker hands it
+    over, and this process commits every worker's cores, by one thread
+    (batch.py says why), a batch at a time."""
     # imported here: one job, the common case, does not pay for it
     import multiprocessing
     import selectors
+    from .batch import MAX_WAIT
 
     ctx = multiprocessing.get_context("fork")
     results = [None] * count
@@ -177,6 +231,21 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
     todo = collections.deque(range(count))  # not handed out (or to hand again)
     next_report = 0       # lowest job whose warnings are not all out yet
     selector = selectors.DefaultSelector()
+    wakeup = None
+    committer = owners = None
+    if pending is not None:
+        from .batch import Pending
+        committer = Pending()  # the cores the workers handed over
+        owners = {}            # id(result) -> the worker that wrote its core
+        done_r, done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+        def batch_done():  # in the committer's thread: wakes the select
+            try:
+                os.write(done_w, b".")
+            except OSError:
+                pass
+        committer.on_done = batch_done
+        selector.register(done_r, selectors.EVENT_READ, "batch done")
 
     def deliver(msg):
         kind = msg[0]
@@ -206,10 +275,13 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
             next_report += 1
 
     def hand_out(worker, depth=DEPTH):
-        """Jobs to this worker until it holds `depth`; when none is left,
-        the end of its jobs (it exits after those it holds)."""
+        """Jobs to this worker until it holds `depth`; when none is left
+        and it has converted those it held and its cores are committed,
+        the end of its jobs (until then, it removes them if stopped)."""
         while worker.tasks is not None and len(worker.jobs) < depth:
             if not todo:
+                if worker.jobs or worker.unsettled:
+                    return
                 try:
                     worker.tasks.send(None)
                 except OSError:
@@ -248,12 +320,26 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         selector.register(r, selectors.EVENT_READ, worker)
         return worker
 
+    def commit():
+        """Once the batch committed in the background is done: its results
+        are final (turned into errors where a core could not be written),
+        and a worker whose cores are all committed may end; the next batch
+        begins when it is due (batch.py), or at once when every job is
+        handed out (the workers then wait for their cores' commit)."""
+        if committer.busy():
+            return
+        if committer.due() or not todo:
+            committer.commit(background=True)  # (after waiting for the last)
+        else:
+            committer.wait()
+        for res in committer.take_settled():
+            worker = owners.pop(id(res))
+            worker.unsettled -= 1
+            if not worker.unsettled:
+                hand_out(worker)
+
     def handle(worker, msg):
         kind = msg[0]
-        if kind == "settled":  # the batch of its oldest unsettled jobs
-            for res in msg[1]:
-                results[worker.unsettled.popleft()[0].i] = res
-            return
         if kind == "raise":
             raise msg[1]
         job = worker.jobs[0]
@@ -261,8 +347,10 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
             results[job.i] = msg[1]
             job.done = True  # all it says is said; its result may change
             worker.jobs.popleft()
-            if msg[2] is not None:
-                worker.unsettled.append((job,) + tuple(msg[2]))
+            if msg[2] is not None:  # its core, to commit
+                committer.add_handed(msg[1], *msg[2])
+                owners[id(msg[1])] = worker
+                worker.unsettled += 1
             hand_out(worker)
         elif job.i == next_report:
             deliver(msg)  # the job whose output comes now: live
@@ -289,12 +377,6 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
             job.done = True
             # the ones it had not begun go to the others
             todo.extendleft(sorted((j.i for j in worker.jobs), reverse=True))
-        if worker.unsettled:
-            # written, their commit not done: done here
-            from .batch import adopt
-            for job, tmp, ino in worker.unsettled:
-                results[job.i] = adopt(results[job.i], tmp, ino)
-            worker.unsettled.clear()
         if todo:
             hand_out(start_worker())  # the jobs left need a worker
 
@@ -303,14 +385,32 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         for depth in range(1, DEPTH + 1):  # one each first, then the next
             for worker in workers:
                 hand_out(worker, depth)
+        wakeup = _Wakeup()  # a signal's handler runs at once (see there)
+        if wakeup.fd is not None:
+            selector.register(wakeup.fd, selectors.EVENT_READ, None)
         while active:
-            for key, _ in selector.select():
+            timeout = None  # until a message, or the batch is old enough
+            if committer is not None and committer.items and not committer.busy():
+                timeout = max(0.0, committer.since + MAX_WAIT - time.monotonic())
+            for key, _ in selector.select(timeout):
                 worker = key.data
+                if worker is None:
+                    wakeup.drain()
+                    continue
+                if worker == "batch done":
+                    os.read(done_r, 512)
+                    continue
                 try:
                     handle(worker, worker.conn.recv())
                 except EOFError:  # the worker has exited
                     reap(worker)
+            if committer is not None:
+                commit()
             report()
+        if committer is not None:  # those of workers killed meanwhile
+            committer.commit()
+            committer.wait()
+            committer.take_settled()
     except BaseException:
         for worker in active.values():
             if worker.proc.is_alive():
@@ -318,9 +418,16 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         for worker in active.values():
             worker.proc.join()
             lifecycle.remove_worker(worker.proc.pid)
+        if committer is not None:
+            committer.discard()  # the cores handed over, not committed
         raise
     finally:
         selector.close()
+        if wakeup is not None:
+            wakeup.close()
+        if committer is not None:
+            os.close(done_r)
+            os.close(done_w)
     return results
 
 

@@ -104,39 +104,43 @@ def test_a_core_the_disk_refuses_is_an_error_of_its_process(tmp_path,
         "core.%d" % pid for pid in range(100, 112) if pid != 105)
 
 
-def test_cores_waiting_in_a_killed_workers_batch_are_committed(tmp_path,
-                                                               monkeypatch):
+def test_cores_a_killed_worker_handed_over_are_committed(tmp_path,
+                                                        monkeypatch):
     images = small_tree(tmp_path / "img", count=30)
     ref = reference(images, tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    # a batch that is only committed when its worker has nothing to do, and
     # every job handed out at once (the even ones to one worker, the odd
-    # ones to the other): the worker converting 120 has the cores of 100,
-    # 102, ... 118 waiting
-    monkeypatch.setattr(batch, "MAX_CORES", 1000)
-    monkeypatch.setattr(batch, "MAX_WAIT", 1000.0)
+    # ones to the other), and no core committed until the worker
+    # converting 120 has died: the cores of 100, 102, ... 118, which it
+    # wrote and handed over, wait for their commit
     monkeypatch.setattr(parallel, "DEPTH", 30)
-    real_convert, real_adopt = convert.convert_process, batch.adopt
-    adopted = []
+    died = tmp_path / "died"
+    real_convert, real_fsync = convert.convert_process, os.fsync
+    committed_by = set()
 
     def convert_process(ckpt, proc, *args, **kw):
         if proc.pid == 120:
+            died.write_text("")
             os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
         return real_convert(ckpt, proc, *args, **kw)
 
-    def adopt(result, tmp, ino):
-        adopted.append(result.pid)  # in this process: the parent
-        return real_adopt(result, tmp, ino)
+    def fsync(fd):
+        deadline = time.monotonic() + 10
+        while not died.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        committed_by.add(os.getpid())
+        real_fsync(fd)
 
     monkeypatch.setattr(convert, "convert_process", convert_process)
-    monkeypatch.setattr(batch, "adopt", adopt)
+    monkeypatch.setattr(os, "fsync", fsync)
     results = generate(images, str(out), jobs=2)
+    monkeypatch.undo()
+    assert committed_by == {os.getpid()}  # this process: the parent
     assert [r.pid for r in results] == list(range(100, 130))
     errors = {r.pid: str(r.error) for r in results if r.error is not None}
     assert errors == {120: "%s: the conversion was killed by SIGKILL; no core "
                       "was written" % (out / "core.120")}
-    assert adopted == list(range(100, 120, 2))
     written = cores(str(out))
     del ref["core.120"]
     assert written == ref  # every other core, complete

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from criu_coredump import lifecycle
 
@@ -91,3 +92,70 @@ time.sleep(60)
     except ProcessLookupError:
         alive = False
     assert not alive
+
+
+def _main_thread_state(pid):
+    try:
+        with open("/proc/%d/task/%d/stat" % (pid, pid), "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_a_sigterm_that_lands_as_a_worker_waits_for_its_next_job(tmp_path):
+    """A --jobs worker waiting for its next job, whose SIGTERM's handler
+    is noted but the wait not interrupted (the signal landed just before
+    the wait's system call; made certain here by letting another thread
+    of the worker take the signal), still removes its temporary and
+    exits, and the parent that stops it dies of its own SIGTERM rather
+    than waiting for it forever."""
+    code = r"""
+import os, signal, sys, threading, time
+from criu_coredump import lifecycle, parallel
+lifecycle.install_signal_cleanup()
+out = sys.argv[1]
+
+def work(i, warn, progress):
+    if i == 0:
+        warn("job 0", "hold")  # the parent stops in warn(): no job 2 comes
+        return i
+    # job 1, the worker's last before it waits for job 2
+    path = os.path.join(out, "worker.tmp")
+    open(path, "w").close()
+    lifecycle.register_tmp(path)
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # that thread's
+    with open(os.path.join(out, "ready"), "w") as f:
+        f.write(str(os.getpid()))
+    return i
+
+def warn(path, what):
+    while True:
+        time.sleep(0.05)
+
+parallel.run_ordered(3, work, 1, warn=warn)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=root)
+    worker = None
+    try:
+        ready = tmp_path / "ready"
+        for _ in range(1000):
+            if ready.exists() and ready.read_text():
+                break
+            time.sleep(0.01)
+        worker = int(ready.read_text())
+        # asleep for good: in the wait for its next job
+        quiet = 0
+        while quiet < 30:
+            quiet = quiet + 1 if _main_thread_state(worker) == b"S" else 0
+            time.sleep(0.01)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == -signal.SIGTERM
+        assert not (tmp_path / "worker.tmp").exists()
+        assert _main_thread_state(worker) in (None, b"Z")
+    finally:
+        for pid in (p.pid, worker):
+            if pid is not None and _main_thread_state(pid) not in (None, b"Z"):
+                os.kill(pid, signal.SIGKILL)
+        p.wait()
