@@ -202,27 +202,15 @@ class Pending:
 
 
 _SYNC_FILE_RANGE_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
-_sync_file_range = None
 
 
 def _wait_written(fd):
     """Write fd's dirty pages and wait for them (sync_file_range: data
     only, no metadata, no cache flush); returns 0 or the errno of a write
     that failed.  0 where the call does not exist: fsync does it all."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        import ctypes  # already loaded by writer.py
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                           ctypes.c_uint]
-        except (OSError, AttributeError):
-            fn = False
-        _sync_file_range = fn
-    if not _sync_file_range:
-        return 0
-    if _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_ALL) == 0:
+    from .writer import libc_sync_file_range  # loaded: it wrote the core
+    fn = libc_sync_file_range()
+    if fn is None or fn(fd, 0, 0, _SYNC_FILE_RANGE_ALL) == 0:
         return 0
     import ctypes
     err = ctypes.get_errno()

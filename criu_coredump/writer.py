@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import mmap
 import os
 from collections.abc import Sequence
@@ -163,24 +164,17 @@ WRITEBACK_STEP = 32 << 20
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-_SYNC_FN = []  # [sync_file_range or None], looked up once a run
-
-
-def _sync_file_range():
-    """libc's sync_file_range (None when there is none), looked up once:
-    a lookup builds a ctypes library and function class, which a tree of
-    small processes paid once per core."""
-    if not _SYNC_FN:
-        fn = None
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                           ctypes.c_uint]
-        except (OSError, AttributeError):
-            fn = None
-        _SYNC_FN.append(fn)
-    return _SYNC_FN[0]
+@functools.lru_cache(maxsize=None)
+def libc_sync_file_range():
+    """libc's sync_file_range (None when there is none), looked up once a
+    run: a lookup builds a ctypes library and function class, which a tree
+    of small processes paid once per core.  batch.py waits with it too."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
 
 
 class _Writeback:
@@ -200,7 +194,7 @@ class _Writeback:
         self.fd = fd
         self.pending = 0
         self.start = None  # lowest core offset written since the last kick
-        self._fn = _sync_file_range()
+        self._fn = libc_sync_file_range()
         self._queue = self._thread = None
 
     def wrote(self, offset, n):
@@ -832,10 +826,10 @@ class CoreWriter:
 NOTES_BUFFER = 1 << 20
 
 
-def _write_stream(fd, chunks, offset, writeback=None, dst_name="core"):
+def _write_stream(fd, chunks, offset, writeback, dst_name):
     """Write byte strings one after the other from offset, gathered in
     writes of about NOTES_BUFFER bytes (a short write is continued);
-    returns the bytes written.  writeback: a _Writeback told of each
+    returns the bytes written.  writeback: the _Writeback told of each
     write."""
     buf = []
     pending = 0
@@ -845,14 +839,12 @@ def _write_stream(fd, chunks, offset, writeback=None, dst_name="core"):
         pending += len(chunk)
         if pending >= NOTES_BUFFER:
             _write_all(fd, b"".join(buf), pos, dst_name)
-            if writeback is not None:
-                writeback.wrote(pos, pending)
+            writeback.wrote(pos, pending)
             pos += pending
             buf, pending = [], 0
     if buf:
         _write_all(fd, b"".join(buf), pos, dst_name)
-        if writeback is not None:
-            writeback.wrote(pos, pending)
+        writeback.wrote(pos, pending)
         pos += pending
     return pos - offset
 
