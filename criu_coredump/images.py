@@ -62,27 +62,25 @@ def message(name):
     return getattr(_pb, name)
 
 
-def read_entries(d: ImageDir, name, expect, path=None):
+def read_entries(d: ImageDir, name, expect):
     """Yield the raw protobuf payloads of image `name` of d, after checking
-    its magic (path: d.join(name), when the caller has it).
+    its magic.
 
     A generator: the file is opened when it is first consumed and closed
     when it is exhausted, fails or is dropped.
     """
-    if path is None:
-        path = d.join(name)
-    with ImageReader(open_image(d, name, path)) as f:
+    path = d.join(name)
+    with ImageReader(open_image(d, name)) as f:
         try:
             yield from _frames(f, path, expect)
         except OSError as e:
             raise BadImage(path, "cannot read: %s" % (e.strerror or e)) from None
 
 
-def open_image(d: ImageDir, name, path=None):
+def open_image(d: ImageDir, name):
     """An image file of d (ImageDir.open: a regular file, non-blocking,
     checked on the descriptor), or BadImage naming it."""
-    if path is None:
-        path = d.join(name)
+    path = d.join(name)
     try:
         return d.open(name)
     except FileNotFoundError:
@@ -270,14 +268,12 @@ def _bytes_class(cls):
     return _BYTES_CLASSES[name]
 
 
-def load_messages(d: ImageDir, name, expect, cls, path=None):
-    """Every entry of image `name` of d, decoded as cls (path:
-    d.join(name), when the caller has it)."""
-    if path is None:
-        path = d.join(name)
+def load_messages(d: ImageDir, name, expect, cls):
+    """Every entry of image `name` of d, decoded as cls."""
+    path = d.join(name)
     with quiet_protobuf_log(), strict_decoding() as strict:
         return [parse(path, cls, b, strict)
-                for b in read_entries(d, name, expect, path)]
+                for b in read_entries(d, name, expect)]
 
 
 def _text(value):
@@ -342,12 +338,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_devnull)
 
 
-def load_one(d: ImageDir, name, expect, cls, path=None):
-    if path is None:
-        path = d.join(name)
-    msgs = load_messages(d, name, expect, cls, path)
+def load_one(d: ImageDir, name, expect, cls):
+    msgs = load_messages(d, name, expect, cls)
     if not msgs:
-        raise BadImage(path, "no entry")
+        raise BadImage(d.join(name), "no entry")
     return msgs[0]
 
 
@@ -409,11 +403,10 @@ def _signals(queue):
 
 
 def _load_thread(d: ImageDir, tid):
-    if not 1 <= tid <= PID_MAX_LIMIT:
-        check_pid(d.join(d.PSTREE), "thread id", tid)
+    check_pid(d.join(d.PSTREE), "thread id", tid)
     name = d.core(tid)
     path = d.join(name)
-    core = load_one(d, name, "CORE", _pb.core_entry, path)
+    core = load_one(d, name, "CORE", _pb.core_entry)
     arch, regs = _arch_of(path, core)
     th = Thread(tid=tid, arch=arch.name, regs=regs)
     if core.HasField("thread_core"):
