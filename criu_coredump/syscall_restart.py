@@ -387,14 +387,6 @@ def undo(arch, g, read, extra=None):
     return r
 
 
-def undo_rewind(proc, plan):
-    """Undo CRIU's rewind in every thread of proc (images.Process), reading
-    instructions through plan (memory.MemoryPlan).  Returns the Restarts."""
-    found = [undo(th.arch, th.regs.gp, plan.read, th.regs.extra) for th in proc.threads
-             if th.regs is not None]
-    return [r for r in found if r is not None]
-
-
 def undone(threads, plan):
     """Each of `threads` with CRIU's rewind undone (undo()), as it comes:
     the threads of a large process are read, undone and written one at a
