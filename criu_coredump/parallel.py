@@ -23,8 +23,9 @@ the objects it inherited.  Workers report back through a pipe:
 
 This process commits (fsyncs and renames) every worker's cores, by one
 thread, a batch at a time (batch.py says why one committer); a result is
-final once its core is committed.  A worker is told its jobs are over once its cores are
-committed: until then, its cleanup removes them if the run is stopped.
+final once its core is committed.  A worker is told its jobs are over once
+its cores are committed: until then, its cleanup removes them if the run
+is stopped.
 
 A worker killed by a signal (the OOM killer) gives `lost(i, signum)`'s
 result for the job it was in; the one waiting in its pipe, and the jobs
@@ -140,8 +141,8 @@ class _Wakeup:
 
 def _worker(tasks, conn, work, with_progress, pending):
     """A worker's life: job indexes in from `tasks` until None comes,
-    each job's messages and result out through `conn`; the results of the
-    cores left in `pending` follow when the batch is committed."""
+    each job's messages and result out through `conn`, with the core it
+    wrote in `pending` handed over for this process's parent to commit."""
     lifecycle.forget_workers()
     lifecycle.install_signal_cleanup()
     # the parent's wakeup pipe is its own; this one is this worker's
