@@ -595,8 +595,17 @@ def _copy_batch(batch, base, floor, gather, progress):
 
 def _copy_batch_holes(batch, source, src, base, floor, gather, progress):
     """_copy_batch on a file system in memory: each small run written on
-    its own (holes kept, as _Gather._write_each), from reads of up to
-    GATHER_SPAN of the source, which the runs of a batch read in order."""
+    its own (holes kept, as _Gather._write_each), by AIO batches where
+    the kernel has them (aio_runs), else one pwrite each from reads of up
+    to GATHER_SPAN of the source, which the runs of a batch read in order."""
+    if src is not None and src.fd is not None \
+            and getattr(source, "mappable", False):
+        from . import aio
+        writes = aio.get()
+        if writes is not None:
+            from . import aio_runs
+            return aio_runs.copy(writes, batch, source, src, base, floor,
+                                 gather, progress)
     P = batch.page
     chunk, span = GATHER_CHUNK, GATHER_SPAN
     fd, writeback, pwrite = gather.fd, gather.writeback, os.pwrite

@@ -1,0 +1,125 @@
+"""aio_runs: on a file system in memory, a batch of small runs is written a
+window at a time by io_submit.  The core must be the bytes the page-by-page
+path writes, whatever the window and batch sizes, when writes come back
+short, and when AIO is refused; a failure is the same one-line error."""
+import errno
+import os
+from array import array
+
+import pytest
+
+from criu_coredump import aio, aio_runs, writer
+from criu_coredump.convert import generate
+from criu_coredump.errors import BadImage
+
+from .helpers import synth
+from .test_bulk_pages import PID, build
+
+P = synth.PAGE
+NAME = "core.%d" % PID
+
+
+@pytest.fixture
+def tmpfs(monkeypatch):
+    """The core's file system taken for tmpfs (holes kept, runs written
+    one by one), and the AIO writes counted."""
+    monkeypatch.setattr(writer, "_fs_type", lambda fd: "tmpfs")
+    calls = []
+    real = aio.Writes.write
+
+    def spy(self, fd, bufs, lengths, offsets):
+        calls.append(len(bufs))
+        return real(self, fd, bufs, lengths, offsets)
+    monkeypatch.setattr(aio.Writes, "write", spy)
+    return calls
+
+
+def _core(ck, path):
+    path.mkdir()
+    [r] = generate(ck.dir, str(path))
+    return r, (path / NAME).read_bytes() if r.error is None else None
+
+
+def _pwrite_path(monkeypatch):
+    monkeypatch.setattr(aio, "get", lambda: None)
+
+
+def test_same_bytes_as_page_by_page(tmp_path, monkeypatch, tmpfs):
+    ck = build(tmp_path)
+    r, by_aio = _core(ck, tmp_path / "aio")
+    assert r.error is None
+    # the bench's case (3,000 one-page runs) and the scattered mappings
+    # went by AIO, in batches
+    assert sum(tmpfs) > 3000 and max(tmpfs) > 100
+    _pwrite_path(monkeypatch)
+    tmpfs.clear()
+    _, by_pwrite = _core(ck, tmp_path / "pwrite")
+    assert tmpfs == []
+    assert by_aio == by_pwrite
+    assert by_aio.count(synth.page_pattern(0x7f0000000000 + 2 * 2999 * P, 1)) == 1
+
+
+def test_small_windows_and_batches_same_bytes(tmp_path, monkeypatch, tmpfs):
+    """Windows of 5 pages and batches of 3 writes: runs cut at every
+    window's end, batches at every third write."""
+    ck = build(tmp_path, seed=7)
+    _, want = _core(ck, tmp_path / "a")
+    monkeypatch.setattr(aio_runs, "SPAN", 5 * P)
+    monkeypatch.setattr(aio, "DEPTH", 3)
+    monkeypatch.setattr(aio, "_state", {})  # a context of 3
+    tmpfs.clear()
+    r, got = _core(ck, tmp_path / "b")
+    assert r.error is None and max(tmpfs) == 3
+    assert got == want
+
+
+def test_short_writes_are_continued(tmp_path, monkeypatch, tmpfs):
+    """Each write comes back having written half (or none) of its bytes:
+    the rest is written by pwrite, the same bytes result."""
+    ck = build(tmp_path)
+    _, want = _core(ck, tmp_path / "a")
+    real = aio.Writes.write
+
+    def short(self, fd, bufs, lengths, offsets):
+        halves = array("Q", (n // 2 for n in lengths))
+        res = real(self, fd, bufs, halves, offsets)
+        return [0 if i % 3 == 0 else r for i, r in enumerate(res)]
+    monkeypatch.setattr(aio.Writes, "write", short)
+    r, got = _core(ck, tmp_path / "b")
+    assert r.error is None
+    assert got == want
+
+
+def test_a_failed_write_names_the_core(tmp_path, monkeypatch, tmpfs):
+    ck = build(tmp_path)
+
+    def full(self, fd, bufs, lengths, offsets):
+        return [-errno.ENOSPC] * len(bufs)
+    monkeypatch.setattr(aio.Writes, "write", full)
+    (tmp_path / "out").mkdir()
+    [r] = generate(ck.dir, str(tmp_path / "out"))
+    assert "No space left on device" in str(r.error)
+    assert NAME in str(r.error)
+    assert not any(p.name.startswith(NAME) for p in (tmp_path / "out").iterdir())
+
+
+def test_an_image_that_shrinks_meanwhile_is_a_bad_image(tmp_path, monkeypatch,
+                                                        tmpfs):
+    """The pages image cut short after its first window is mapped: the
+    kernel cannot read the mapping (EFAULT), which is the image's error,
+    not a SIGBUS, and no core is left."""
+    ck = build(tmp_path)
+    real = aio_runs._Mapping.__init__
+    pages = os.path.join(ck.dir, "pages-%d.img" % ck.procs[0].pages_id)
+
+    def shrinking(self, fd, offset, n):
+        real(self, fd, offset, n)
+        with open(pages, "r+b") as f:
+            f.truncate(offset)
+    monkeypatch.setattr(aio_runs._Mapping, "__init__", shrinking)
+    (tmp_path / "out").mkdir()
+    [r] = generate(ck.dir, str(tmp_path / "out"))
+    assert isinstance(r.error, BadImage)
+    assert r.error.path == str(pages)
+    assert "cannot read" in str(r.error)
+    assert not any(p.name.startswith(NAME) for p in (tmp_path / "out").iterdir())
