@@ -742,16 +742,27 @@ class CoreWriter:
             # 100,000 threads has 170 MiB of them, which the final fsync
             # would otherwise write all at once
             writeback = _Writeback(fd)
-            size = _write_stream(fd, [notes] if isinstance(notes, (bytes, bytearray))
-                                 else notes, elf.notes_offset(cls, segments),
-                                 writeback, self.path)
-            layout = elf.compute_layout(cls, size, segments)
+            chunks, size = _notes_ahead(notes)
+            start = elf.notes_offset(cls, segments)
+            if size is not None:
+                # the whole size before any byte: XFS, growing a file
+                # whose size in memory is past its size on disk, first
+                # writes back what is written and waits for the disk
+                # (a round trip a core, which a tree of small processes
+                # paid in every --jobs worker)
+                layout = elf.compute_layout(cls, size, segments)
+                os.ftruncate(fd, layout.file_size)
+                _write_stream(fd, chunks, start, writeback, self.path)
+            else:
+                size = _write_stream(fd, chunks, start, writeback, self.path)
+                layout = elf.compute_layout(cls, size, segments)
+                os.ftruncate(fd, layout.file_size)
+            # either way the whole size comes before the memory: every
+            # copy lands inside the file, so no file system preallocates
+            # past a growing end (XFS would leave unwritten extents in
+            # what must stay holes)
             head, shdr = elf.headers(cls, arch, layout, segments)
             os.pwrite(fd, head, 0)
-            # the whole size first: every copy lands inside the file, so no
-            # file system preallocates past a growing end (XFS would leave
-            # unwritten extents in what must stay holes)
-            os.ftruncate(fd, layout.file_size)
             progress = self.progress
             gather = _Gather(fd, self.path, writeback)
             last_src = src = None
@@ -833,6 +844,24 @@ class CoreWriter:
 
 
 NOTES_BUFFER = 1 << 20
+
+
+def _notes_ahead(notes):
+    """(the notes as a list of byte strings, their size) when they come to
+    NOTES_BUFFER bytes at most (all but processes of thousands of
+    threads); else (an iterator over them all, None): they are then
+    written as they come, memory not growing with them."""
+    if isinstance(notes, (bytes, bytearray)):
+        return [notes], len(notes)
+    it = iter(notes)
+    head, size = [], 0
+    for chunk in it:
+        head.append(chunk)
+        size += len(chunk)
+        if size > NOTES_BUFFER:
+            import itertools
+            return itertools.chain(head, it), None
+    return head, size
 
 
 def _write_stream(fd, chunks, offset, writeback, dst_name):
