@@ -25,6 +25,8 @@ import os
 import sys
 from array import array
 
+from . import libc
+
 # (io_setup, io_destroy, io_getevents, io_submit) by machine; the iocb
 # layout below is the little-endian 64-bit one
 _SYSCALLS = {"x86_64": (206, 207, 208, 209),
@@ -43,9 +45,9 @@ class Writes:
 
     def __init__(self, numbers):
         self._setup, self._destroy, self._getevents, self._submit = numbers
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._call = libc.syscall
-        self._call.restype = ctypes.c_long
+        self._call = libc.function("syscall", None, ctypes.c_long)
+        if self._call is None:
+            raise OSError(errno.ENOSYS, "syscall")
         self._ctx = ctypes.c_ulong(0)
         if self._call(ctypes.c_long(self._setup), ctypes.c_long(DEPTH),
                       ctypes.byref(self._ctx)) != 0:

@@ -23,7 +23,7 @@ import os
 from array import array
 from bisect import bisect_left
 
-from . import aio
+from . import aio, libc
 from .errors import BadImage
 from .pagemap import HERE
 
@@ -35,27 +35,23 @@ class _Mapping:
     """A read-only shared mapping of n bytes at `offset` of fd, by address
     (libc's mmap: a Python mmap gives no address of a read-only mapping)."""
 
-    _libc = None
-
     def __init__(self, fd, offset, n):
-        libc = _Mapping._libc
-        if libc is None:
-            libc = _Mapping._libc = ctypes.CDLL(None, use_errno=True)
-            libc.mmap.restype = ctypes.c_void_p
-            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t,
-                                  ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                  ctypes.c_long]
-            libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        mmap_ = libc.function("mmap", (ctypes.c_void_p, ctypes.c_size_t,
+                                       ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                       ctypes.c_long), ctypes.c_void_p)
         lead = offset % mmap.ALLOCATIONGRANULARITY
         self.length = lead + n
-        self.base = libc.mmap(None, self.length, mmap.PROT_READ,
-                              mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), fd, offset - lead)
+        # populated at once: every page of a window is written from
+        self.base = mmap_(None, self.length, mmap.PROT_READ,
+                          mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                          fd, offset - lead)
         if self.base in (None, ctypes.c_void_p(-1).value):
             raise OSError(ctypes.get_errno(), "mmap")
         self.address = self.base + lead
 
     def close(self):
-        _Mapping._libc.munmap(self.base, self.length)
+        libc.function("munmap", (ctypes.c_void_p, ctypes.c_size_t))(
+            self.base, self.length)
 
 
 def copy(writes, batch, source, src, base, floor, gather, progress):

@@ -34,7 +34,7 @@ import mmap
 import os
 from collections.abc import Sequence
 
-from . import elf, imagedir, lifecycle
+from . import elf, imagedir, libc, lifecycle
 from .errors import BadImage, OutputError
 from .lifecycle import TMP_SUFFIX, tmp_prefix
 
@@ -164,17 +164,11 @@ WRITEBACK_STEP = 32 << 20
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-@functools.lru_cache(maxsize=None)
 def libc_sync_file_range():
-    """libc's sync_file_range (None when there is none), looked up once a
-    run: a lookup builds a ctypes library and function class, which a tree
-    of small processes paid once per core.  batch.py waits with it too."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return fn
+    """libc's sync_file_range (None when there is none).  batch.py waits
+    with it too."""
+    return libc.function("sync_file_range", (ctypes.c_int, ctypes.c_int64,
+                                             ctypes.c_int64, ctypes.c_uint))
 
 
 class _Writeback:
@@ -818,13 +812,14 @@ class CoreWriter:
             self.commit()
         return written
 
-    def commit(self):
+    def commit(self, synced=False):
         """fsync the temporary core and rename it into place (write() does
         it unless deferred).  OutputError (the temporary removed) if the
         file system reports that the core could not be written."""
         fd = self.fd
         try:
-            os.fsync(fd)
+            if not synced:
+                os.fsync(fd)
         except OSError as e:
             self.discard()
             raise OutputError(self.path, "cannot write: %s" % e.strerror) from None

@@ -1,7 +1,8 @@
-"""Cores are committed (fsynced, then renamed into place) a batch at a time
-(criu_coredump/batch.py): no core is ever renamed before its own fsync, a
-core the file system could not write is an error of its process only, and
-the cores a --jobs worker wrote before it was killed are still committed."""
+"""Cores are committed (made durable, then renamed into place) a batch at a
+time (criu_coredump/batch.py): no core is ever renamed before its own
+fsync or its batch's syncfs, a core the file system could not write is
+an error of its process only, and the cores a --jobs worker wrote before
+it was killed are still committed."""
 import errno
 import os
 import signal
@@ -42,59 +43,110 @@ def fd_path(fd):
     return os.readlink("/proc/self/fd/%d" % fd)
 
 
+def hook_syncs(monkeypatch, record, before=lambda: None):
+    """record(kind, paths) after each fsync ("fsync", its file) and each
+    syncfs ("syncfs", the temporaries in the file's directory then: all
+    made durable); before() first."""
+    real_fsync, real_syncfs = os.fsync, batch._libc_syncfs()
+
+    def fsync(fd):
+        before()
+        real_fsync(fd)
+        record("fsync", [fd_path(fd)])
+
+    def syncfs(fd):
+        before()
+        d = os.path.dirname(fd_path(fd))
+        present = [os.path.join(d, f) for f in os.listdir(d)
+                   if f.startswith(".core.")]
+        done = real_syncfs(fd)
+        if done == 0:
+            record("syncfs", present)
+        return done
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(batch, "_libc_syncfs", lambda: syncfs)
+
+
+def refuse_syncfs(monkeypatch):
+    """syncfs fails, as on a file system that reports an error."""
+    monkeypatch.setattr(batch, "_libc_syncfs", lambda: lambda fd: -1)
+
+
+@pytest.mark.parametrize("syncfs", ["syncfs", "refused"])
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_every_core_is_fsynced_before_its_rename(tmp_path, monkeypatch, jobs):
+def test_every_core_is_synced_before_its_rename(tmp_path, monkeypatch, jobs,
+                                                syncfs):
+    """Each core is made durable, by its own fsync or by its batch's
+    syncfs, before it is renamed into place."""
     images = small_tree(tmp_path / "img", count=40)
     out = tmp_path / "out"
     out.mkdir()
     log = str(tmp_path / "log")
-    real_fsync, real_replace = os.fsync, os.replace
+    real_replace = os.replace
 
-    def record(line):  # O_APPEND: the workers' lines do not mix
+    def record(kind, paths):  # O_APPEND: the workers' lines do not mix
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, (line + "\n").encode())
+        os.write(fd, ("%s %s\n" % (kind, " ".join(paths))).encode())
         os.close(fd)
 
-    def fsync(fd):
-        real_fsync(fd)
-        record("fsync %s" % fd_path(fd))
-
     def replace(src, dst):
-        record("rename %s %s" % (src, dst))
+        record("rename", [src, dst])
         real_replace(src, dst)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    hook_syncs(monkeypatch, record)
+    if syncfs == "refused":
+        refuse_syncfs(monkeypatch)
     monkeypatch.setattr(os, "replace", replace)
     results = generate(images, str(out), jobs=jobs)
     monkeypatch.undo()
     assert [r.error for r in results] == [None] * 40
-    synced, renamed = set(), {}
+    synced, renamed, by = set(), {}, set()
     for line in open(log).read().splitlines():
         kind, *args = line.split()
-        if kind == "fsync":
-            synced.add(args[0])
-        else:
+        if kind == "rename":
             assert args[0] in synced, line  # its data and inode are durable
             renamed[os.path.basename(args[1])] = args[0]
+        else:
+            synced.update(args)
+            by.add((kind, len(args) > 1))
     assert sorted(renamed) == sorted(cores(str(out))) == \
         sorted("core.%d" % pid for pid in range(100, 140))
     assert cores(str(out)) == reference(images, tmp_path)
+    # batches of cores went by one syncfs each, unless it was refused
+    if syncfs == "syncfs":
+        assert ("syncfs", True) in by
+    else:
+        assert by == {("fsync", False)}
 
 
+@pytest.mark.parametrize("fails", ["fsync", "data"])
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_core_the_disk_refuses_is_an_error_of_its_process(tmp_path,
-                                                            monkeypatch, jobs):
+                                                            monkeypatch, jobs,
+                                                            fails):
+    """fsync: the file system reports an error (its syncfs fails, then
+    the core's own fsync); data: the core's data could not be written
+    (its writeback reports it, whether or not syncfs follows)."""
     images = small_tree(tmp_path / "img")
     out = tmp_path / "out"
     out.mkdir()
-    real_fsync = os.fsync
+    real_fsync, real_written = os.fsync, batch._wait_written
 
     def fsync(fd):
         if os.path.basename(fd_path(fd)).startswith(".core.105."):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    def wait_written(fd):
+        if os.path.basename(fd_path(fd)).startswith(".core.105."):
+            return errno.EIO
+        return real_written(fd)
+
+    if fails == "fsync":
+        refuse_syncfs(monkeypatch)
+        monkeypatch.setattr(os, "fsync", fsync)
+    else:
+        monkeypatch.setattr(batch, "_wait_written", wait_written)
     results = generate(images, str(out), jobs=jobs)
     monkeypatch.undo()
     bad = [r for r in results if r.error is not None]
@@ -116,7 +168,7 @@ def test_cores_a_killed_worker_handed_over_are_committed(tmp_path,
     # wrote and handed over, wait for their commit
     monkeypatch.setattr(parallel, "DEPTH", 30)
     died = tmp_path / "died"
-    real_convert, real_fsync = convert.convert_process, os.fsync
+    real_convert = convert.convert_process
     committed_by = set()
 
     def convert_process(ckpt, proc, *args, **kw):
@@ -125,15 +177,14 @@ def test_cores_a_killed_worker_handed_over_are_committed(tmp_path,
             os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
         return real_convert(ckpt, proc, *args, **kw)
 
-    def fsync(fd):
+    def before():
         deadline = time.monotonic() + 10
         while not died.exists() and time.monotonic() < deadline:
             time.sleep(0.001)
         committed_by.add(os.getpid())
-        real_fsync(fd)
 
     monkeypatch.setattr(convert, "convert_process", convert_process)
-    monkeypatch.setattr(os, "fsync", fsync)
+    hook_syncs(monkeypatch, lambda kind, paths: None, before)
     results = generate(images, str(out), jobs=2)
     monkeypatch.undo()
     assert committed_by == {os.getpid()}  # this process: the parent
