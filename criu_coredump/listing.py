@@ -79,11 +79,13 @@ def _dumped_pages(d: ImageDir, pid):
 def _row(d: ImageDir, entry, depth, files=None):
     row = ProcessRow(pid=entry.pid, ppid=entry.ppid, depth=depth)
     try:
-        proc = images.load_process(d, entry)
+        # each thread read, checked and dropped: a process of 100,000
+        # threads is listed in bounded memory, its broken thread found
+        proc = images.load_process(d, entry, stream_threads=True)
         row.comm = proc.comm
         row.arch = proc.arch
         row.state = STATE_NAMES.get(proc.task_state, str(proc.task_state))
-        row.threads = len(proc.threads)
+        row.threads = sum(1 for _ in proc.threads)
         if proc.mm is not None:
             row.mapped_bytes = sum(v.size for v in proc.mm.vmas)
             row.dumped_pages = _dumped_pages(d, proc.pid)

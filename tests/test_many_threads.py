@@ -7,6 +7,7 @@ find: the kernel's order of notes, each thread's own registers with CRIU's
 system-call rewind undone in each, and gdb listing every thread; and a bad
 thread image anywhere is one error naming it, nothing else, no core.
 """
+import json
 import os
 import re
 import subprocess
@@ -173,18 +174,22 @@ def test_broken_thread_of_one_process_leaves_the_others(tmp_path):
 
 # -- memory ----------------------------------------------------------------------
 
-def _peak_rss(images, out):
-    """Peak resident memory (bytes) of a conversion, from its rusage."""
+def _peak_rss(images, out, *args):
+    """Peak resident memory (bytes) of a conversion (or, with args, of
+    that command on the images), from its rusage; and its output."""
     import sys
     from .helpers.paths import COREDUMP
-    out.mkdir()
-    child = subprocess.Popen([sys.executable, COREDUMP, "-q", "-i", str(images),
-                              "-o", str(out)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    if not args:
+        out.mkdir()
+        args = ("-q", "-o", str(out))
+    child = subprocess.Popen([sys.executable, COREDUMP, "-i", str(images)]
+                             + list(args), stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    text = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     assert child.returncode == 0
-    return usage.ru_maxrss * 1024
+    return usage.ru_maxrss * 1024, text
 
 
 def test_memory_does_not_grow_with_the_threads(tmp_path):
@@ -196,5 +201,31 @@ def test_memory_does_not_grow_with_the_threads(tmp_path):
         ck = synth.Checkpoint(tmp_path / ("images-%d" % n))
         ck.many_threads(PID, n)
         ck.write()
-        rss[n] = _peak_rss(tmp_path / ("images-%d" % n), tmp_path / ("out-%d" % n))
+        rss[n], _ = _peak_rss(tmp_path / ("images-%d" % n),
+                              tmp_path / ("out-%d" % n))
     assert rss[20000] - rss[2000] < 16 << 20, rss
+
+
+def test_list_counts_the_threads_in_bounded_memory(tmp_path):
+    """--list reads every thread (a broken one is its process's error)
+    but keeps none: the same peak memory for ten times the threads."""
+    rss = {}
+    for n in (2000, 20000):
+        ck = synth.Checkpoint(tmp_path / ("images-%d" % n))
+        ck.many_threads(PID, n)
+        ck.write()
+        rss[n], text = _peak_rss(tmp_path / ("images-%d" % n), None,
+                                 "--list", "--json")
+        [row] = json.loads(text)["processes"]
+        assert (row["pid"], row["threads"], row["error"]) == (PID, n, None)
+    assert rss[20000] - rss[2000] < 16 << 20, rss
+
+
+def test_list_names_a_broken_thread_among_many(tmp_path):
+    ck, _ = _varied(tmp_path / "images")
+    ck.write()
+    bad = os.path.join(str(tmp_path / "images"), "core-%d.img" % (PID + 200))
+    _truncate(bad)
+    p = run_coredump("-i", tmp_path / "images", "--list")
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert bad in p.stdout + p.stderr and "truncated entry" in p.stdout + p.stderr
