@@ -11,7 +11,8 @@ no Python step per page.
 
 Runs that do not fit a window (lazy pages, a run of GATHER_CHUNK or more,
 one that would overwrite what was written, one past the image's end) are
-copied one by one by writer._copy_extent, as before.  The mapping is only
+copied one by one by writer._copy_extent, as before (all the runs left,
+when the image cannot be mapped).  The mapping is only
 ever read by the kernel: an image that shrinks meanwhile makes the write
 fail with EFAULT, reported as a BadImage naming it, never a SIGBUS.
 """
@@ -24,7 +25,6 @@ from array import array
 from bisect import bisect_left
 
 from . import aio, libc
-from .errors import BadImage
 from .pagemap import HERE
 
 SPAN = 4 << 20     # bytes of the pages image mapped at a time
@@ -72,7 +72,8 @@ def copy(writes, batch, source, src, base, floor, gather, progress):
         while i < k:
             n = npages[i]
             j = i
-            if wheres[i] == HERE and n * P < small and base + starts[i] >= floor:
+            if writes is not None and wheres[i] == HERE and n * P < small \
+                    and base + starts[i] >= floor:
                 j = _window(npages, offsets, wheres, i, k,
                             min(offsets[i] + span, last_page), small // P)
             if j - i < _MIN_RUNS:
@@ -86,9 +87,13 @@ def copy(writes, batch, source, src, base, floor, gather, progress):
                     floor = max(floor, dst + n * P)
                 i += 1
                 continue
-            done, end = _write_window(writes, fd, P, base, starts, npages,
-                                      offsets, i, j, src, source,
-                                      gather.dst_name)
+            try:
+                done, end = _write_window(writes, fd, P, base, starts, npages,
+                                          offsets, i, j, src, source,
+                                          gather.dst_name)
+            except _Unmappable:
+                writes = None  # the rest one by one
+                continue
             first = base + starts[i]
             writeback.wrote(first, end - first)
             if progress:
@@ -123,9 +128,8 @@ def _write_window(writes, fd, P, base, starts, npages, offsets, i, j, src,
     last = offsets[j - 1] + npages[j - 1]
     try:
         m = _Mapping(src.fd, src.base + first * P, (last - first) * P)
-    except OSError as e:
-        raise BadImage(source.path, "cannot map: %s"
-                       % os.strerror(e.errno)) from None
+    except OSError:
+        raise _Unmappable() from None
     try:
         count = j - i
         ns = npages[i:j]
@@ -153,6 +157,11 @@ def _write_window(writes, fd, P, base, starts, npages, offsets, i, j, src,
         return sum(lengths), dsts[-1] + lengths[-1]
     finally:
         m.close()
+
+
+class _Unmappable(Exception):
+    """The image cannot be mapped (a file system without mmap, no address
+    space left): its runs are copied one by one instead."""
 
 
 def _finish(fd, res, want, bufs, dsts, source, dst_name):

@@ -123,3 +123,24 @@ def test_an_image_that_shrinks_meanwhile_is_a_bad_image(tmp_path, monkeypatch,
     assert r.error.path == str(pages)
     assert "cannot read" in str(r.error)
     assert not any(p.name.startswith(NAME) for p in (tmp_path / "out").iterdir())
+
+
+def test_an_image_that_cannot_be_mapped_is_copied_run_by_run(tmp_path,
+                                                             monkeypatch,
+                                                             tmpfs):
+    """A file system without mmap (or no address space left): after the
+    first window fails to map, every run left is copied on its own."""
+    ck = build(tmp_path)
+    _, want = _core(ck, tmp_path / "a")
+    maps = []
+
+    def unmappable(self, fd, offset, n):
+        maps.append(offset)
+        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+    monkeypatch.setattr(aio_runs._Mapping, "__init__", unmappable)
+    tmpfs.clear()
+    r, got = _core(ck, tmp_path / "b")
+    assert r.error is None
+    # tried once in each batch (three take the batch path), then given up
+    assert 0 < len(maps) <= 3 and tmpfs == []
+    assert got == want
