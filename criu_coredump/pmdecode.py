@@ -8,11 +8,17 @@ conversion's CPU time.  But CRIU writes them all alike: the same fields,
 in the same order, and mostly the same varint widths, so consecutive
 entries have the same byte layout.  A window of such entries is checked
 column by column (every entry's byte at one position, a strided slice: a
-C loop), its length prefixes are deleted (four strided deletions), and
-what is left, the entries' fields one after the other, is parsed once as
-a message of repeated fields: one list per field, in entry order.  An
-entry that does not share the layout of the one before it is decoded on
-its own, as before, so any valid pagemap reads the same either way.
+C loop).  Then each field, a varint at the same offset and of the same
+width in every entry, is decoded for the whole window at once: its 7-bit
+groups put in the 64-bit slots of one big integer and closed up there
+(swar), a few C loops per byte of the varint instead of a step per entry.
+The values are protobuf's: a uint32 field keeps its low 32 bits, a bool
+is any value but 0, a non-canonical varint (a last byte of 0) is its
+value.  A layout with a 10-byte varint (bits past 64, where protobuf's
+rules are its own) is parsed by protobuf instead, as one message of
+repeated fields.  An entry that does not share the layout of the one
+before it is decoded on its own, so any valid pagemap reads the same
+either way, and an invalid one fails at the same entry.
 """
 from __future__ import annotations
 
