@@ -224,7 +224,11 @@ class PageIndex:
                     self._append(r_start, r_n, r_off, r_w)
                 else:
                     add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
-                offs = array("Q", accumulate(ns[1:], initial=offset))
+                c = ns[0]
+                if ns == array("I", (c,)) * len(ns):  # one-page entries, often
+                    offs = array("Q", range(offset, offset + c * len(ns), c))
+                else:
+                    offs = array("Q", accumulate(ns[1:], initial=offset))
                 self.starts.extend(vas[1:-1])
                 self.npages.extend(ns[1:-1])
                 self.offsets.extend(offs[:-2])
