@@ -48,6 +48,7 @@ _BLOCK = 1 << 20
 _MIN_WINDOW = 64
 _BULK_MIN = 16  # fewer entries alike are decoded one by one
 _MAX_WINDOW = 1 << 14
+_MAX_SKIP = 31  # entries decoded one by one after misses in a row
 
 
 def _layout(buf, pos, size):
@@ -75,19 +76,33 @@ def _layout(buf, pos, size):
     return tuple(out)
 
 
-def _same(buf, pos, stride, k, size, layout):
+def _same_size(buf, pos, stride, k, size):
     """How many of the k entries from pos (stride bytes apart) have the
-    payload size and the layout of the first one."""
+    payload size of the first one: their length prefixes, column by
+    column.  Looked at first, and alone when entries of one size are
+    fewer than _BULK_MIN (a size changes with a varint's width: entries
+    of mixed page counts are not a window, and finding it out must cost
+    them little)."""
     end = pos + stride * k
     for off, want in enumerate(struct.pack("<I", size)):
         k = _lead(buf[pos + off:end:stride], want, k)
+        if k < _BULK_MIN:
+            break
+    return k
+
+
+def _same(buf, pos, stride, k, layout):
+    """How many of the k entries from pos (stride bytes apart), all of
+    one size (_same_size), have the layout of the first one; any number
+    below _BULK_MIN when they are fewer."""
+    end = pos + stride * k
     p = pos + 4
     for num, off, width in layout:
         k = _lead(buf[p + off - 1:end:stride], num << 3, k)
         for b in range(width):
             col = buf[p + off + b:end:stride].translate(_HIGH)
             k = _lead(col, 1 if b < width - 1 else 0, k)
-        if k == 0:
+        if k < _BULK_MIN:
             break
     return k
 
@@ -300,12 +315,22 @@ class Decoder:
         """The entries after the head, in chunks of parallel sequences
         (vaddrs, page counts, flags)."""
         window = _MIN_WINDOW
+        # entries to decode one by one before looking for a window again,
+        # and how many after the next miss: misses in a row (entries of
+        # mixed sizes) are looked for less and less often
+        skip = backoff = 0
         while True:
             size = self._size()
             if size is None:
                 return
             buf, pos = self._buf, self._pos
             stride = 4 + size
+            if skip:
+                skip -= 1
+                self._pos = pos + stride
+                va, n, flags = self._one(buf, pos + 4, size)
+                yield (va,), (n,), (flags,)
+                continue
             # entries of this size in the buffer: at most that many alike;
             # fewer than _BULK_MIN (a small process's few runs) are not
             # worth looking at their layout
@@ -314,22 +339,27 @@ class Decoder:
                 buf, pos = self._buf, self._pos
                 avail = (len(buf) - pos) // stride
             avail = min(window, avail)
-            layout = _layout(buf, pos + 4, size) if avail >= _BULK_MIN else None
-            k = 0
+            k = (_same_size(buf, pos, stride, avail, size)
+                 if avail >= _BULK_MIN else 0)
+            layout = _layout(buf, pos + 4, size) if k >= _BULK_MIN else None
             if layout is not None:
-                k = _same(buf, pos, stride, avail, size, layout)
+                k = _same(buf, pos, stride, k, layout)
             if k >= _BULK_MIN:
                 try:
                     cols = _columns(buf, pos, stride, k, layout)
                 except Exception:
                     cols = None  # decoded one by one: the error in its place
                 if cols is not None:
+                    backoff = 0
                     self._pos = pos + k * stride
                     window = (min(window * 2, _MAX_WINDOW) if k == window
                               else _MIN_WINDOW)
                     yield cols
                     continue
             window = _MIN_WINDOW
+            if avail >= _BULK_MIN:
+                skip = backoff
+                backoff = min(2 * backoff + 1, _MAX_SKIP)
             self._pos = pos + stride
             va, n, flags = self._one(buf, pos + 4, size)
             yield (va,), (n,), (flags,)

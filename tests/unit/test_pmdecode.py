@@ -153,7 +153,7 @@ def test_non_canonical_varints(tmp_path, monkeypatch):
         rnd = random.Random(width)
         payloads = []
         for i in range(200):
-            va = rnd.randrange(1 << 40) * P
+            va = ((1 << 40) + rnd.randrange(1 << 40)) * P  # 8 bytes
             payloads.append(entry((VADDR, va, max(width, len(varint(va)))),
                                   (COMPAT, 0, width), (FLAGS, 4, width),
                                   (NR_PAGES, 1 + i % 3, width)))
@@ -387,3 +387,21 @@ def test_truncated_pages_image_same_error(tmp_path, monkeypatch):
     got, want = both(monkeypatch, lambda: indexed(d))
     assert got == want
     assert got[0] is BadImage and "pages image has" in got[1]
+
+
+def test_mixed_sizes_then_uniform(tmp_path, monkeypatch):
+    """Entries whose sizes change every one or two (page counts across
+    128) are decoded one by one, windows looked for less often after each
+    miss; a uniform run after them is found and read in growing windows."""
+    rnd = random.Random(3)
+    entries, va = [], 0x10000000
+    for i in range(5000):
+        n = rnd.choice((1, 300)) if i < 1000 else 1
+        entries.append([va, n, 4])
+        va += (n + 1) * P
+    windows = []
+    d = write(tmp_path, build(entries, "4.2"))
+    got, want = both(monkeypatch, lambda: decoded(d, windows))
+    assert got == want == [tuple(e) for e in entries]
+    assert windows[:1000] == [1] * 1000
+    assert max(windows) >= 1024
