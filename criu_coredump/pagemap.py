@@ -10,7 +10,8 @@ The index keeps the runs in compact arrays (21 bytes a run, not Python
 objects) sorted by address, so a lookup is a bisect and memory stays small
 for pagemaps of millions of entries.  The entries are decoded a window at
 a time (pmdecode), and a chunk of plain ones (present, in order, none
-continuing another: a sparsely touched heap) becomes runs through C loops.
+continuing another: a sparsely touched heap) is checked on all its values
+at once (swar) and becomes runs by array copies.
 """
 from __future__ import annotations
 
