@@ -49,6 +49,10 @@ _MIN_WINDOW = 64
 _BULK_MIN = 16  # fewer entries alike are decoded one by one
 _MAX_WINDOW = 1 << 14
 _MAX_SKIP = 31  # entries decoded one by one after misses in a row
+# read ahead for a whole window only when that is small (entries of a
+# few tens of bytes are): a crafted image of large entries must not be
+# read whole into memory
+_FILL_MAX = 1 << 22
 
 
 def _layout(buf, pos, size):
@@ -335,7 +339,8 @@ class Decoder:
             # fewer than _BULK_MIN (a small process's few runs) are not
             # worth looking at their layout
             avail = (len(buf) - pos) // stride
-            if avail < window and self._fill(window * stride):
+            if (avail < window and window * stride <= _FILL_MAX
+                    and self._fill(window * stride)):
                 buf, pos = self._buf, self._pos
                 avail = (len(buf) - pos) // stride
             avail = min(window, avail)

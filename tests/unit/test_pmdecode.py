@@ -405,3 +405,23 @@ def test_mixed_sizes_then_uniform(tmp_path, monkeypatch):
     assert got == want == [tuple(e) for e in entries]
     assert windows[:1000] == [1] * 1000
     assert max(windows) >= 1024
+
+
+def test_large_entries_are_not_read_ahead(tmp_path, monkeypatch):
+    """Entries of 200 KB (an unknown length-delimited field: protobuf
+    keeps it): no window is read ahead for them, the buffer holds about
+    one entry and one block at a time; the values are the same."""
+    big = b"\x32" + varint(200000) + bytes(200000)  # field 6, 200,000 bytes
+    payloads = [entry((VADDR, i * 2 * P), (NR_PAGES, 1)) + big
+                for i in range(40)]
+    d = write(tmp_path, payloads)
+    seen = []
+    real = pmdecode.Decoder._size
+
+    def spy(self):
+        seen.append(len(self._buf))
+        return real(self)
+    monkeypatch.setattr(pmdecode.Decoder, "_size", spy)
+    got = decoded(d)
+    assert got == [(i * 2 * P, 1, 4) for i in range(40)]
+    assert max(seen) <= pmdecode._BLOCK + 2 * len(payloads[0])
