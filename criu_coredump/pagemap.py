@@ -10,21 +10,22 @@ The index keeps the runs in compact arrays (21 bytes a run, not Python
 objects) sorted by address, so a lookup is a bisect and memory stays small
 for pagemaps of millions of entries.  The entries are decoded a window at
 a time (pmdecode), and a chunk of plain ones (present, in order, none
-continuing another: a sparsely touched heap) becomes runs through C loops.
+continuing another: a sparsely touched heap) is checked on all its values
+at once (swar) and becomes runs by array copies.
 """
 from __future__ import annotations
 
+import sys
 from array import array
 from bisect import bisect_right
 from collections import namedtuple
 from collections.abc import Iterator
-from itertools import accumulate, islice
-from operator import add, lt
+from itertools import accumulate
 
 from google.protobuf import descriptor_pb2
 
 from .errors import BadImage
-from . import images, pmdecode
+from . import images, pmdecode, swar
 from .imagedir import ImageDir, as_imagedir
 
 PE_PARENT = 1 << 0
@@ -69,22 +70,41 @@ class Run(namedtuple("Run", "addr length kind index offset")):
 
 
 def _plain(vaddrs, counts, flags):
-    """(vaddrs, counts, ends) as lists when every entry but the first is
-    what most are: present pages, aligned, 1 to _RUN_MAX of them, in order
-    with a gap after each (so no two make one run); else None, and the
-    entries are indexed one by one (which also finds the error, if any).
-    C loops (map, all) rather than a Python step per entry."""
+    """(page counts as an array('I'), end of the last entry) when every
+    entry is what most are: present pages, aligned, 1 to _RUN_MAX of them,
+    in order with a gap after each (so no two make one run); else None,
+    and the entries are indexed one by one (which also finds the error,
+    if any).  The entries are pmdecode's arrays('Q'); they are checked all
+    at once, in 64-bit slots (swar): addresses below 2**62 and counts
+    below 2**32 first, so that an end (at most 2**62 + 2**32 pages) and
+    2**63 + (an address - an end - 1) stay in their slots."""
     k = len(vaddrs)
-    if list(flags).count(PE_PRESENT) != k:
+    if flags != array("Q", (PE_PRESENT,)) * k:
         return None
-    vas, ns = list(vaddrs), list(counts)
     P = images.PAGE_SIZE
-    if min(ns) < 1 or max(ns) > _RUN_MAX or any(map((P - 1).__and__, vas)):
+    rep = swar.repeat
+    V, N = swar.from_array(vaddrs), swar.from_array(counts)
+    if V & rep(k, (3 << 62) | (P - 1)) or N & rep(k, (1 << 64) - 1 - _RUN_MAX):
         return None
-    ends = list(map(add, vas, map(P.__mul__, ns)))
-    if max(ends) > 1 << 64 or not all(map(lt, ends, islice(vas, 1, None))):
+    top = rep(k, 1 << 63)  # bit 63 of 2**63 + n - 1 says n >= 1
+    if ((N | top) - rep(k, 1)) & top != top:
         return None
-    return vas, ns, ends
+    # each end before the next address: 2**63 + next - end - 1 keeps bit 63
+    top = rep(k - 1, 1 << 63)
+    E = V + N * P
+    if (((V >> 64) | top) - (E & rep(k - 1, (1 << 64) - 1))
+            - rep(k - 1, 1)) & top != top:
+        return None
+    raw = counts.tobytes()
+    ns = bytearray(4 * k)
+    for b in range(4):
+        ns[b::4] = raw[b + _LOW32::8]
+    return array("I", bytes(ns)), vaddrs[-1] + counts[-1] * P
+
+
+# where a 64-bit value's low 32 bits are in its bytes
+_LOW32 = 4 if sys.byteorder == "big" else 0
+assert images.PAGE_SIZE <= 1 << 30  # an end stays below 2**63 (_plain)
 
 
 class PageIndex:
@@ -154,7 +174,8 @@ class PageIndex:
             if plain is not None:
                 # the first entry as any other (it may continue the run
                 # before it), the rest at once below
-                vaddrs, counts, flagss = plain[0][:1], plain[1][:1], (PE_PRESENT,)
+                vas = vaddrs
+                vaddrs, counts, flagss = vas[:1], counts[:1], (PE_PRESENT,)
             for va, n, flags in zip(vaddrs, counts, flagss):
                 if va % P:
                     raise BadImage(self.path, "entry at 0x%x is not page "
@@ -199,20 +220,24 @@ class PageIndex:
             if plain is not None:
                 # runs of their own: none continues another (_plain); the
                 # last is kept, the next chunk's first may continue it
-                vas, ns, ends = plain
+                ns, end = plain
                 if r_n > _RUN_MAX:
                     self._append(r_start, r_n, r_off, r_w)
                 else:
                     add_s(r_start), add_n(r_n), add_o(r_off), add_w(r_w)
-                offs = list(accumulate(ns[1:], initial=offset))
+                c = ns[0]
+                if ns == array("I", (c,)) * len(ns):  # one-page entries, often
+                    offs = array("Q", range(offset, offset + c * len(ns), c))
+                else:
+                    offs = array("Q", accumulate(ns[1:], initial=offset))
                 self.starts.extend(vas[1:-1])
                 self.npages.extend(ns[1:-1])
                 self.offsets.extend(offs[:-2])
                 self.where.frombytes(bytes(len(vas) - 2))  # HERE
                 r_start, r_n, r_w = vas[-1], ns[-1], here
-                r_off, r_end = offs[-2], ends[-1]
+                r_off, r_end = offs[-2], end
                 offset = offs[-1]
-                last_end = ends[-1]
+                last_end = end
         if r_w >= 0:
             self._append(r_start, r_n, r_off, r_w)
         self.present_pages = offset
