@@ -19,12 +19,13 @@ fail with EFAULT, reported as a BadImage naming it, never a SIGBUS.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import os
 from array import array
 from bisect import bisect_left
 
-from . import aio, libc
+from . import aio, libc, swar
 from .pagemap import HERE
 
 SPAN = 4 << 20     # bytes of the pages image mapped at a time
@@ -135,14 +136,16 @@ def _write_window(writes, fd, P, base, starts, npages, offsets, i, j, src,
         ns = npages[i:j]
         if last - first == count:
             # one page each, one after the other in the image (what a
-            # sparsely touched heap is): no array to compute
-            bufs = array("Q", range(m.address, m.address + count * P, P))
+            # sparsely touched heap is): the addresses are a ramp
+            bufs = _plus(_ramp(count, P), count, m.address)
             lengths = array("Q", [P]) * count
         else:
             shift = m.address - first * P
             bufs = array("Q", map(shift.__add__, map(P.__mul__, offsets[i:j])))
             lengths = array("Q", map(P.__mul__, ns))
-        dsts = array("Q", map(base.__add__, starts[i:j]))
+        # every offset in the core is base + a start, 0 or more: no slot
+        # carries or borrows
+        dsts = _plus(swar.from_array(starts[i:j]), count, base)
         depth = aio.DEPTH
         for a in range(0, count, depth):
             b = min(a + depth, count)
@@ -157,6 +160,19 @@ def _write_window(writes, fd, P, base, starts, npages, offsets, i, j, src,
         return sum(lengths), dsts[-1] + lengths[-1]
     finally:
         m.close()
+
+
+def _plus(slots, k, by):
+    """The k values in slots (swar) plus `by` (which may be negative), as
+    an array('Q'); the callers' sums are all in 0 .. 2**64 - 1."""
+    one = swar.repeat(k, 1)
+    return swar.to_array(slots + one * by if by >= 0 else slots - one * -by, k)
+
+
+@functools.lru_cache(maxsize=8)
+def _ramp(k, step):
+    """0, step, 2 step, ... (k values) in swar slots."""
+    return swar.from_array(array("Q", range(0, k * step, step)))
 
 
 class _Unmappable(Exception):
