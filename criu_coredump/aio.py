@@ -31,7 +31,8 @@ from . import libc
 # layout below is the little-endian 64-bit one
 _SYSCALLS = {"x86_64": (206, 207, 208, 209),
              "aarch64": (0, 1, 4, 2)}
-DEPTH = 1024       # writes per io_submit()
+DEPTH = 256        # writes per io_submit(); a context counts twice that
+                   # against fs.aio-max-nr (65,536 for the whole system)
 _IOCB = 64         # bytes of a struct iocb, in 8 u64 words
 _EVENT = 32        # bytes of a struct io_event, in 4 u64 words
 _PWRITE = 1        # IOCB_CMD_PWRITE

@@ -30,6 +30,7 @@ from .pagemap import HERE
 
 SPAN = 4 << 20     # bytes of the pages image mapped at a time
 _MIN_RUNS = 4      # fewer runs fitting a window are copied one by one
+_MAX_RUNS = 1024   # runs a window takes at most
 
 
 class _Mapping:
@@ -110,7 +111,7 @@ def _window(npages, offsets, wheres, i, k, end_page, big):
     (none lazy), each shorter than `big` pages, all of them within the
     image's pages [offsets[i], end_page) (the runs of present pages are in
     order in the image: their offsets ascend)."""
-    j = min(k, i + 4 * aio.DEPTH)
+    j = min(k, i + _MAX_RUNS)
     tail = wheres[i:j].tobytes()
     j = i + len(tail) - len(tail.lstrip(bytes((HERE,))))  # the first not HERE
     j = bisect_left(offsets, end_page, i, j)
