@@ -587,13 +587,19 @@ def _copy_batch(batch, base, floor, gather, progress):
     return written, floor
 
 
+# A batch of fewer runs is written run by run: an AIO context costs its
+# process a wait for an RCU grace period when it exits (10-30 ms: a tree
+# of a thousand small processes took 30% longer by --jobs workers)
+AIO_MIN_RUNS = 256
+
+
 def _copy_batch_holes(batch, source, src, base, floor, gather, progress):
     """_copy_batch on a file system in memory: each small run written on
     its own (holes kept, as _Gather._write_each), by AIO batches where
     the kernel has them (aio_runs), else one pwrite each from reads of up
     to GATHER_SPAN of the source, which the runs of a batch read in order."""
-    if src is not None and src.fd is not None \
-            and getattr(source, "mappable", False):
+    if src is not None and src.fd is not None and batch.hi - batch.lo >= \
+            AIO_MIN_RUNS and getattr(source, "mappable", False):
         from . import aio
         writes = aio.get()
         if writes is not None:

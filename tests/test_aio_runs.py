@@ -24,6 +24,9 @@ def tmpfs(monkeypatch):
     """The core's file system taken for tmpfs (holes kept, runs written
     one by one), and the AIO writes counted."""
     monkeypatch.setattr(writer, "_fs_type", lambda fd: "tmpfs")
+    # the mixed mappings too (a few hundred runs each), not only the
+    # bench's 3,000 one-page runs
+    monkeypatch.setattr(writer, "AIO_MIN_RUNS", 8)
     calls = []
     real = aio.Writes.write
 
@@ -144,3 +147,27 @@ def test_an_image_that_cannot_be_mapped_is_copied_run_by_run(tmp_path,
     # tried once in each batch (three take the batch path), then given up
     assert 0 < len(maps) <= 3 and tmpfs == []
     assert got == want
+
+
+def test_a_small_process_makes_no_aio_context(tmp_path, monkeypatch, tmpfs):
+    """A context costs its process a wait of tens of milliseconds at exit
+    (exit_aio): batches of fewer than AIO_MIN_RUNS runs (a tree's small
+    processes) are written run by run without one."""
+    monkeypatch.setattr(writer, "AIO_MIN_RUNS", 256)
+    asked = []
+    real_get = aio.get
+    monkeypatch.setattr(aio, "get", lambda: asked.append(1) or real_get())
+    ck = synth.Checkpoint(tmp_path / "img")
+    H = 0x7f0000000000
+    p = ck.process(PID)
+    p.vma(H, H + 600 * P)
+    for i in range(255):
+        p.pages(H + 2 * i * P, nr_pages=1)
+    ck.write()
+    r, small = _core(ck, tmp_path / "a")
+    assert r.error is None and asked == [] and tmpfs == []
+    assert small.count(synth.page_pattern(H + 2 * 254 * P, 1)) == 1
+    p.pages(H + 2 * 255 * P, nr_pages=1)  # 256 runs: AIO
+    ck.write()
+    r, _ = _core(ck, tmp_path / "b")
+    assert r.error is None and asked == [1] and sum(tmpfs) == 256
