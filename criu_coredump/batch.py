@@ -124,7 +124,7 @@ class Pending:
 
     def take_settled(self):
         """The results made final by the commits since the last call."""
-        if self._thread is not None and not self._thread.is_alive():
+        if self._thread is not None and self._done is not None:
             self.wait()
         done, self.settled = self.settled, []
         return done
@@ -159,7 +159,11 @@ class Pending:
         """Wait for the batch committed in the background, if any."""
         if self._thread is None:
             return
-        self._thread.join()
+        if self._done is None:
+            self._thread.join()
+        # else its batch is committed and the thread only returns: not
+        # waited for (a join then waited for it to get the interpreter
+        # back from this thread, which --jobs' parent did once a batch)
         self._thread = None
         done, self._done = self._done, None
         if isinstance(done, BaseException):
