@@ -408,6 +408,21 @@ def open_in_gdb(args):
                      opened=inp if hasattr(root, "open") else None)
 
 
+def exit_now(code):
+    """Exit with `code` (main()'s) once the standard streams are flushed,
+    without the interpreter's teardown: freeing every object and module of
+    the run took 10-20 ms, a fifth of a small process's conversion.
+    Nothing is left to it: the cores are closed and renamed, the threads
+    (writeback, commits, the progress bar's) are done.  If a stream cannot
+    be flushed, the interpreter's own exit says so, as before."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    os._exit(code if isinstance(code, int) else 1)
+
+
 def main(argv=None):
     _show[0] = lambda text: text
     _std_streams()
