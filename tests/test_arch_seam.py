@@ -26,10 +26,12 @@ NOT_ARCHES = {"__init__", "base", "syscall_numbers"}
 # images/core.proto enum march: every machine CRIU writes images for
 CRIU_MARCH = {1: "X86_64", 2: "ARM", 3: "AARCH64", 4: "PPC64", 5: "S390",
               6: "MIPS", 7: "LOONGARCH64", 8: "RISCV64"}
-# (file, word): names that are not a checkpoint's arch.  rootfs.py keys
-# the number of openat2 by the HOST's platform.machine(): it opens files
-# of the machine running the conversion.
-ALLOWED = {("rootfs.py", "x86_64"), ("rootfs.py", "aarch64")}
+# (file, word): names that are not a checkpoint's arch.  rootfs.py (the
+# number of openat2) and aio.py (those of io_setup, io_submit, ...) key
+# system call numbers by the HOST's machine: they make the calls on the
+# machine running the conversion.
+ALLOWED = {("rootfs.py", "x86_64"), ("rootfs.py", "aarch64"),
+           ("aio.py", "x86_64"), ("aio.py", "aarch64")}
 
 
 def arch_words():
