@@ -430,7 +430,7 @@ def _entry_point(which):
     # installs the checkout into the venv running these tests)
     exe = os.path.join(os.path.dirname(sys.executable), "coredump")
     with open(exe) as f:
-        assert "criu_coredump.__main__ import main" in f.read(), exe
+        assert "criu_coredump.__main__ import run" in f.read(), exe
     return [exe]
 
 
