@@ -82,29 +82,15 @@ class Writes:
         w[3:end:8] = bufs
         w[4:end:8] = lengths
         w[5:end:8] = offsets
+        call, ctx = self._call, self._ctx
         try:
-            done = 0
-            while done < k:
-                n = self._call(ctypes.c_long(self._submit), self._ctx,
-                               ctypes.c_long(k - done),
-                               ctypes.byref(self._ptrs, 8 * done))
-                if n < 0:
-                    e = ctypes.get_errno()
-                    if e == errno.EINTR:
-                        continue
-                    raise OSError(e, os.strerror(e))
-                done += n
-            got = 0
-            while got < k:
-                n = self._call(ctypes.c_long(self._getevents), self._ctx,
-                               ctypes.c_long(k - got), ctypes.c_long(k - got),
-                               ctypes.byref(self._events, _EVENT * got), None)
-                if n < 0:
-                    e = ctypes.get_errno()
-                    if e == errno.EINTR:
-                        continue
-                    raise OSError(e, os.strerror(e))
-                got += n
+            _until(k, lambda done: call(
+                ctypes.c_long(self._submit), ctx, ctypes.c_long(k - done),
+                ctypes.byref(self._ptrs, 8 * done)))
+            _until(k, lambda got: call(
+                ctypes.c_long(self._getevents), ctx, ctypes.c_long(k - got),
+                ctypes.c_long(k - got), ctypes.byref(self._events, _EVENT * got),
+                None))
         except BaseException:
             # a signal's exception, or a refusal: the context may hold
             # writes not collected; this process makes a new one if asked
@@ -119,6 +105,21 @@ class Writes:
         for i, r in zip(order.tolist(), res.tolist()):
             out[i] = r
         return out
+
+
+def _until(k, call):
+    """call(done) until the counts it returns come to k (io_submit takes
+    some of the writes, io_getevents gives some of the results), again
+    when a signal interrupted it; another error is an OSError."""
+    done = 0
+    while done < k:
+        n = call(done)
+        if n < 0:
+            e = ctypes.get_errno()
+            if e == errno.EINTR:
+                continue
+            raise OSError(e, os.strerror(e))
+        done += n
 
 
 def get():
