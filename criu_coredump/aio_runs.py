@@ -5,7 +5,8 @@ What writer._copy_batch_holes does run by run (a file system in memory,
 where the holes between runs must stay holes), done for a window of runs
 at once: the part of the pages image they come from is mapped, and the
 writes' addresses, lengths and offsets are computed from the index's
-arrays by C loops (map over the array slices), then handed to io_submit.
+arrays all at once (as slots of one big integer, swar.py), then handed
+to io_submit.
 A quarter of a million one-page runs cost a few hundred system calls and
 no Python step per page.
 
