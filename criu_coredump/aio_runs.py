@@ -26,7 +26,7 @@ import os
 from array import array
 from bisect import bisect_left
 
-from . import aio, libc, swar
+from . import aio, imagedir, libc, swar
 from .pagemap import HERE
 
 SPAN = 4 << 20     # bytes of the pages image mapped at a time
@@ -64,9 +64,7 @@ def copy(writes, batch, source, src, base, floor, gather, progress):
     P = batch.page
     small = GATHER_CHUNK
     fd, writeback = gather.fd, gather.writeback
-    size = src.size if src.size is not None else \
-        os.fstat(src.fd).st_size - src.base
-    last_page = size // P         # pages of the image a window may map
+    last_page = imagedir.length(src) // P  # pages a window may map
     span = max(SPAN // P, 1)
     written = 0
     for starts, npages, offsets, wheres in batch.chunks():

@@ -39,6 +39,7 @@ import os
 import signal
 import time
 
+from . import libc
 from .errors import OutputError
 
 # a batch is committed when it holds this many cores, this much data, or
@@ -221,7 +222,6 @@ def _wait_written(fd):
     fn = libc_sync_file_range()
     if fn is None or fn(fd, 0, 0, _SYNC_FILE_RANGE_ALL) == 0:
         return 0
-    import ctypes
     err = ctypes.get_errno()
     if err in (errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP):
         return 0  # not for this file: fsync does it all
@@ -252,7 +252,6 @@ def _synced(fds):
 
 
 def _libc_syncfs():
-    from . import libc
     return libc.function("syncfs", (ctypes.c_int,))
 
 

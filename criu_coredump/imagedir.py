@@ -44,6 +44,14 @@ class StreamedImage:
         return self._read(n, off)
 
 
+def length(f) -> int:
+    """The bytes of an opened image: its size, or (an ImageFile of size
+    None) what its file holds past its base."""
+    if f.size is not None:
+        return f.size
+    return os.fstat(f.fd).st_size - f.base
+
+
 def pread(f, n: int, off: int) -> bytes:
     """Up to n bytes at offset `off` of an opened image (an ImageFile, or a
     StreamedImage)."""

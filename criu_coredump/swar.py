@@ -8,7 +8,8 @@ value costs tens of nanoseconds each.  It is the same as working value by
 value as long as no slot carries or borrows into the next: the callers
 bound their values first and say why their sums stay in their slots.
 Used for the pagemap's hundreds of thousands of entries (pmdecode decodes
-their varints, pagemap checks them).
+their varints, pagemap checks them) and for the addresses and offsets of
+a window of writes (aio_runs).
 """
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import functools
 import mmap
 import os
 from collections.abc import Sequence
@@ -76,7 +75,7 @@ def _write_error(e, dst_name, src_name):
 
 
 # A pages image is mapped rather than read where many small runs of it are
-# gathered (_Gather, _copy_runs_holes): the kernel then copies each run
+# gathered (_Gather, _copy_batch_holes): the kernel then copies each run
 # straight from the image's page cache into the core's, instead of a read
 # copying the whole span into a buffer first (a sparsely touched heap of
 # 1 GiB on tmpfs: the read was a seventh of the conversion).  Only system
@@ -92,8 +91,7 @@ def _source_view(source, src, n, off):
     read."""
     if n < MAP_MIN or src.fd is None or not getattr(source, "mappable", False):
         return imagedir.pread(src, n, off)
-    end = src.size if src.size is not None else os.fstat(src.fd).st_size - src.base
-    n = min(n, end - off)
+    n = min(n, imagedir.length(src) - off)
     if n <= 0:
         return b""
     start = src.base + off
