@@ -35,9 +35,17 @@ def per_thread_values(out):
     return per_thread(out, GDB_THREAD, r"^\$\d+ = (.*)$")
 
 
-# gdb 13 cannot size the kernel's XSAVE note on CPUs whose component offsets
-# are not Intel's (AMD): it warns, mid-line
-XSTATE_WARNING = re.compile(r"warning: Section `\.reg-xstate/\d+' in core file too small\.\n?")
+# gdb warns, mid-line, about the size of a kernel's (or gcore's) XSAVE note
+# in two cases, neither of which our note may give (it holds the components
+# CRIU images carry, in the standard layout gdb expects):
+# - "too small": gdb 13 on a CPU whose component offsets are not Intel's
+#   (AMD), the note ending before where gdb looks for PKRU;
+# - "Unexpected size": a CPU with components no CRIU image carries (AMX
+#   tiles: the kernel's note is then 11,008 bytes), which gdb 13-18 do not
+#   know either.
+XSTATE_WARNING = re.compile(r"warning: (Section `\.reg-xstate/\d+' in core file too small"
+                            r"|Unexpected size of section `\.reg-xstate/\d+' in core file)"
+                            r"\.\n?")
 
 NO_DEBUGINFOD = "set debuginfod enabled off"
 
