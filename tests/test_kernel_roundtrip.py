@@ -14,11 +14,15 @@ must then be the kernel's, note for note:
   standard ones;
 - gdb giving the same answers, registers included.  On CPUs whose offsets
   are not the standard ones (AMD), gdb 13 cannot read the upper halves of
-  ymm nor pkru from the kernel's core (<unavailable>); from ours it reads
-  the values the kernel's note holds at the CPU's offsets.
+  ymm nor pkru from the kernel's core (<unavailable>); on CPUs with AMX
+  tiles, whose state no CRIU image carries, the kernel's note is sized for
+  them (11,008 bytes) and gdb 16-18 show none of its registers but the
+  legacy area's.  From ours gdb reads the values the kernel's note holds
+  at the CPU's offsets.
 """
 import ctypes
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -214,9 +218,13 @@ def test_xstate_register_by_register(both):
 
 
 GDB_DROP = ("[New LWP", "Program terminated with signal", "warning: ")
+# registers gdb shows from the XSAVE note only (not from its legacy area)
+XSAVE_ONLY_REGISTER = re.compile(r"^(k[0-7]|pkru) ")
 
 
 def gdb(roundtrip, core, *commands):
+    """gdb's answers on `core`, and whether it warned about the size of
+    its XSAVE note."""
     out = tools.gdb(core, "set debuginfod enabled off", *commands,
                     exe=roundtrip["exe"])
     # gdb warns, mid-line, about the size of the kernel's XSAVE note when
@@ -224,7 +232,8 @@ def gdb(roundtrip, core, *commands):
     # images do not carry (AMX); never about ours
     out, warned = XSTATE_WARNING.subn("", out)
     assert not (warned and core == roundtrip["ours"]), out
-    return [l for l in out.splitlines() if l.strip() and not l.startswith(GDB_DROP)]
+    lines = [l for l in out.splitlines() if l.strip() and not l.startswith(GDB_DROP)]
+    return lines, bool(warned)
 
 
 def test_gdb_gives_the_same_answers(roundtrip):
@@ -233,8 +242,18 @@ def test_gdb_gives_the_same_answers(roundtrip):
             "thread apply all p $mxcsr", "info auxv", "info sharedlibrary",
             "p/x ymm_values[5]", "p ready"]
     cmds += ["thread apply all p/x $xmm%d" % i for i in range(16)]
-    ours = gdb(roundtrip, roundtrip["ours"], *cmds)
-    assert ours == gdb(roundtrip, roundtrip["kernel"], *cmds)
+    ours, _ = gdb(roundtrip, roundtrip["ours"], *cmds)
+    theirs, warned = gdb(roundtrip, roundtrip["kernel"], *cmds)
+    if warned:
+        # gdb 16-18 guess the layout of a core's XSAVE note from its size:
+        # the kernel's, sized for AMX tiles too, they cannot place, and
+        # show none of its registers (the AVX-512 masks k0-k7, pkru) but
+        # those of the legacy area; ours they read
+        # (test_xstate_register_by_register: the kernel's values)
+        shown = {l.split()[0] for l in theirs}
+        ours = [l for l in ours
+                if not (XSAVE_ONLY_REGISTER.match(l) and l.split()[0] not in shown)]
+    assert ours == theirs
     assert any(l.startswith("#3 ") for l in ours)
     assert any(l.startswith("fs_base ") for l in ours)
 
@@ -245,8 +264,8 @@ def test_gdb_reads_ymm_and_pkru_the_kernel_saved(roundtrip, both):
     cmds = ["thread apply all p/x $ymm%d.v2_int128" % i for i in range(16)]
     if 9 in klay:
         cmds.append("thread apply all p/x $pkru")
-    ours = per_thread_values("\n".join(gdb(roundtrip, roundtrip["ours"], *cmds)))
-    theirs = per_thread_values("\n".join(gdb(roundtrip, roundtrip["kernel"], *cmds)))
+    ours = per_thread_values("\n".join(gdb(roundtrip, roundtrip["ours"], *cmds)[0]))
+    theirs = per_thread_values("\n".join(gdb(roundtrip, roundtrip["kernel"], *cmds)[0]))
     assert sorted(ours) == sorted(kthreads)
     for tid, vals in ours.items():
         kdesc = kthreads[tid][NT_X86_XSTATE]
