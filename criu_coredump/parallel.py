@@ -3,9 +3,9 @@
 A checkpoint of many processes converts faster with several cores busy, and
 each core is still written by one streaming writer in one process, so memory
 stays bounded per worker.  `jobs` workers are forked once, from this
-single-threaded process (they inherit the opened checkpoint; nothing is
-pickled on the way in), and are handed one job index after another through
-a pipe, the next one always waiting there (DEPTH; more for a worker
+single-threaded process by os.fork (they inherit the opened checkpoint;
+nothing is pickled on the way in), and are handed one job index after
+another through a pipe, the next one always waiting there (DEPTH; more for a worker
 whose jobs are short, whose messages this process then reads a few at a
 time: SHORT_JOB); a tree of a thousand small processes costs `jobs`
 forks, not a thousand, and a worker never waits for this process between
@@ -37,7 +37,9 @@ same.
 import collections
 import gc
 import os
+import pickle
 import signal
+import struct
 import sys
 import time
 import types
@@ -45,6 +47,89 @@ import types
 from . import lifecycle
 
 _BATCH_SECONDS = 0.1
+
+# The pipes carry messages of our own framing, not multiprocessing's
+# Connection (nor its import: 8 ms of a run's serial start): a worker's
+# messages are each a length and a pickle, written at once, and this
+# process reads all a worker has written in one read (a Connection is one
+# read for the length, one for the message, and one poll, which makes a
+# selector, to learn whether another is there: 50 us of this process a
+# job, taken from the workers on a machine of two CPUs); job indexes go
+# the other way as 32-bit integers, as many in one write as are handed.
+_LENGTH = struct.Struct("<I")
+_NO_MORE_JOBS = 0xFFFFFFFF
+
+
+def _send(fd, message):
+    """Write one message, whole (the reader waits for all of it)."""
+    data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _Messages:
+    """The reading end of a worker's message pipe (non-blocking)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = bytearray()
+        os.set_blocking(fd, False)
+
+    def read(self):
+        """(the messages complete in the pipe now, whether the worker has
+        closed its end and all it wrote is read)."""
+        ended = False
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                ended = True
+                break
+            self.buf += chunk
+        messages, pos, buf = [], 0, self.buf
+        while len(buf) - pos >= 4:
+            size, = _LENGTH.unpack_from(buf, pos)
+            if len(buf) - pos - 4 < size:
+                break
+            messages.append(pickle.loads(buf[pos + 4:pos + 4 + size]))
+            pos += 4 + size
+        del buf[:pos]
+        return messages, ended
+
+
+class _Child:
+    """A forked worker process: what multiprocessing.Process gave us, for a
+    process forked here (os.fork)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.exitcode = None  # once reaped: its status, -signal if killed
+
+    def _reaped(self, status):
+        self.exitcode = os.waitstatus_to_exitcode(status)
+
+    def join(self):
+        if self.exitcode is None:
+            self._reaped(os.waitpid(self.pid, 0)[1])
+
+    def is_alive(self):
+        if self.exitcode is not None:
+            return False
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return True
+        self._reaped(status)
+        return False
+
+    def terminate(self):
+        if self.exitcode is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 def default_jobs():
@@ -58,13 +143,13 @@ def default_jobs():
 class _ProgressProxy:
     """Stands for the parent's progress object in a child."""
 
-    def __init__(self, conn):
-        self.conn = conn
+    def __init__(self, send):
+        self.send = send
         self.pending = 0
         self.last = time.monotonic()
 
     def start(self, proc, total):
-        self.conn.send(("start", proc.pid, proc.comm, total))
+        self.send(("start", proc.pid, proc.comm, total))
 
     def advance(self, n):
         self.pending += n
@@ -75,12 +160,12 @@ class _ProgressProxy:
 
     def flush(self):
         if self.pending:
-            self.conn.send(("advance", self.pending))
+            self.send(("advance", self.pending))
             self.pending = 0
 
     def finish(self, proc):
         self.flush()
-        self.conn.send(("finish", proc.pid, proc.comm))
+        self.send(("finish", proc.pid, proc.comm))
 
 
 class _Wakeup:
@@ -116,14 +201,14 @@ class _Wakeup:
         except BlockingIOError:
             pass
 
-    def wait_readable(self, conn):
-        """Wait until conn has a message (or its end) to read, the
+    def wait_readable(self, fd):
+        """Wait until fd has something (or its end) to read, the
         handler of any signal that arrives meanwhile run."""
         if self.fd is None:
             return
         import select
         poll = select.poll()
-        poll.register(conn.fileno(), select.POLLIN)
+        poll.register(fd, select.POLLIN)
         poll.register(self.fd, select.POLLIN)
         while True:
             ready = poll.poll()
@@ -141,10 +226,11 @@ class _Wakeup:
         self.fd = None
 
 
-def _worker(tasks, conn, work, with_progress, pending):
-    """A worker's life: job indexes in from `tasks` until None comes,
-    each job's messages and result out through `conn`, with the core it
-    wrote in `pending` handed over for this process's parent to commit."""
+def _worker(tasks, out, work, with_progress, pending):
+    """A worker's life: job indexes read from the pipe `tasks` until
+    _NO_MORE_JOBS comes, each job's messages and result written to the
+    pipe `out`, with the core it wrote in `pending` handed over for this
+    process's parent to commit."""
     lifecycle.forget_workers()
     lifecycle.install_signal_cleanup()
     # the parent's wakeup pipe is its own; this one is this worker's
@@ -152,39 +238,76 @@ def _worker(tasks, conn, work, with_progress, pending):
     wakeup = _Wakeup()
     # forked while the parent held them (see run_ordered)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, lifecycle.CLEANUP_SIGNALS)
-    proxy = _ProgressProxy(conn) if with_progress else None
+
+    def send(message):
+        _send(out, message)
+    proxy = _ProgressProxy(send) if with_progress else None
 
     def warn(path, what):
-        conn.send(("warn", path, what))
+        send(("warn", path, what))
 
     def attempt(fn):
         try:
             fn()
         except BaseException as exc:  # reported to the parent, re-raised there
             try:
-                conn.send(("raise", exc))
+                send(("raise", exc))
             except Exception:
-                conn.send(("raise", RuntimeError("%s: %s" % (type(exc).__name__, exc))))
+                send(("raise", RuntimeError("%s: %s" % (type(exc).__name__, exc))))
 
     def convert(i):
         res = work(i, warn, proxy)
         # its core, written, for the parent to commit
-        conn.send(("converted", res,
-                   pending.hand_over(res) if pending is not None else None))
+        send(("converted", res,
+              pending.hand_over(res) if pending is not None else None))
 
+    held = collections.deque()  # indexes read, not begun
+    partial = b""
     while True:
-        try:
+        if not held:
             wakeup.wait_readable(tasks)
-            i = tasks.recv()
-        except EOFError:
-            break
-        # None: no jobs left, and every core handed over committed (an EOF
-        # may not come: the workers forked later hold this pipe's other
-        # end too)
-        if i is None:
+            chunk = os.read(tasks, 4096)
+            # its end: the parent is gone (an end may not come when it is
+            # not: the workers forked later hold this pipe's other end too)
+            if not chunk:
+                break
+            chunk = partial + chunk
+            whole = len(chunk) - len(chunk) % 4
+            held.extend(struct.unpack("<%dI" % (whole // 4), chunk[:whole]))
+            partial = chunk[whole:]
+        i = held.popleft()
+        # no jobs left, and every core handed over committed
+        if i == _NO_MORE_JOBS:
             break
         attempt(lambda: convert(i))
-    conn.close()
+    os.close(out)
+
+
+def _start_child(target, args, close_in_child):
+    """Fork a process that runs target(*args) and exits: 0 when it
+    returns, 1 when it raises (its traceback on stderr), the code of a
+    SystemExit.  It first closes the descriptors in `close_in_child`
+    (the ends of its pipes that only this process uses)."""
+    pid = os.fork()
+    if pid:
+        return _Child(pid)
+    code = 1
+    try:
+        for fd in close_in_child:
+            os.close(fd)
+        target(*args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 class _Job:
@@ -202,10 +325,10 @@ class _Worker:
     on, the next one waits in its pipe), and how many of the cores it
     handed over are not committed yet."""
 
-    def __init__(self, proc, tasks, conn):
+    def __init__(self, proc, tasks, messages):
         self.proc = proc
-        self.tasks = tasks
-        self.conn = conn
+        self.tasks = tasks        # the write end of its job pipe
+        self.messages = messages  # its message pipe (_Messages)
         self.jobs = collections.deque()
         self.unsettled = 0
         self.last = None   # when its last job's result came
@@ -247,14 +370,12 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
     over, and this process commits every worker's cores, by one thread
     (batch.py says why), a batch at a time."""
     # imported here: one job, the common case, does not pay for it
-    import multiprocessing
     import selectors
     from .batch import MAX_WAIT
 
-    ctx = multiprocessing.get_context("fork")
     results = [None] * count
     jobs_by_index = {}    # handed out, and their warnings not all reported yet
-    active = {}           # connection -> worker that has not exited
+    active = {}           # message pipe -> worker that has not exited
     todo = collections.deque(range(count))  # not handed out (or to hand again)
     next_report = 0       # lowest job whose warnings are not all out yet
     selector = selectors.DefaultSelector()
@@ -308,22 +429,27 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         the end of its jobs (until then, it removes them if stopped)."""
         if depth is None:
             depth = max(DEPTH, SHORT_DEPTH) if worker.short_jobs() else DEPTH
-        while worker.tasks is not None and len(worker.jobs) < depth:
-            if not todo:
-                if worker.jobs or worker.unsettled:
-                    return
-                try:
-                    worker.tasks.send(None)
-                except OSError:
-                    pass
-                worker.tasks.close()
-                worker.tasks = None
+        if worker.tasks is None:
+            return
+        if not todo:
+            if worker.jobs or worker.unsettled:
                 return
-            i = todo[0]
             try:
-                worker.tasks.send(i)
-            except OSError:  # it has died: reap() starts another
-                return
+                os.write(worker.tasks, struct.pack("<I", _NO_MORE_JOBS))
+            except OSError:
+                pass
+            os.close(worker.tasks)
+            worker.tasks = None
+            return
+        handed = [todo[k] for k in range(min(len(todo), depth - len(worker.jobs)))]
+        if not handed:
+            return
+        try:
+            # at most SHORT_DEPTH indexes: one atomic write, never blocked
+            os.write(worker.tasks, struct.pack("<%dI" % len(handed), *handed))
+        except OSError:  # it has died: reap() starts another
+            return
+        for i in handed:
             todo.popleft()
             job = jobs_by_index[i] = _Job(i)
             worker.jobs.append(job)
@@ -331,21 +457,27 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
     def start_worker():
         sys.stdout.flush()  # a worker must not write our buffers again
         sys.stderr.flush()
-        task_r, task_w = ctx.Pipe(duplex=False)
-        r, w = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(task_r, w, work,
-                                              progress is not None, pending),
-                        daemon=True)
+        task_r, task_w = os.pipe2(os.O_CLOEXEC)
+        r, w = os.pipe2(os.O_CLOEXEC)
         gc.freeze()  # see the module's docstring
         try:
             with lifecycle.signals_held():  # started and known, or neither
-                p.start()
+                # the worker keeps none of this process's ends of the
+                # pipes, its own or the other workers': once this process
+                # is gone, it reads the end of its jobs
+                ours = [task_w, r]
+                for other in active.values():
+                    ours.append(other.messages.fd)
+                    if other.tasks is not None:
+                        ours.append(other.tasks)
+                p = _start_child(_worker, (task_r, w, work, progress is not None,
+                                           pending), ours)
                 lifecycle.add_worker(p.pid)
         finally:
             gc.unfreeze()
-        task_r.close()
-        w.close()
-        worker = _Worker(p, task_w, r)
+            os.close(task_r)
+            os.close(w)
+        worker = _Worker(p, task_w, _Messages(r))
         active[r] = worker
         selector.register(r, selectors.EVENT_READ, worker)
         return worker
@@ -392,13 +524,13 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
 
     def reap(worker):
         """The worker has exited: after its last job, or killed in one."""
-        selector.unregister(worker.conn)
-        del active[worker.conn]
+        selector.unregister(worker.messages.fd)
+        del active[worker.messages.fd]
         worker.proc.join()
         lifecycle.remove_worker(worker.proc.pid)
-        worker.conn.close()
+        os.close(worker.messages.fd)
         if worker.tasks is not None:
-            worker.tasks.close()
+            os.close(worker.tasks)
             worker.tasks = None
         if worker.jobs:
             job = worker.jobs.popleft()  # the one it was killed in
@@ -431,13 +563,12 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
                 if worker == "batch done":
                     os.read(done_r, 512)
                     continue
-                try:
-                    # all it said meanwhile (several jobs' worth after a
-                    # COALESCE wait), not one message a select
-                    handle(worker, worker.conn.recv())
-                    while worker.conn.poll():
-                        handle(worker, worker.conn.recv())
-                except EOFError:  # the worker has exited
+                # all it said meanwhile (several jobs' worth after a
+                # COALESCE wait), not one message a select
+                messages, ended = worker.messages.read()
+                for msg in messages:
+                    handle(worker, msg)
+                if ended:  # the worker has exited
                     reap(worker)
             if committer is not None:
                 commit()
@@ -456,6 +587,9 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         for worker in active.values():
             worker.proc.join()
             lifecycle.remove_worker(worker.proc.pid)
+            os.close(worker.messages.fd)
+            if worker.tasks is not None:
+                os.close(worker.tasks)
         if committer is not None:
             committer.discard()  # the cores handed over, not committed
         raise
