@@ -87,3 +87,71 @@ def test_a_worker_killed_amid_short_jobs(monkeypatch):
                                    lost=lambda i, sig: ("lost", i, sig))
     assert results[300] == ("lost", 300, signal.SIGKILL)
     assert results[:300] + results[301:] == list(range(300)) + list(range(301, 500))
+
+
+def test_messages_larger_than_a_pipe_arrive_whole():
+    """A result, a warning and an exception each larger than a pipe's
+    buffer (64 KiB) cross it in many reads, whole and in order."""
+    def work(i, warn, prog):
+        warn("w%d" % i, "x" * (100_000 + i))
+        if i == 5:
+            raise ValueError("y" * 200_000)
+        return bytes([i]) * (300_000 + i)
+
+    warned = []
+    results = parallel.run_ordered(5, work, 2, warn=lambda p, w: warned.append((p, len(w))))
+    assert results == [bytes([i]) * (300_000 + i) for i in range(5)]
+    assert warned == [("w%d" % i, 100_000 + i) for i in range(5)]
+    try:
+        parallel.run_ordered(7, work, 2)
+    except ValueError as exc:
+        assert str(exc) == "y" * 200_000
+    else:
+        raise AssertionError("the worker's exception was not raised here")
+
+
+_ORPHANS = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from criu_coredump import parallel
+
+def work(i, warn, prog):
+    with open(os.path.join(sys.argv[2], "%d" % os.getpid()), "w"):
+        pass
+    time.sleep(0.2)
+    return i
+
+parallel.run_ordered(100, work, 2)
+"""
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """SIGKILL leaves no handler to stop the workers: each must see its
+    parent gone (a pipe's end) and exit, not wait for jobs forever."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHANS, repo, str(tmp_path)])
+    deadline = time.monotonic() + 30
+    while len(os.listdir(tmp_path)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = [int(p) for p in os.listdir(tmp_path)]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [pid for pid in workers if _running(pid)]
+    assert not alive
+
+
+def _running(pid):
+    """Whether pid is a process that has not exited (a zombie has: its
+    parent, killed, left it to init to reap)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
