@@ -356,12 +356,10 @@ DEPTH = 2
 # Woken for each (a thousand 1-ms jobs), this process spent 150 us of CPU
 # a job (a wake-up's select and cold caches, not the messages), taken
 # from the workers on a machine of two CPUs.  A long job keeps DEPTH: a
-# worker never holds many jobs behind one that takes a while.  Measured
-# on a tree of 1,000 processes of 0.7 ms each: 16 and 5 ms took 3% less
-# time than 8 and 2 ms; 32 and 10 ms no less than 16 and 5 ms.
+# worker never holds many jobs behind one that takes a while.
 SHORT_JOB = 0.005
-SHORT_DEPTH = 16
-COALESCE = 0.005
+SHORT_DEPTH = 8
+COALESCE = 0.002
 
 
 def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
