@@ -17,7 +17,7 @@ import pytest
 
 from .helpers import synth
 from .helpers.paths import COREDUMP
-from .helpers.tools import run_coredump
+from .helpers.tools import run_coredump, signals_at_default
 
 pytestmark = pytest.mark.slow
 P = synth.PAGE
@@ -230,7 +230,7 @@ def test_signal_while_the_pages_stream_leaves_nothing(tmp_path, signum):
     out.mkdir()
     proc = subprocess.Popen([sys.executable, COREDUMP, "-q", "-i", str(arc),
                              "-o", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=signals_at_default)
     deadline = time.time() + 60
     writing = False  # the core is being written from the stream
     while not writing and time.time() < deadline and proc.poll() is None:

@@ -21,7 +21,7 @@ import zipfile
 import pytest
 
 from .helpers.paths import FIXTURES
-from .helpers.tools import gdbcheck, need, run_coredump
+from .helpers.tools import gdbcheck, need, run_coredump, signals_at_default
 from .helpers import archives as A
 
 pytestmark = pytest.mark.slow
@@ -417,7 +417,8 @@ def test_signal_while_streaming_leaves_nothing(members, tmp_path, signum):
     out.mkdir()
     proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(
         os.path.dirname(os.path.abspath(__file__))), "bin", "coredump"), "-i", str(path),
-        "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=signals_at_default)
     deadline = time.time() + 60
     while time.time() < deadline and not glob.glob(str(out / ".coredump-archive-*/x/checkpoint/zz*")):
         time.sleep(0.005)

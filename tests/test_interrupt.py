@@ -16,6 +16,7 @@ import time
 import pytest
 
 from .helpers.paths import COREDUMP
+from .helpers.tools import signals_at_default
 from .helpers.imgedit import edit_image, read_messages
 
 pytestmark = pytest.mark.slow
@@ -69,7 +70,8 @@ def _interrupt(images, out, signum):
     """Start a conversion, signal it once its core is being written; returns
     its exit status and how far it had got."""
     p = subprocess.Popen([sys.executable, COREDUMP, "-i", images, "-o", str(out), "-q"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=signals_at_default)
     deadline = time.monotonic() + 120
     size = 0
     try:

@@ -14,7 +14,7 @@ from criu_coredump.writer import GATHER_GAP
 
 from .helpers import synth
 from .helpers.paths import COREDUMP
-from .helpers.tools import convert
+from .helpers.tools import convert, signals_at_default
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ def _start(images, out):
     return subprocess.Popen([sys.executable, COREDUMP, "-i", images, "-o",
                              str(out), "--jobs", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=signals_at_default)
 
 
 def _wait_for_tmp(out, count, proc):
@@ -244,7 +244,7 @@ def test_ctrl_c_amid_batches_leaves_complete_cores_only(tmp_path, jobs):
     p = subprocess.Popen([sys.executable, COREDUMP, "-i", images, "-o",
                           str(out), "--jobs", jobs], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=signals_at_default)
     deadline = time.monotonic() + 60
     while not any(f.startswith("core.") for f in os.listdir(str(out))):
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()

@@ -8,6 +8,7 @@ package's own parser.
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -22,6 +23,15 @@ def need(tool):
     if path is None:
         pytest.fail("%s is not installed: run scripts/setup.sh" % tool)
     return path
+
+
+def signals_at_default():
+    """preexec_fn of a conversion a test sends SIGINT or SIGHUP: a suite
+    started by nohup, or in the background of a shell without job
+    control, has them ignored, and a child inherits that (the conversion
+    would go on, as it should there)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def run_coredump(*args, check=None, **kw):
