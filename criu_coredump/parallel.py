@@ -345,20 +345,33 @@ class _Worker:
     def short_jobs(self):
         return self.pace is not None and self.pace < SHORT_JOB
 
+    def depth(self):
+        """How many jobs it is to hold: DEPTH, or for a worker of short
+        jobs about HOLD seconds of them (SHORT_DEPTH at most)."""
+        if not self.short_jobs():
+            return DEPTH
+        return max(DEPTH, min(SHORT_DEPTH, int(HOLD / max(self.pace, 1e-6)) + 1))
+
 
 # jobs a worker holds: the next one waits in its pipe while it works, so it
 # never waits for this process (busy, or not scheduled) between two jobs
 DEPTH = 2
 # A worker whose jobs take less than SHORT_JOB seconds each (a tree of
-# small processes) holds SHORT_DEPTH of them, and while every worker holds
-# at least half that, this process waits COALESCE seconds before reading
-# what they said: one wake-up then reads the results of several jobs.
-# Woken for each (a thousand 1-ms jobs), this process spent 150 us of CPU
-# a job (a wake-up's select and cold caches, not the messages), taken
-# from the workers on a machine of two CPUs.  A long job keeps DEPTH: a
-# worker never holds many jobs behind one that takes a while.
+# small processes) holds HOLD seconds of them (SHORT_DEPTH at most), and
+# while every worker holds at least half that, this process waits
+# COALESCE seconds before reading what they said: one wake-up then reads
+# the results of several jobs.  Woken for each (a thousand 1-ms jobs),
+# this process spent 150 us of CPU a job (a wake-up's select and cold
+# caches, not the messages), taken from the workers on a machine of two
+# CPUs.  HOLD is what the workers have in hand while this process sleeps,
+# or waits for the interpreter's lock that its commit thread holds (up to
+# the 5 ms switch interval): 8 jobs of 0.45 ms (tmpfs) ran out, and the
+# workers waited for jobs 2-10 ms at a time (a perf trace); holding 10 ms
+# of them, a tree of 1,000 took 0.289 s against 0.305 s.  A long job keeps
+# DEPTH: a worker never holds many jobs behind one that takes a while.
 SHORT_JOB = 0.005
-SHORT_DEPTH = 8
+SHORT_DEPTH = 32
+HOLD = 0.01
 COALESCE = 0.002
 
 
@@ -423,12 +436,12 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
             next_report += 1
 
     def hand_out(worker, depth=None):
-        """Jobs to this worker until it holds `depth` (DEPTH, or more for a
-        worker of short jobs: SHORT_DEPTH); when none is left
+        """Jobs to this worker until it holds `depth` (its depth());
+        when none is left
         and it has converted those it held and its cores are committed,
         the end of its jobs (until then, it removes them if stopped)."""
         if depth is None:
-            depth = max(DEPTH, SHORT_DEPTH) if worker.short_jobs() else DEPTH
+            depth = worker.depth()
         if worker.tasks is None:
             return
         if not todo:
@@ -573,7 +586,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
             if committer is not None:
                 commit()
             report()
-            if todo and all(w.short_jobs() and len(w.jobs) >= SHORT_DEPTH // 2
+            if todo and all(w.short_jobs() and len(w.jobs) >= w.depth() // 2
                             for w in active.values()):
                 time.sleep(COALESCE)  # see SHORT_JOB
         if committer is not None:  # those of workers killed meanwhile

@@ -155,3 +155,18 @@ def _running(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_of_short_jobs_holds_about_hold_seconds_of_them():
+    """DEPTH until its pace is known or when its jobs are long; for short
+    jobs, HOLD seconds of them, between DEPTH and SHORT_DEPTH."""
+    w = parallel._Worker(None, None, None)
+    assert w.depth() == parallel.DEPTH
+    w.pace = parallel.SHORT_JOB * 2
+    assert w.depth() == parallel.DEPTH
+    w.pace = parallel.HOLD / 20.5
+    assert w.depth() == 21
+    w.pace = parallel.HOLD / 1000
+    assert w.depth() == parallel.SHORT_DEPTH
+    w.pace = parallel.SHORT_JOB * 0.99  # 10 ms of jobs just under 5 ms
+    assert w.depth() == 3
