@@ -235,7 +235,7 @@ def generate(images_dir, out_dir, pids=None, root=None,
             results = []
             for e in wanted:
                 if pending.due():
-                    pending.commit(background=True)
+                    pending.commit(background=pending.worth_a_thread())
                 results.append(_convert_entry(ckpt, e, out_dir, rootfs,
                                               dump_filter, shmem_cache,
                                               progress, warn, pending))

@@ -363,9 +363,10 @@ DEPTH = 2
 # the results of several jobs.  Woken for each (a thousand 1-ms jobs),
 # this process spent 150 us of CPU a job (a wake-up's select and cold
 # caches, not the messages), taken from the workers on a machine of two
-# CPUs.  HOLD is what the workers have in hand while this process sleeps,
-# or waits for the interpreter's lock that its commit thread holds (up to
-# the 5 ms switch interval): 8 jobs of 0.45 ms (tmpfs) ran out, and the
+# CPUs.  HOLD is what the workers have in hand while this process sleeps
+# or commits a batch (or waited for the interpreter's lock that a commit
+# thread held, up to the 5 ms switch interval, when every batch had its
+# thread: batch.worth_a_thread): 8 jobs of 0.45 ms (tmpfs) ran out, and the
 # workers waited for jobs 2-10 ms at a time (a perf trace); holding 10 ms
 # of them, a tree of 1,000 took 0.289 s against 0.305 s.  A long job keeps
 # DEPTH: a worker never holds many jobs behind one that takes a while.
@@ -380,8 +381,8 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
     """Results of work(i, warn, progress) for i in range(count), in order,
     computed by at most `jobs` forked workers.  `pending` (a batch.Pending,
     empty) is where work() leaves the core it wrote: the worker hands it
-    over, and this process commits every worker's cores, by one thread
-    (batch.py says why), a batch at a time."""
+    over, and this process commits every worker's cores, one task at a
+    time (batch.py says why), a batch at a time."""
     # imported here: one job, the common case, does not pay for it
     import selectors
     from .batch import MAX_WAIT
@@ -504,7 +505,8 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         if committer.busy():
             return
         if committer.due() or not todo:
-            committer.commit(background=True)  # (after waiting for the last)
+            # (after waiting for the last)
+            committer.commit(background=committer.worth_a_thread())
         else:
             committer.wait()
         for res in committer.take_settled():

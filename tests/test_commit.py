@@ -239,3 +239,33 @@ def test_cores_waiting_are_committed_before_a_large_one_is_written(
               if pid == writer]
     assert before  # the same worker wrote others before it
     assert set(before) <= set(in_place.split(","))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_batches_commit_by_a_thread_only_when_large(tmp_path, monkeypatch, jobs):
+    """A batch of small cores is committed by the converting thread itself
+    (a thread for it cost more than it saved); one of THREAD_BYTES or more
+    by a thread of its own, overlapping the next conversions.  Either
+    way every core is the one-job, one-batch reference."""
+    images = small_tree(str(tmp_path / "img"), count=12)
+    want = reference(images, tmp_path)
+    threaded = []
+    real = batch.Pending._background
+
+    def background(self, items):
+        threaded.append(len(items))
+        real(self, items)
+    monkeypatch.setattr(batch.Pending, "_background", background)
+    monkeypatch.setattr(batch, "MAX_CORES", 3)
+    for name, thread_bytes in (("small", batch.THREAD_BYTES), ("large", 1)):
+        monkeypatch.setattr(batch, "THREAD_BYTES", thread_bytes)
+        del threaded[:]
+        out = tmp_path / name
+        out.mkdir()
+        results = generate(images, str(out), jobs=jobs)
+        assert all(r.path and not r.error for r in results)
+        assert cores(str(out)) == want
+        if name == "small":
+            assert threaded == []
+        else:
+            assert threaded and sum(threaded) <= 12
