@@ -9,7 +9,9 @@ Cases (--cases, any of):
   tiny       a 16-page process, --small-runs times: the fixed cost of a run,
              beside `python3 -c pass` on the same interpreter
   tree       --tree small processes in one checkpoint, --jobs 1 against
-             --jobs 2: throughput and CPU time of each
+             --jobs 2: throughput and CPU time of each, beside what this
+             machine gives two CPU-bound Pythons, and two one-job
+             conversions of two copies at once
   threads    processes of --threads threads (10000,100000): time and peak RSS
   holes      16 mappings of 16 MiB with one page at each end, the images
              in --workdir: the core's allocated size against its data
@@ -472,13 +474,44 @@ class Bench:
         self.row(fs, "tree %d --jobs 1" % a.tree, "%6.2fs  CPU %6.2fs  %.1f ms a process"
                  % (w1, c1, 1000 * w1 / a.tree))
         ceiling = parallel_ceiling()
+        pair = self.pair(fs, d, outs)
         self.row(fs, "tree %d --jobs 2" % a.tree, "%6.2fs  CPU %6.2fs  throughput "
-                 "%.2fx --jobs 1's, CPU %.2fx; this machine's ceiling %.2fx"
-                 % (w2, c2, w1 / w2, c2 / c1, ceiling),
+                 "%.2fx --jobs 1's, CPU %.2fx; this machine's ceiling %.2fx; "
+                 "two --jobs 1 at once %.2fx"
+                 % (w2, c2, w1 / w2, c2 / c1, ceiling, 2 * w1 / pair),
                  w1 / w2 >= 1.6 or w1 / w2 >= 0.8 * ceiling)
         shutil.rmtree(d)
         for out in outs:
             shutil.rmtree(out, ignore_errors=True)
+
+    def pair(self, fs, d, outs):
+        """Median wall time of two one-job conversions run at once, of two
+        copies of the checkpoint `d` into two new directories (appended
+        to `outs`): what two converters that share nothing but the
+        machine and the file system get here (a file system that
+        serializes its metadata, as btrfs its trees' locks, gives less
+        than the CPUs would).  2 x one run's time / this is the
+        throughput of the pair against one."""
+        d2 = d + "-copy"
+        shutil.copytree(d, d2)
+        walls = []
+        for r in range(self.args.repeat):
+            pair_outs = [os.path.join(fs.dir, "out-pair-%d-%d" % (r, k)) for k in (1, 2)]
+            for out in pair_outs:
+                os.makedirs(out)
+                outs.append(out)
+            drop_dirty(fs.dir)
+            t0 = time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, self.args.coredump, "-i", src,
+                                       "-o", out, "-q", "--jobs", "1"],
+                                      env=INSTALLED_ENV, stdout=subprocess.DEVNULL)
+                     for src, out in zip((d, d2), pair_outs)]
+            codes = [p.wait() for p in procs]
+            walls.append(time.perf_counter() - t0)
+            if any(codes):
+                sys.exit("bench: coredump failed (%s)" % codes)
+        shutil.rmtree(d2)
+        return median(walls)
 
     def threads(self, fs):
         a = self.args
