@@ -245,7 +245,8 @@ class StreamImageDir(ImageDir):
             return super().open(name)
         read = self.stream.pread
         return StreamedImage(lambda n, off: read(member, n, off),
-                             self.stream.members[member][1])
+                             self.stream.members[member][1],
+                             lambda n, off: read(member, n, off, partial=True))
 
     def before_reads(self, pages):
         """Before the first small read (sources.PageSources.read): fetch

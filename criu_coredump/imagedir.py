@@ -36,12 +36,19 @@ class StreamedImage:
     fd = None
     base = 0
 
-    def __init__(self, read, size: int):
+    def __init__(self, read, size: int, read_some=None):
         self._read = read         # (n, off) -> bytes
+        self._read_some = read_some or read
         self.size = size
 
     def pread(self, n: int, off: int) -> bytes:
         return self._read(n, off)
+
+    def pread_some(self, n: int, off: int):
+        """Up to n bytes at `off`, at least one unless at the end: what
+        the stream holds there without copying (a view valid until the
+        next read), for a caller that reads on in a loop."""
+        return self._read_some(n, off)
 
 
 def length(f) -> int:

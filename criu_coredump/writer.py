@@ -338,7 +338,7 @@ def _copy_streamed(src, fd, n, src_off, dst, dst_name):
     returns the bytes copied (less at its end)."""
     done = 0
     while done < n:
-        data = src.pread(min(n - done, STREAM_CHUNK), src_off + done)
+        data = src.pread_some(min(n - done, STREAM_CHUNK), src_off + done)
         if not data:
             break
         _write_all(fd, data, dst + done, dst_name)
