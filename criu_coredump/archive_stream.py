@@ -128,7 +128,8 @@ class _Pump:
         skip = at - self.pos
         self.off += skip
         self.pos += skip
-        if self.off + n <= self.end or (partial and self.off < self.end):
+        # (the current buffer holds at least the byte at `at` now)
+        if partial or self.off + n <= self.end:
             k = min(n, self.end - self.off)
             view = memoryview(self.cur)[self.off:self.off + k]
             self.off += k

@@ -345,6 +345,17 @@ class _Worker:
     def short_jobs(self):
         return self.pace is not None and self.pace < SHORT_JOB
 
+    def close_tasks(self):
+        """Close this process's end of its job pipe (no more jobs)."""
+        if self.tasks is not None:
+            os.close(self.tasks)
+            self.tasks = None
+
+    def close(self):
+        """Close this process's ends of both its pipes (it has exited)."""
+        os.close(self.messages.fd)
+        self.close_tasks()
+
     def depth(self):
         """How many jobs it is to hold: DEPTH, or for a worker of short
         jobs about HOLD seconds of them (SHORT_DEPTH at most)."""
@@ -452,8 +463,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
                 os.write(worker.tasks, struct.pack("<I", _NO_MORE_JOBS))
             except OSError:
                 pass
-            os.close(worker.tasks)
-            worker.tasks = None
+            worker.close_tasks()
             return
         handed = [todo[k] for k in range(min(len(todo), depth - len(worker.jobs)))]
         if not handed:
@@ -543,10 +553,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         del active[worker.messages.fd]
         worker.proc.join()
         lifecycle.remove_worker(worker.proc.pid)
-        os.close(worker.messages.fd)
-        if worker.tasks is not None:
-            os.close(worker.tasks)
-            worker.tasks = None
+        worker.close()
         if worker.jobs:
             job = worker.jobs.popleft()  # the one it was killed in
             code = worker.proc.exitcode or 0
@@ -602,9 +609,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         for worker in active.values():
             worker.proc.join()
             lifecycle.remove_worker(worker.proc.pid)
-            os.close(worker.messages.fd)
-            if worker.tasks is not None:
-                os.close(worker.tasks)
+            worker.close()
         if committer is not None:
             committer.discard()  # the cores handed over, not committed
         raise
