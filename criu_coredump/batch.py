@@ -109,7 +109,8 @@ class Pending:
         if not self.items:
             self.since = time.monotonic()
         self.items.append((w, result, ino))
-        self.bytes += result.dumped or 0  # about its size
+        # its data (the holes in it are not written)
+        self.bytes += (result.dumped or 0) - (result.holes or 0)
 
     def busy(self):
         """Whether a batch is being committed in the background (not
@@ -212,13 +213,15 @@ class Pending:
         # then the cores' inodes and a cache flush: one syncfs for them
         # all, else one fsync each
         synced = _synced([w.fd for w, _, _ in items if w.fd is not None])
-        for w, res, _ in items:
-            if w.fd is None:
-                continue  # failed above
-            try:
-                w.commit(synced=w.fd in synced)
-            except OutputError as err:
-                _failed(res, err)
+        from .lifecycle import signals_held
+        with signals_held():  # once for the batch's renames
+            for w, res, _ in items:
+                if w.fd is None:
+                    continue  # failed above
+                try:
+                    w.commit(synced=w.fd in synced, held=True)
+                except OutputError as err:
+                    _failed(res, err)
         return [res for _, res, _ in items]
 
     def discard(self):

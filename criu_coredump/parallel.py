@@ -256,10 +256,12 @@ def _worker(tasks, out, work, with_progress, pending):
                 send(("raise", RuntimeError("%s: %s" % (type(exc).__name__, exc))))
 
     def convert(i):
+        began = time.monotonic()
         res = work(i, warn, proxy)
         # its core, written, for the parent to commit
         send(("converted", res,
-              pending.hand_over(res) if pending is not None else None))
+              pending.hand_over(res) if pending is not None else None,
+              time.monotonic() - began))
 
     held = collections.deque()  # indexes read, not begun
     partial = b""
@@ -331,16 +333,18 @@ class _Worker:
         self.messages = messages  # its message pipe (_Messages)
         self.jobs = collections.deque()
         self.unsettled = 0
-        self.last = None   # when its last job's result came
-        self.pace = None   # seconds a job, smoothed (from its second on)
+        self.pace = None   # seconds a job, smoothed
 
-    def converted(self):
-        """One of its jobs is done: its pace follows."""
-        now = time.monotonic()
-        if self.last is not None:
-            dt = now - self.last
-            self.pace = dt if self.pace is None else 0.7 * self.pace + 0.3 * dt
-        self.last = now
+    def converted(self, seconds):
+        """One of its jobs is done, in `seconds` of the worker's own
+        clock: its pace follows (measured there, not here: the results
+        of a short job come a few at a time, after a nap)."""
+        self.pace = (seconds if self.pace is None
+                     else 0.7 * self.pace + 0.3 * seconds)
+
+    def ahead(self):
+        """About how many seconds of jobs it holds (0 unless short)."""
+        return len(self.jobs) * self.pace if self.short_jobs() else 0.0
 
     def short_jobs(self):
         return self.pace is not None and self.pace < SHORT_JOB
@@ -369,22 +373,36 @@ class _Worker:
 DEPTH = 2
 # A worker whose jobs take less than SHORT_JOB seconds each (a tree of
 # small processes) holds HOLD seconds of them (SHORT_DEPTH at most), and
-# while every worker holds at least half that, this process waits
-# COALESCE seconds before reading what they said: one wake-up then reads
-# the results of several jobs.  Woken for each (a thousand 1-ms jobs),
-# this process spent 150 us of CPU a job (a wake-up's select and cold
-# caches, not the messages), taken from the workers on a machine of two
-# CPUs.  HOLD is what the workers have in hand while this process sleeps
-# or commits a batch (or waited for the interpreter's lock that a commit
-# thread held, up to the 5 ms switch interval, when every batch had its
-# thread: batch.worth_a_thread): 8 jobs of 0.45 ms (tmpfs) ran out, and the
-# workers waited for jobs 2-10 ms at a time (a perf trace); holding 10 ms
-# of them, a tree of 1,000 took 0.289 s against 0.305 s.  A long job keeps
-# DEPTH: a worker never holds many jobs behind one that takes a while.
+# this process, instead of waking for each result, naps while every worker
+# has jobs in hand (nap_for): one wake-up then reads the results of
+# several jobs, commits their cores and tops the workers up.  A wake-up
+# is dear when it takes a CPU from a worker: on a virtual machine of two
+# CPUs, where a context switch is slow, each cost the worker it preempted
+# 50-100 us of CPU besides this process's own (a thousand 0.4-ms jobs, one
+# wake-up for each result: the run took 1.3x the CPU of two processes
+# that converted half the tree each and never heard from this one).  Holding 10 ms of jobs and napping 2 ms at a time until the last
+# jobs were handed out, then woken for each of the last 64 results, this
+# process woke 120 times and the tree took 1.26x one job's CPU (1.43x its
+# throughput on tmpfs); holding 30 ms and napping 10 ms, down to half what
+# the least busy worker holds as the last jobs run out, 35 times, 1.17x
+# (1.50x).  The pace is the worker's own measure of its jobs: the time
+# between two results read here after a nap says nothing.  A long job
+# keeps DEPTH: a worker never holds many jobs behind one that takes a
+# while; a short job that turns out long holds at most HOLD behind it.
 SHORT_JOB = 0.005
-SHORT_DEPTH = 32
-HOLD = 0.01
-COALESCE = 0.002
+SHORT_DEPTH = 256
+HOLD = 0.03
+COALESCE = 0.01
+MIN_NAP = 0.001
+
+
+def nap_for(workers):
+    """How long this process may sleep before reading the workers'
+    results: half what the least busy of them holds, COALESCE at most;
+    0 (wait for their next message) when one holds less than two
+    MIN_NAPs of jobs, or its jobs are not short."""
+    ahead = min((w.ahead() for w in workers), default=0.0)
+    return min(COALESCE, ahead / 2) if ahead >= 2 * MIN_NAP else 0.0
 
 
 def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
@@ -531,7 +549,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
             raise msg[1]
         job = worker.jobs[0]
         if kind == "converted":
-            worker.converted()
+            worker.converted(msg[3])
             results[job.i] = msg[1]
             job.done = True  # all it says is said; its result may change
             worker.jobs.popleft()
@@ -595,9 +613,9 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
             if committer is not None:
                 commit()
             report()
-            if todo and all(w.short_jobs() and len(w.jobs) >= w.depth() // 2
-                            for w in active.values()):
-                time.sleep(COALESCE)  # see SHORT_JOB
+            nap = nap_for(active.values())
+            if nap:
+                time.sleep(nap)  # see SHORT_JOB
         if committer is not None:  # those of workers killed meanwhile
             committer.commit()
             committer.wait()

@@ -269,3 +269,60 @@ def test_batches_commit_by_a_thread_only_when_large(tmp_path, monkeypatch, jobs)
             assert threaded == []
         else:
             assert threaded and sum(threaded) <= 12
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_renames_hold_the_cleanup_signals_once_a_batch(tmp_path, monkeypatch,
+                                                       jobs):
+    """Each rename into place comes with SIGINT/SIGTERM/SIGHUP held (the
+    core renamed and forgotten as a temporary, or neither), held once for
+    a batch's renames, not once for each core."""
+    from criu_coredump import lifecycle
+    images = small_tree(str(tmp_path / "img"), count=12)
+    monkeypatch.setattr(batch, "MAX_CORES", 4)
+    holds, active, renames = [0], [], []
+    real_enter, real_exit = lifecycle.signals_held.__enter__, lifecycle.signals_held.__exit__
+
+    def enter(self):
+        holds[0] += 1
+        active.append(holds[0])
+        return real_enter(self)
+
+    def exit_(self, *exc):
+        active.pop()
+        return real_exit(self, *exc)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        renames.append((active[-1] if active else None,
+                        set(lifecycle.CLEANUP_SIGNALS) <= set(blocked)))
+        real_replace(src, dst)
+    monkeypatch.setattr(lifecycle.signals_held, "__enter__", enter)
+    monkeypatch.setattr(lifecycle.signals_held, "__exit__", exit_)
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out"
+    out.mkdir()
+    results = generate(images, str(out), jobs=jobs)
+    monkeypatch.undo()
+    assert all(r.path and not r.error for r in results)
+    assert len(renames) == 12 and all(held for _, held in renames)
+    # 12 cores in batches of at most 4: 3 holds (more if a batch came due
+    # by its age first), never one a core
+    assert 3 <= len({hold for hold, _ in renames}) < 12
+
+
+def test_a_handed_cores_holes_do_not_count_as_data(tmp_path):
+    """The parent of --jobs sizes a batch by the data of its cores, not by
+    the holes in them (which are not written): a core of 1 GiB of holes
+    and one page of data is not worth a commit thread."""
+    from criu_coredump import lifecycle
+    pending = batch.Pending()
+    res = convert.CoreResult(7, "c", path=str(tmp_path / "core.7"),
+                             dumped=1 << 30, holes=(1 << 30) - P)
+    tmp = str(tmp_path / ".core.7.tmp")
+    pending.add_handed(res, tmp, 1)
+    try:
+        assert pending.bytes == P and not pending.worth_a_thread()
+    finally:
+        lifecycle.unregister_tmp(tmp)

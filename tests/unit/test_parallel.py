@@ -54,7 +54,7 @@ def test_short_jobs_come_in_order(monkeypatch):
     assert warnings == ["path%d" % i for i in range(0, n, 7)]
     assert progress.events == [e for i in range(n)
                                for e in (("start", i), ("finish", i))]
-    assert slept and set(slept) == {parallel.COALESCE}
+    assert slept and all(parallel.MIN_NAP <= s <= parallel.COALESCE for s in slept)
 
 
 def test_long_jobs_are_not_held_deeper(monkeypatch):
@@ -168,5 +168,34 @@ def test_a_worker_of_short_jobs_holds_about_hold_seconds_of_them():
     assert w.depth() == 21
     w.pace = parallel.HOLD / 1000
     assert w.depth() == parallel.SHORT_DEPTH
-    w.pace = parallel.SHORT_JOB * 0.99  # 10 ms of jobs just under 5 ms
-    assert w.depth() == 3
+    w.pace = parallel.SHORT_JOB * 0.99  # 30 ms of jobs just under 5 ms
+    assert w.depth() == int(parallel.HOLD / w.pace) + 1 == 7
+
+
+def test_the_pace_is_the_workers_own_measure():
+    """A job's seconds as its worker measured them, smoothed: not the
+    time between two results here (read a few at a time after a nap)."""
+    w = parallel._Worker(None, None, None)
+    w.converted(0.004)
+    assert w.pace == 0.004 and w.short_jobs()
+    w.converted(0.05)  # a long one: no longer short
+    assert abs(w.pace - (0.7 * 0.004 + 0.3 * 0.05)) < 1e-12
+    assert not w.short_jobs() and w.ahead() == 0.0
+
+
+def test_naps_follow_what_the_least_busy_worker_holds():
+    """This process naps half of what the least busy worker holds,
+    COALESCE at most, and not at all once one holds less than two
+    MIN_NAPs of jobs or has jobs that are not short."""
+    def worker(held, pace):
+        w = parallel._Worker(None, None, None)
+        w.jobs.extend(range(held))
+        w.pace = pace
+        return w
+    short = parallel.SHORT_JOB / 10
+    busy = worker(200, short)
+    assert parallel.nap_for([busy]) == parallel.COALESCE
+    assert parallel.nap_for([busy, worker(8, short)]) == 8 * short / 2
+    assert parallel.nap_for([busy, worker(1, short)]) == 0.0  # below 2 MIN_NAPs
+    assert parallel.nap_for([busy, worker(50, parallel.SHORT_JOB)]) == 0.0
+    assert parallel.nap_for([]) == 0.0
