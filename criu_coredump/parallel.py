@@ -557,7 +557,6 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
                 committer.add_handed(msg[1], *msg[2])
                 owners[id(msg[1])] = worker
                 worker.unsettled += 1
-            hand_out(worker)
         elif job.i == next_report:
             deliver(msg)  # the job whose output comes now: live
         elif kind == "advance" and job.events and job.events[-1][0] == "advance":
@@ -610,6 +609,9 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
                     handle(worker, msg)
                 if ended:  # the worker has exited
                     reap(worker)
+                elif messages:
+                    # its next jobs, in one write for all the results read
+                    hand_out(worker)
             if committer is not None:
                 commit()
             report()
