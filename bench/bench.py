@@ -11,7 +11,8 @@ Cases (--cases, any of):
   tree       --tree small processes in one checkpoint, --jobs 1 against
              --jobs 2: throughput and CPU time of each, beside what this
              machine gives two CPU-bound Pythons, and two one-job
-             conversions of two copies at once
+             conversions of two copies at once; passes at 1.6x, or at 80%
+             of the lesser of those two ceilings
   threads    processes of --threads threads (10000,100000): time and peak RSS
   holes      16 mappings of 16 MiB with one page at each end, the images
              in --workdir: the core's allocated size against its data
@@ -475,11 +476,14 @@ class Bench:
                  % (w1, c1, 1000 * w1 / a.tree))
         ceiling = parallel_ceiling()
         pair = self.pair(fs, d, outs)
+        # "near 2x": 1.6x, or 80% of what two converters can get here:
+        # the CPUs' ceiling, or less where the file system serializes two
+        # independent one-job runs (btrfs)
         self.row(fs, "tree %d --jobs 2" % a.tree, "%6.2fs  CPU %6.2fs  throughput "
                  "%.2fx --jobs 1's, CPU %.2fx; this machine's ceiling %.2fx; "
                  "two --jobs 1 at once %.2fx"
                  % (w2, c2, w1 / w2, c2 / c1, ceiling, 2 * w1 / pair),
-                 w1 / w2 >= 1.6 or w1 / w2 >= 0.8 * ceiling)
+                 w1 / w2 >= 1.6 or w1 / w2 >= 0.8 * min(ceiling, 2 * w1 / pair))
         shutil.rmtree(d)
         for out in outs:
             shutil.rmtree(out, ignore_errors=True)
