@@ -213,13 +213,21 @@ class Pending:
         # then the cores' inodes and a cache flush: one syncfs for them
         # all, else one fsync each
         synced = _synced([w.fd for w, _, _ in items if w.fd is not None])
+        for w, res, _ in items:
+            if w.fd is not None and w.fd not in synced:
+                try:
+                    w.sync()
+                except OutputError as err:
+                    _failed(res, err)
+        # then the renames, with the cleanup signals held once for them
+        # all (not through the fsyncs: a signal waits for none of them)
         from .lifecycle import signals_held
-        with signals_held():  # once for the batch's renames
+        with signals_held():
             for w, res, _ in items:
                 if w.fd is None:
                     continue  # failed above
                 try:
-                    w.commit(synced=w.fd in synced, held=True)
+                    w.commit(synced=True, held=True)
                 except OutputError as err:
                     _failed(res, err)
         return [res for _, res, _ in items]

@@ -9,10 +9,10 @@ another through a pipe, the next one always waiting there (DEPTH; more for a wor
 whose jobs are short, whose messages this process then reads a few at a
 time: SHORT_JOB); a tree of a thousand small processes costs `jobs`
 forks, not a thousand, and a worker never waits for this process between
-two jobs.  The message modules every job
-reads are loaded before forking (convert.generate), not once per worker.  Before forking, the collector's objects are frozen (gc.freeze):
-a worker's collections then never walk, and so never copy, the pages of
-the objects it inherited.  Workers report back through a pipe:
+two jobs.  The message modules every job reads are loaded before forking
+(convert.generate), not once per worker.  Before forking, the
+collector's objects are frozen (gc.freeze): a worker's collections then
+never walk, and so never copy, the pages of the objects it inherited.  Workers report back through a pipe:
 
 * warnings and progress, in job order: those of the lowest unfinished job
   as they happen, those of later jobs kept until its turn comes, so what a
@@ -380,8 +380,9 @@ DEPTH = 2
 # CPUs, where a context switch is slow, each cost the worker it preempted
 # 50-100 us of CPU besides this process's own (a thousand 0.4-ms jobs, one
 # wake-up for each result: the run took 1.3x the CPU of two processes
-# that converted half the tree each and never heard from this one).  Holding 10 ms of jobs and napping 2 ms at a time until the last
-# jobs were handed out, then woken for each of the last 64 results, this
+# that converted half the tree each and never heard from this one).
+# Holding 10 ms of jobs and napping 2 ms at a time until the last jobs
+# were handed out, then woken for each of the last 64 results, this
 # process woke 120 times and the tree took 1.26x one job's CPU (1.43x its
 # throughput on tmpfs); holding 30 ms and napping 10 ms, down to half what
 # the least busy worker holds as the last jobs run out, 35 times, 1.17x

@@ -816,20 +816,25 @@ class CoreWriter:
             self.commit()
         return written
 
-    def commit(self, synced=False, held=False):
-        """fsync the temporary core and rename it into place (write() does
-        it unless deferred).  OutputError (the temporary removed) if the
-        file system reports that the core could not be written.  `held`:
-        the caller holds the cleanup signals already (lifecycle.signals_held,
-        once for a batch of cores: two system calls a core fewer)."""
-        fd = self.fd
+    def sync(self):
+        """fsync the temporary core.  OutputError (the temporary removed)
+        if the file system reports that it could not be written."""
         try:
-            if not synced:
-                os.fsync(fd)
+            os.fsync(self.fd)
         except OSError as e:
             self.discard()
             raise OutputError(self.path, "cannot write: %s" % e.strerror) from None
-        os.close(fd)
+
+    def commit(self, synced=False, held=False):
+        """fsync the temporary core (unless `synced`) and rename it into
+        place (write() does it unless deferred).  OutputError (the
+        temporary removed) if the file system reports that the core could
+        not be written.  `held`: the caller holds the cleanup signals
+        already (lifecycle.signals_held, once for a batch of cores' renames:
+        two system calls a core fewer)."""
+        if not synced:
+            self.sync()
+        os.close(self.fd)
         self.fd = None
         if held:
             self._rename()

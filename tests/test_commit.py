@@ -271,16 +271,18 @@ def test_batches_commit_by_a_thread_only_when_large(tmp_path, monkeypatch, jobs)
             assert threaded and sum(threaded) <= 12
 
 
+@pytest.mark.parametrize("syncfs", ["syncfs", "refused"])
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_renames_hold_the_cleanup_signals_once_a_batch(tmp_path, monkeypatch,
-                                                       jobs):
+                                                       jobs, syncfs):
     """Each rename into place comes with SIGINT/SIGTERM/SIGHUP held (the
     core renamed and forgotten as a temporary, or neither), held once for
-    a batch's renames, not once for each core."""
+    a batch's renames, not once for each core; never through an fsync
+    (where syncfs is refused, each core's), which a signal would wait for."""
     from criu_coredump import lifecycle
     images = small_tree(str(tmp_path / "img"), count=12)
     monkeypatch.setattr(batch, "MAX_CORES", 4)
-    holds, active, renames = [0], [], []
+    holds, active, renames, fsyncs = [0], [], [], []
     real_enter, real_exit = lifecycle.signals_held.__enter__, lifecycle.signals_held.__exit__
 
     def enter(self):
@@ -291,25 +293,36 @@ def test_renames_hold_the_cleanup_signals_once_a_batch(tmp_path, monkeypatch,
     def exit_(self, *exc):
         active.pop()
         return real_exit(self, *exc)
-    real_replace = os.replace
+
+    def held():
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        return set(lifecycle.CLEANUP_SIGNALS) <= set(blocked)
+    real_replace, real_fsync = os.replace, os.fsync
 
     def replace(src, dst):
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-        renames.append((active[-1] if active else None,
-                        set(lifecycle.CLEANUP_SIGNALS) <= set(blocked)))
+        renames.append((active[-1] if active else None, held()))
         real_replace(src, dst)
+
+    def fsync(fd):
+        fsyncs.append(held())
+        real_fsync(fd)
     monkeypatch.setattr(lifecycle.signals_held, "__enter__", enter)
     monkeypatch.setattr(lifecycle.signals_held, "__exit__", exit_)
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    if syncfs == "refused":
+        refuse_syncfs(monkeypatch)
     out = tmp_path / "out"
     out.mkdir()
     results = generate(images, str(out), jobs=jobs)
     monkeypatch.undo()
     assert all(r.path and not r.error for r in results)
-    assert len(renames) == 12 and all(held for _, held in renames)
+    assert len(renames) == 12 and all(h for _, h in renames)
     # 12 cores in batches of at most 4: 3 holds (more if a batch came due
     # by its age first), never one a core
     assert 3 <= len({hold for hold, _ in renames}) < 12
+    if syncfs == "refused":  # (with --jobs, the parent's fsyncs: seen here)
+        assert len(fsyncs) >= 12 and not any(fsyncs)
 
 
 def test_a_handed_cores_holes_do_not_count_as_data(tmp_path):
