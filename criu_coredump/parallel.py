@@ -5,14 +5,15 @@ each core is still written by one streaming writer in one process, so memory
 stays bounded per worker.  `jobs` workers are forked once, from this
 single-threaded process by os.fork (they inherit the opened checkpoint;
 nothing is pickled on the way in), and are handed one job index after
-another through a pipe, the next one always waiting there (DEPTH; more for a worker
-whose jobs are short, whose messages this process then reads a few at a
-time: SHORT_JOB); a tree of a thousand small processes costs `jobs`
-forks, not a thousand, and a worker never waits for this process between
-two jobs.  The message modules every job reads are loaded before forking
-(convert.generate), not once per worker.  Before forking, the
+another through a pipe, the next one always waiting there (DEPTH; more for
+a worker whose jobs are short, whose messages this process then reads a
+few at a time: SHORT_JOB); a tree of a thousand small processes costs
+`jobs` forks, not a thousand, and a worker never waits for this process
+between two jobs.  The message modules every job reads are loaded before
+forking (convert.generate), not once per worker.  Before forking, the
 collector's objects are frozen (gc.freeze): a worker's collections then
-never walk, and so never copy, the pages of the objects it inherited.  Workers report back through a pipe:
+never walk, and so never copy, the pages of the objects it inherited.
+Workers report back through a pipe:
 
 * warnings and progress, in job order: those of the lowest unfinished job
   as they happen, those of later jobs kept until its turn comes, so what a
