@@ -318,9 +318,9 @@ def test_renames_hold_the_cleanup_signals_once_a_batch(tmp_path, monkeypatch,
     monkeypatch.undo()
     assert all(r.path and not r.error for r in results)
     assert len(renames) == 12 and all(h for _, h in renames)
-    # 12 cores in batches of at most 4: 3 holds (more if a batch came due
-    # by its age first), never one a core
-    assert 3 <= len({hold for hold, _ in renames}) < 12
+    # 12 cores in batches (of 4, or more where the parent of --jobs read
+    # several results before committing): a hold a batch, not one a core
+    assert len({hold for hold, _ in renames}) < 12
     if syncfs == "refused":  # (with --jobs, the parent's fsyncs: seen here)
         assert len(fsyncs) >= 12 and not any(fsyncs)
 
