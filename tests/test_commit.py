@@ -306,6 +306,12 @@ def test_renames_hold_the_cleanup_signals_once_a_batch(tmp_path, monkeypatch,
     def fsync(fd):
         fsyncs.append(held())
         real_fsync(fd)
+    batches, real_commit = [], batch.Pending._commit
+
+    def commit(self, items):  # (with --jobs, the parent's: seen here)
+        batches.append(len(items))
+        return real_commit(self, items)
+    monkeypatch.setattr(batch.Pending, "_commit", commit)
     monkeypatch.setattr(lifecycle.signals_held, "__enter__", enter)
     monkeypatch.setattr(lifecycle.signals_held, "__exit__", exit_)
     monkeypatch.setattr(os, "replace", replace)
@@ -318,9 +324,10 @@ def test_renames_hold_the_cleanup_signals_once_a_batch(tmp_path, monkeypatch,
     monkeypatch.undo()
     assert all(r.path and not r.error for r in results)
     assert len(renames) == 12 and all(h for _, h in renames)
-    # 12 cores in batches (of 4, or more where the parent of --jobs read
-    # several results before committing): a hold a batch, not one a core
-    assert len({hold for hold, _ in renames}) < 12
+    # a hold a batch (with one job, batches of 4: 3 of them), not one a core
+    assert len({hold for hold, _ in renames}) == len(batches)
+    if jobs == 1:
+        assert batches == [4, 4, 4]
     if syncfs == "refused":  # (with --jobs, the parent's fsyncs: seen here)
         assert len(fsyncs) >= 12 and not any(fsyncs)
 
