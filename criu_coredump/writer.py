@@ -243,9 +243,9 @@ def mkstemp(d, prefix, suffix=""):
     and linked under its name, eight system calls, so that its inode was
     allocated without the directory's lock; by name, a tree of 1,000
     small processes converts 2-7% faster on tmpfs, XFS, btrfs and ext4
-    (with --jobs 2 too), and 10% slower only with one job on an ext4
-    without a journal right after a tree's cores were removed from the
-    directory (whose freed inodes that ext4 skips one by one)."""
+    (with --jobs 2 too).  Only one job on an ext4 without a journal, into
+    a directory just emptied of a tree's cores, is 10% slower: such an
+    ext4 skips the inodes freed in the last minute one by one."""
     for _ in range(100):
         path = os.path.join(d, "%s%s%s" % (prefix, os.urandom(6).hex(), suffix))
         try:
