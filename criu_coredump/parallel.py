@@ -489,7 +489,8 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
         if not handed:
             return
         try:
-            # at most SHORT_DEPTH indexes: one atomic write, never blocked
+            # at most SHORT_DEPTH indexes (1 KiB, under PIPE_BUF): one
+            # atomic write, never blocked
             os.write(worker.tasks, struct.pack("<%dI" % len(handed), *handed))
         except OSError:  # it has died: reap() starts another
             return
@@ -605,7 +606,7 @@ def run_ordered(count, work, jobs, warn=None, progress=None, lost=None,
                     os.read(done_r, 512)
                     continue
                 # all it said meanwhile (several jobs' worth after a
-                # COALESCE wait), not one message a select
+                # nap: nap_for), not one message a select
                 messages, ended = worker.messages.read()
                 for msg in messages:
                     handle(worker, msg)

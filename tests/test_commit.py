@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from criu_coredump import batch, convert, parallel
+from criu_coredump import batch, convert, lifecycle, parallel
 from criu_coredump.convert import generate
 
 from .helpers import synth
@@ -279,7 +279,6 @@ def test_renames_hold_the_cleanup_signals_once_a_batch(tmp_path, monkeypatch,
     core renamed and forgotten as a temporary, or neither), held once for
     a batch's renames, not once for each core; never through an fsync
     (where syncfs is refused, each core's), which a signal would wait for."""
-    from criu_coredump import lifecycle
     images = small_tree(str(tmp_path / "img"), count=12)
     monkeypatch.setattr(batch, "MAX_CORES", 4)
     holds, active, renames, fsyncs = [0], [], [], []
@@ -336,7 +335,6 @@ def test_a_handed_cores_holes_do_not_count_as_data(tmp_path):
     """The parent of --jobs sizes a batch by the data of its cores, not by
     the holes in them (which are not written): a core of 1 GiB of holes
     and one page of data is not worth a commit thread."""
-    from criu_coredump import lifecycle
     pending = batch.Pending()
     res = convert.CoreResult(7, "c", path=str(tmp_path / "core.7"),
                              dumped=1 << 30, holes=(1 << 30) - P)
