@@ -287,7 +287,11 @@ def test_gdb_reads_ymm_and_pkru_the_kernel_saved(roundtrip, both):
             want.append("0x%x" % struct.unpack_from("<I", kdesc, off))
         assert vals == want, tid
         if unreadable:
-            assert theirs.get(tid, []) in ([], vals), tid
+            # gdb has no such register on that core: `$ymmN.v2_int128` is
+            # an error (-s leaves it out), `$pkru` a convenience variable
+            # never set, "void"
+            shown = [v for v in theirs.get(tid, []) if v != "void"]
+            assert shown in ([], vals), tid
             continue
         for mine, kernels in zip(vals, theirs[tid]):
             assert kernels == mine or "<unavailable>" in kernels
