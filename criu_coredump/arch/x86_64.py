@@ -50,8 +50,9 @@ _GREGS_GET = operator.attrgetter(*GREGS)
 
 def decode_fpregs(fp):
     """user_x86_fpregs_entry as a plain record (the same field names), the
-    xsave components as lists, xsave None when the images have none."""
-    out = SimpleNamespace(**dict(zip(_FX_FIELDS, _FX_GET(fp))))
+    xsave components as lists, xsave None when the images have none; `fx`
+    is its legacy area once fxsave() has made it."""
+    out = SimpleNamespace(**dict(zip(_FX_FIELDS, _FX_GET(fp))), fx=None)
     out.st_space = list(fp.st_space)
     out.xmm_space = list(fp.xmm_space)
     out.xsave = None
@@ -73,17 +74,13 @@ def accepts(ti):
     return not (ti.gpregs.HasField("mode") and ti.gpregs.mode == MODE_COMPAT)
 
 
-# (fpregs, fxsave(fpregs)) of the last thread: NT_FPREGSET and
-# NT_X86_XSTATE both start with the legacy area, made once a thread
-_last_fx = (None, b"")
-
-
 def fxsave(fp):
     """The 512-byte legacy area (user_i387_struct), padding zeroed as the
-    kernel's NT_FPREGSET has it."""
-    global _last_fx
-    if _last_fx[0] is fp:
-        return _last_fx[1]
+    kernel's NT_FPREGSET has it.  Made once a thread and kept on its
+    record (decode_fpregs): NT_FPREGSET and NT_X86_XSTATE (ia32:
+    NT_PRXFPREG) all start with it."""
+    if fp.fx is not None:
+        return fp.fx
     # the image's fields are wider than the registers (uint32 for 16-bit
     # ones): keep the register's width, as restoring them would
     head = struct.pack("<HHHHQQII", fp.cwd & 0xFFFF, fp.swd & 0xFFFF,
@@ -91,9 +88,8 @@ def fxsave(fp):
                        fp.mxcsr, fp.mxcsr_mask)
     st = _words("I", fp.st_space, 32)
     xmm = _words("I", fp.xmm_space, 64)
-    out = head + st + xmm + bytes(FX_SIZE - len(head) - len(st) - len(xmm))
-    _last_fx = (fp, out)
-    return out
+    fp.fx = head + st + xmm + bytes(FX_SIZE - len(head) - len(st) - len(xmm))
+    return fp.fx
 
 
 def _words(fmt, values, count):
