@@ -48,6 +48,7 @@ from .imagedir import ImageDir, ImageFile, StreamedImage
 from .inputs import Input, archive_file
 from .record import Record
 from .rootfs import READ_FLAGS, regular
+from .writer import copy_range
 
 MT_CRIU = "application/vnd.containerd.container.criu.checkpoint.criu.tar"
 MT_CONFIG = "application/vnd.containerd.container.checkpoint.config.v1+proto"
@@ -588,23 +589,18 @@ class _Opener:
 
 
 def _copy_out(src, off, size, dest, name):
-    """Copy [off, off+size) of src into a new file dest (a small image)."""
+    """Copy [off, off+size) of src into a new file dest (a small image),
+    as the core's pages are copied (writer.copy_range): copy_file_range
+    refuses two file systems of different types (EXDEV, Linux 5.19 and
+    later: an archive on disk, OUTDIR on a tmpfs /tmp, Debian 13's
+    default), and the copy goes on another way."""
     sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
         dfd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            done = 0
-            while done < size:
-                k = os.copy_file_range(sfd, dfd, size - done, off + done) \
-                    if hasattr(os, "copy_file_range") else 0
-                if k <= 0:
-                    data = os.pread(sfd, min(archive.STEP, size - done), off + done)
-                    if not data:
-                        raise BadArchive(name, "truncated: %s ends early"
-                                         % os.path.basename(dest))
-                    os.write(dfd, data)
-                    k = len(data)
-                done += k
+            if copy_range(sfd, dfd, size, off, 0, name, dest) < size:
+                raise BadArchive(name, "truncated: %s ends early"
+                                 % os.path.basename(dest))
         finally:
             os.close(dfd)
     finally:

@@ -135,7 +135,7 @@ def _copy_once(src_fd, dst_fd, n, src_off, dst_off, src_name, dst_name):
     return len(buf)
 
 
-def _copy(src_fd, dst_fd, length, src_off, dst_off, src_name, dst_name):
+def copy_range(src_fd, dst_fd, length, src_off, dst_off, src_name, dst_name):
     """Copy length bytes; returns bytes copied (less at the source's EOF,
     the rest staying a hole).
 
@@ -266,7 +266,7 @@ def _copy_extent(source, src, fd, addr, length, src_off, dst, dst_name,
     if src.fd is None:  # a StreamedImage (a compressed archive's pages)
         got = _copy_streamed(src, fd, n, src_off, dst, dst_name)
     else:
-        got = _copy(src.fd, fd, n, src.base + src_off, dst, source.path,
+        got = copy_range(src.fd, fd, n, src.base + src_off, dst, source.path,
                     dst_name) if n else 0
     if got < length:
         # the source ends early: the rest stays a hole (the source decides

@@ -6,6 +6,7 @@ What a user sees is asserted: gdb's answers on the core (gdbcheck against
 the gcore of the same moment), exit codes, the one error line, the listing,
 and that nothing is left behind in OUTDIR or the temporary directory.
 """
+import errno
 import glob
 import gzip
 import json
@@ -121,6 +122,31 @@ def test_plain_archive_is_read_in_place(monkeypatch, tmp_path):
     assert cli.main(["-q", "-i", os.path.join(PODMAN, "victim.tar.zst"), "-o",
                      str(out), "--root", os.path.join(PODMAN, "image-rootfs.tar.gz")]) == 0
     assert ("pages-1.img", pages, 0) in seen
+
+
+def test_plain_archive_on_another_file_system(monkeypatch, tmp_path):
+    """copy_file_range refuses two file systems of different types (EXDEV,
+    Linux 5.19 and later): a plain archive on disk converted into a tmpfs
+    OUTDIR (Debian 13's /tmp) was "Invalid cross-device link", exit 2.
+    The kernel's refusal, made here for every copy, gives the same core
+    as the copies the kernel makes."""
+    from criu_coredump import cli
+    refused = []
+
+    def copy_file_range(src, dst, count, offset_src=None, offset_dst=None):
+        refused.append(count)
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+    argv = ["-q", "-i", os.path.join(PODMAN, "victim.tar"), "--root",
+            os.path.join(PODMAN, "image-rootfs.tar.gz"), "-o"]
+    for d in ("same", "other"):
+        (tmp_path / d).mkdir()
+    assert cli.main(argv + [str(tmp_path / "same")]) == 0
+    monkeypatch.setattr(os, "copy_file_range", copy_file_range)
+    assert cli.main(argv + [str(tmp_path / "other")]) == 0
+    assert refused  # the small images' copies and the pages'
+    assert (tmp_path / "same" / "core.1").read_bytes() == \
+        (tmp_path / "other" / "core.1").read_bytes()
+    _nothing_left(tmp_path / "other")
 
 
 def test_list_and_json_show_the_container(tmp_path):
