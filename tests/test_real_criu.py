@@ -13,11 +13,13 @@ failure, never a skip.  See conftest.py's real_criu_status().
 
 The programs: the fixtures' threads.c (four threads parked in pause()
 under recursive frames) and a multi-threaded python3 (threads asleep in
-time.sleep and in a lock).
+time.sleep and in a lock), whose Python stacks and locals py-spy reads
+from our core too.
 """
 import importlib.util
 import os
 import difflib
+import re
 import shutil
 import signal
 import subprocess
@@ -164,12 +166,56 @@ def test_threads_program_checkpointed_by_criu(tmp_path):
 
 PY = ("import threading, time\n"
       "lock = threading.Lock(); lock.acquire()\n"
-      "def sleeper(): time.sleep(600)\n"
+      "def sleeper(n):\n"
+      "    local_value = n * 7\n"
+      "    time.sleep(600)\n"
       "def waiter(): lock.acquire()\n"
-      "ts = [threading.Thread(target=f) for f in (sleeper, sleeper, waiter)]\n"
+      "ts = [threading.Thread(target=sleeper, args=(1,), name='sleeper-1'),\n"
+      "      threading.Thread(target=sleeper, args=(2,), name='sleeper-2'),\n"
+      "      threading.Thread(target=waiter, name='waiter')]\n"
       "[t.start() for t in ts]\n"
       "print('ready', flush=True)\n"
       "time.sleep(600)\n")
+
+
+def py_spy(core):
+    """py-spy's Python stacks and locals from a core: {thread line:
+    [frame and `name: value` lines]} (threads keyed by id and name: py-spy
+    lists them in the core's note order, which is gcore's own)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.access(exe, os.X_OK):
+        pytest.fail("py-spy is not installed: run scripts/setup.sh")
+    p = subprocess.run([exe, "dump", "--core", core, "--locals"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, errors="replace", timeout=300)
+    assert p.returncode == 0, p.stdout
+    threads, cur = {}, None
+    for line in p.stdout.splitlines():
+        if line.startswith("Thread "):
+            cur = threads.setdefault(line, [])
+        elif cur is not None and line.strip() not in ("", "Arguments:", "Locals:"):
+            cur.append(line.strip())
+    return threads
+
+
+def compare_py_spy(ours, ref):
+    """py-spy must find on our core the threads and frames it finds on
+    gcore's, and every local it reads there, equal; a value py-spy cannot
+    read on gcore's (`?`: memory gcore left out) it must read on ours."""
+    got, want = py_spy(ours), py_spy(ref)
+    assert sorted(got) == sorted(want), (got, want)
+    assert len(got) == 4 and any('"sleeper-1"' in t for t in got), got
+    for thread, lines in want.items():
+        assert len(got[thread]) == len(lines), (thread, got[thread], lines)
+        for mine, theirs in zip(got[thread], lines):
+            value = re.match(r"^(\w+): (.*)$", theirs)
+            if value is None:  # a frame: function (file:line)
+                assert mine == theirs, thread
+            else:
+                assert mine.split(": ", 1)[0] == value.group(1), (thread, mine, theirs)
+                assert value.group(2) in ("?", mine.split(": ", 1)[1]), (thread, mine, theirs)
+                assert not mine.endswith(": ?"), (thread, mine)
+    values = {l for lines in got.values() for l in lines}
+    assert {"n: 1", "local_value: 7", "n: 2", "local_value: 14"} <= values, got
 
 
 def test_python3_checkpointed_by_criu(tmp_path):
@@ -193,3 +239,4 @@ def test_python3_checkpointed_by_criu(tmp_path):
     finally:
         live.kill()
     compare("python3", exe, pid, images, ref, work)
+    compare_py_spy(os.path.join(work, "out", "core.%d" % pid), ref)
