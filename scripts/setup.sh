@@ -24,6 +24,9 @@ PKGS="$PKGS qemu-user gdb-multiarch gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
 PKGS="$PKGS gcc-arm-linux-gnueabihf libc6-dev-armhf-cross gcc-i686-linux-gnu libc6-dev-i386-cross"
 PKGS="$PKGS gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-s390x-linux-gnu libc6-dev-s390x-cross"
 PKGS="$PKGS gcc-riscv64-linux-gnu libc6-dev-riscv64-cross gcc-mips64el-linux-gnuabi64 libc6-dev-mips64el-cross"
+# A real 32-bit (ia32) task for CRIU to checkpoint (tests/test_real_criu.py):
+# the i686 cross compiler builds it, Debian's 32-bit libc runs it.
+if [ "$(dpkg --print-architecture)" = amd64 ]; then PKGS="$PKGS libc6-i386"; fi
 # Only where the distribution has them (sid; not Debian 12 or 13): the
 # loongarch64 cross compiler.  Where it is missing, the loongarch64 and
 # riscv64 tests read the committed references in tests/data/.
