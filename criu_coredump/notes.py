@@ -263,6 +263,11 @@ def file_note_entries(proc, files):
             f = files.get(v.shmid)
             if f is not None:
                 name = f.kernel_name
+        elif v.is_hugetlb and not v.has(model.VMA_AREA_SYSVIPC):
+            # anonymous hugetlb memory is a file of the kernel's internal
+            # hugetlbfs mount (hugetlb_file_setup(), "anon_hugepage"), a
+            # private mapping of it too: CRIU keeps that one as anonymous
+            name = "/anon_hugepage (deleted)"
         elif v.has(model.VMA_ANON_SHARED):
             name = "/dev/zero (deleted)"
         elif v.has(model.VMA_AREA_SYSVIPC):

@@ -65,16 +65,19 @@ def test_nt_file_lists_file_mappings_by_their_kernel_names():
         Vma(0x5000, 0x6000, 0, 9, 3, 0x21, VMA_AREA_REGULAR | VMA_ANON_SHARED),
         Vma(0x6000, 0x7000, 0, 0, 3, 0x21, VMA_AREA_REGULAR | VMA_AREA_AIORING),
         Vma(0x7000, 0x8000, 0, 0, 3, 0x22, VMA_AREA_REGULAR),   # anonymous: none
+        # private anonymous hugetlb memory (MAP_HUGETLB | MAP_HUGE_2MB), as
+        # CRIU 4.2 keeps it: the kernel's core names its hugetlbfs file
+        Vma(0x200000, 0x600000, 4 * P, 0, 3, 0x54040022, VMA_AREA_REGULAR | model.VMA_ANON_PRIVATE),
     ])
     entries = notes.file_note_entries(proc, files)
     raw = notes.file_note_bytes(entries, ctypes.c_uint64)
     count, triples, names = nt_file([(b"CORE", elf.NT_FILE, raw)])
-    assert count == 5
+    assert count == 6
     assert triples == [(0x1000, 0x3000, 2), (0x3000, 0x4000, 0), (0x4000, 0x5000, 0),
-                       (0x5000, 0x6000, 0), (0x6000, 0x7000, 0)]
-    assert names.split(b"\0")[:5] == [b"/usr/lib/libc.so.6", b"/tmp/x (deleted)",
+                       (0x5000, 0x6000, 0), (0x6000, 0x7000, 0), (0x200000, 0x600000, 4)]
+    assert names.split(b"\0")[:6] == [b"/usr/lib/libc.so.6", b"/tmp/x (deleted)",
                                       b"/memfd:buf (deleted)", b"/dev/zero (deleted)",
-                                      b"/[aio] (deleted)"]
+                                      b"/[aio] (deleted)", b"/anon_hugepage (deleted)"]
 
 
 def test_a_nul_in_a_name_is_escaped_not_written():
