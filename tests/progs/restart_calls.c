@@ -43,7 +43,7 @@
 struct ts { long sec, nsec; };		/* the kernel's timespec of this ABI */
 
 static uint32_t futex_word, pi_word;
-static int pipe_fds[2], poll_fds[2], udp_fd, listen_fd, epoll_fd, lock_fd;
+static int pipe_fds[2], poll_fds[2], dgram_fds[2], listen_fd, epoll_fd, lock_fd;
 static volatile int started;
 
 #define CALL(name, ...)                                                     \
@@ -78,7 +78,7 @@ CALL(t_select, {
 	struct { long sec, usec; } tv = {3600, 0};
 	syscall(SELECT_NR, poll_fds[0] + 1, &r, NULL, NULL, &tv); })
 CALL(t_rt_sigsuspend, { uint64_t none = 0; syscall(SYS_rt_sigsuspend, &none, 8); })
-CALL(t_recvfrom, { char c; syscall(SYS_recvfrom, udp_fd, &c, 1, 0, NULL, NULL); })
+CALL(t_recvfrom, { char c; syscall(SYS_recvfrom, dgram_fds[0], &c, 1, 0, NULL, NULL); })
 CALL(t_accept, syscall(SYS_accept, listen_fd, NULL, NULL, 0))
 CALL(t_flock, { int fd = open("restart_calls.lock", O_RDWR); syscall(SYS_flock, fd, LOCK_EX); })
 CALL(t_epoll_wait, { struct epoll_event e; syscall(SYS_epoll_wait, epoll_fd, &e, 1, -1); })
@@ -130,7 +130,10 @@ int main(int argc, char **argv)
 	pi_word = (uint32_t)syscall(SYS_gettid);	/* "held" by main */
 	if (pipe(pipe_fds) || pipe(poll_fds))
 		return 1;
-	udp_fd = socket(AF_INET, SOCK_DGRAM, 0);
+	/* a datagram socket of AF_UNIX, not UDP: CRIU 4.1.1 cannot dump a UDP
+	 * socket on Linux 6.16+ (SO_PASSCRED is refused on it) */
+	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram_fds))
+		return 1;
 	listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (bind(listen_fd, (struct sockaddr *)&sun, sizeof(sa_family_t)) ||
 	    listen(listen_fd, 1))	/* autobind: an abstract address */
