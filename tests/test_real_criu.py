@@ -14,10 +14,10 @@ failure, never a skip.  See conftest.py's real_criu_status().
 The programs: the fixtures' threads.c (four threads parked in pause()
 under recursive frames), built for x86_64 and for ia32 (a 32-bit task);
 the same, stopped by SIGSTOP; restart_calls.c (threads blocked in 18
-kinds of system call), for x86_64 and ia32; hugetlb_maps.c (hugetlb memory: private,
-shared, memfd); a multi-threaded
-python3 (threads asleep in time.sleep and in a lock), whose Python stacks
-and locals py-spy reads from our core too.
+kinds of system call), for x86_64 and ia32; hugetlb_maps.c (hugetlb
+memory: private, shared, memfd); a multi-threaded python3 (threads asleep
+in time.sleep and in a lock), whose Python stacks and locals py-spy reads
+from our core too.
 """
 import importlib.util
 import os
