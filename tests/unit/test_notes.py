@@ -176,3 +176,13 @@ def test_note_record_header_name_and_padding():
             want = (bytes(hdr) + name_b + bytes(-len(name_b) % 4)
                     + desc + bytes(-len(desc) % 4))
             assert got == want
+
+
+def test_fname_is_the_comms_own_bytes():
+    """A comm that is not UTF-8 (prctl(PR_SET_NAME) takes any bytes) goes
+    into pr_fname as the kernel copies it, byte for byte."""
+    import os
+    proc = _proc()
+    proc.comm = os.fsdecode(b"\xff\xfeprog-\xc3\xa9t\xc3")   # as images.py decodes it
+    raw = notes.fill_prpsinfo(X86, proc, _Memory(b"", 0))
+    assert notes.prpsinfo_type(X86).from_buffer_copy(raw).pr_fname == b"\xff\xfeprog-\xc3\xa9t\xc3"
