@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import stat
+import threading
 
 TMP_SUFFIX = ".tmp"
 
@@ -91,16 +92,47 @@ def remove_stale_temps(d: str) -> list[str]:
 _pending = set()
 
 
+# the signal whose cleanup waits for the end of a held section (_handler),
+# and how many held sections the main thread is in (handlers run there)
+_deferred = None
+_main_held = 0
+
+
+def _forked():
+    """A child forked inside a held section (a --jobs worker) never leaves
+    it: the section is its parent's."""
+    global _main_held, _deferred
+    _main_held, _deferred = 0, None
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class signals_held:
     """Hold SIGINT/SIGTERM/SIGHUP while a temporary file is created and
     registered (or renamed and unregistered), or a worker started and
-    recorded, so the handler never misses one."""
+    recorded, so the handler never misses one.
+
+    A signal that came just before the section began may still have its
+    Python handler run inside it (the interpreter runs handlers between
+    bytecodes, after the C handler noted the signal): that handler leaves
+    the cleanup to the section's end (_handler), where the file created
+    meanwhile is registered and is removed with the others."""
 
     def __enter__(self):
+        global _main_held
         self.old = signal.pthread_sigmask(signal.SIG_BLOCK, CLEANUP_SIGNALS)
+        self.main = threading.current_thread() is threading.main_thread()
+        if self.main:
+            _main_held += 1
 
     def __exit__(self, *exc):
+        global _main_held
+        if self.main:
+            _main_held -= 1
         signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+        if self.main and not _main_held and _deferred is not None:
+            _clean_up_and_die(_deferred)
         return False
 
 
@@ -164,11 +196,23 @@ def install_signal_cleanup():
     """SIGINT/SIGTERM/SIGHUP: remove unfinished cores, then die of the
     signal (so the caller sees the signal in the exit status).  A signal
     the process was started with ignored stays ignored."""
-    def handler(signum, frame):
-        remove_pending()
-        stop_workers()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
     for s in CLEANUP_SIGNALS:
         if signal.getsignal(s) != signal.SIG_IGN:
-            signal.signal(s, handler)
+            signal.signal(s, _handler)
+
+
+def _handler(signum, frame):
+    global _deferred
+    if _main_held:
+        # inside a held section (signals_held): it ends first
+        _deferred = _deferred or signum
+        return
+    _clean_up_and_die(signum)
+
+
+def _clean_up_and_die(signum):
+    remove_pending()
+    stop_workers()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signum,))
+    os.kill(os.getpid(), signum)

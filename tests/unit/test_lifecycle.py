@@ -159,3 +159,32 @@ parallel.run_ordered(3, work, 1, warn=warn)
             if pid is not None and _main_thread_state(pid) not in (None, b"Z"):
                 os.kill(pid, signal.SIGKILL)
         p.wait()
+
+
+def test_a_signal_handled_inside_a_held_section_waits_for_its_end(tmp_path):
+    """A signal that lands just before a held section may have its Python
+    handler run inside it (between two bytecodes, after the C handler
+    noted it; called here directly, as the interpreter would): the core
+    created in that section is still removed, and the process dies of the
+    signal when the section ends, not after the next bytecode.  The
+    handler used to clean up at once and die on the way out of the
+    section, leaving the temporary created meanwhile: CI saw one left by
+    SIGINT amid batches with --jobs 2."""
+    code = r"""
+import os, signal, sys
+from criu_coredump import lifecycle, writer
+lifecycle.install_signal_cleanup()
+out = sys.argv[1]
+with lifecycle.signals_held():
+    signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    w = writer.CoreWriter(os.path.join(out, "core.1")).__enter__()  # a nested section
+    print("created", os.listdir(out), flush=True)
+print("alive after the section", flush=True)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=30, cwd=root)
+    assert p.returncode == -signal.SIGINT, (p.stdout, p.stderr)
+    assert p.stdout.startswith("created ['.core.1."), p.stdout
+    assert "alive" not in p.stdout
+    assert os.listdir(str(tmp_path)) == []
