@@ -173,6 +173,7 @@ def test_a_signal_handled_inside_a_held_section_waits_for_its_end(tmp_path):
     code = r"""
 import os, signal, sys
 from criu_coredump import lifecycle, writer
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a terminal, even when run in the background
 lifecycle.install_signal_cleanup()
 out = sys.argv[1]
 with lifecycle.signals_held():
