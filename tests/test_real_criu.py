@@ -15,7 +15,8 @@ The programs: the fixtures' threads.c (four threads parked in pause()
 under recursive frames), built for x86_64 and for ia32 (a 32-bit task);
 the same, stopped by SIGSTOP; restart_calls.c (threads blocked in 18
 kinds of system call), for x86_64 and ia32; hugetlb_maps.c (hugetlb
-memory: private, shared, memfd); a multi-threaded python3 (threads asleep
+memory: private, shared, memfd); odd_names.c (a comm and mapped files'
+names that are not UTF-8); a multi-threaded python3 (threads asleep
 in time.sleep and in a lock), whose Python stacks and locals py-spy reads
 from our core too.
 """
@@ -35,6 +36,7 @@ from .helpers.paths import FIXTURES, GDBCHECK, PROGS
 from .helpers.debuggers import XSTATE_WARNING
 from .helpers.tools import gdb, need, run_coredump
 from .helpers.kernelcore import wait_until
+from .helpers.corefile import read_core, nt_file
 
 pytestmark = pytest.mark.distro
 
@@ -51,7 +53,8 @@ PROCESS = ["p $_siginfo.si_signo", "p $_siginfo.si_code",
 PROGRAM_VALUES = {"threads": ["p global_counter", "p heap_msg", "p fvals"],
                   "python3": [], "restart_calls": ["p futex_word", "p/x pi_word"],
                   "hugetlb": ["x/s private_huge", "x/s shared_huge + 0x1ff000",
-                              "x/s memfd_huge"]}
+                              "x/s memfd_huge"],
+                  "odd_names": ["x/s kept_map", "x/s deleted_map"]}
 
 
 def _gdbcheck():
@@ -329,6 +332,49 @@ def test_hugetlb_memory_checkpointed_by_criu(tmp_path, huge_pages):
     assert got.count("Cannot access memory") == 2, got
     assert "/memfd:hugememfd (deleted)" in got, got
     assert got.count("/anon_hugepage (deleted)") == 2, got
+
+
+NT_PRPSINFO = 3
+
+
+def pr_fname(core):
+    """NT_PRPSINFO's pr_fname of an x86_64 core: its 16 bytes up to the NUL."""
+    desc = next(d for _, t, d in read_core(core)[1] if t == NT_PRPSINFO)
+    return desc[40:56].split(b"\0")[0]
+
+
+def test_names_that_are_not_utf8_checkpointed_by_criu(tmp_path):
+    """A comm and mapped files' names that are not UTF-8: gdb answers on our
+    core as on gcore's (mappings, the files' contents), and the bytes are the
+    process's own: pr_fname is /proc/PID/comm's (a kernel core's; gcore
+    writes the program's file name there), NT_FILE holds each name as
+    /proc/PID/maps does, not '?' nor an escape."""
+    need("gcc")
+    work = str(tmp_path)
+    exe = os.path.join(work, "prog")
+    subprocess.run(["gcc", "-g", "-O0", "-o", exe, os.path.join(PROGS, "odd_names.c")],
+                   check=True)
+    live = Live([exe], work)
+    try:
+        pid = int(live.wait_output().split()[0])
+        wait_until(pid, lambda calls: calls == ["34"], what="pause()")
+        with open("/proc/%d/comm" % pid, "rb") as f:
+            comm = f.read().rstrip(b"\n")
+        images, ref = checkpoint_and_gcore(pid, work)
+    finally:
+        live.kill()
+    assert comm == b"\xff\xfe-caf\xe9-prog"
+    got = "\n".join(compare("odd_names", exe, pid, images, ref, work, threads=1))
+    assert '"kept, named in Latin-1"' in got and '"deleted, named in Latin-1"' in got, got
+    ours = os.path.join(work, "out", "core.%d" % pid)
+    # the kernel's fill_psinfo copies the comm; gdb's gcore writes the
+    # program file's name instead ("prog"), so here the comm is the reference
+    assert pr_fname(ours) == comm, pr_fname(ref)
+    names = nt_file(read_core(ours)[1])[2].split(b"\0")
+    kept = os.fsencode(work) + b"/caf\xe9 \xff\xfe.bin"
+    assert kept in names, names
+    assert os.fsencode(work) + b"/na\xefve (deleted)" in names, names
+    assert names == nt_file(read_core(ref)[1])[2].split(b"\0")
 
 
 PY = ("import threading, time\n"

@@ -72,8 +72,9 @@ def gdb(core, *commands, exe=None, sysroot=None, script=None, program="gdb",
     if script is not None:
         args += ["-x", script]
     args += ([exe] if exe else []) + ([core] if exe else ["-c", core])
+    # names gdb prints (files, comms) may be any bytes: kept, as os does
     p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True, timeout=timeout)
+                       text=True, errors="surrogateescape", timeout=timeout)
     if check:
         assert p.returncode == 0, p.stdout
     return p.stdout
