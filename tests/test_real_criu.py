@@ -16,7 +16,8 @@ under recursive frames), built for x86_64 and for ia32 (a 32-bit task);
 the same, stopped by SIGSTOP; restart_calls.c (threads blocked in 18
 kinds of system call), for x86_64 and ia32; hugetlb_maps.c (hugetlb
 memory: private, shared, memfd); odd_names.c (a comm and mapped files'
-names that are not UTF-8); a multi-threaded python3 (threads asleep
+names that are not UTF-8); the fixtures' tree.c (a parent, a sleeping
+child and a zombie: the whole tree in one dump); a multi-threaded python3 (threads asleep
 in time.sleep and in a lock), whose Python stacks and locals py-spy reads
 from our core too.
 """
@@ -34,7 +35,7 @@ import pytest
 
 from .helpers.paths import FIXTURES, GDBCHECK, PROGS
 from .helpers.debuggers import XSTATE_WARNING
-from .helpers.tools import gdb, need, run_coredump
+from .helpers.tools import convert, gdb, need, run_coredump
 from .helpers.kernelcore import wait_until
 from .helpers.corefile import read_core, nt_file
 
@@ -54,7 +55,8 @@ PROGRAM_VALUES = {"threads": ["p global_counter", "p heap_msg", "p fvals"],
                   "python3": [], "restart_calls": ["p futex_word", "p/x pi_word"],
                   "hugetlb": ["x/s private_huge", "x/s shared_huge + 0x1ff000",
                               "x/s memfd_huge"],
-                  "odd_names": ["x/s kept_map", "x/s deleted_map"]}
+                  "odd_names": ["x/s kept_map", "x/s deleted_map"],
+                  "tree": ["p role_marker"]}
 
 
 def _gdbcheck():
@@ -375,6 +377,36 @@ def test_names_that_are_not_utf8_checkpointed_by_criu(tmp_path):
     assert kept in names, names
     assert os.fsencode(work) + b"/na\xefve (deleted)" in names, names
     assert names == nt_file(read_core(ref)[1])[2].split(b"\0")
+
+
+def test_process_tree_checkpointed_by_criu(tmp_path):
+    """A tree in one dump (the fixtures' tree.c: a parent, a child asleep,
+    a child exited and not reaped): a core per living process, each read by
+    gdb as gcore's of that process; the zombie skipped with a note, and the
+    exit code 0."""
+    need("gcc")
+    work = str(tmp_path)
+    exe = os.path.join(work, "prog")
+    subprocess.run(["gcc", "-g", "-O0", "-o", exe, os.path.join(FIXTURES, "src", "tree.c")],
+                   check=True)
+    live = Live([exe], work)
+    try:
+        parent, sleeper, zombie = map(int, live.wait_output().split()[:3])
+        for pid in (parent, sleeper):
+            wait_until(pid, lambda calls: calls == ["34"], what="pause()")
+        images = checkpoint(parent, work)
+        refs = {pid: take_gcore(pid, work) for pid in (parent, sleeper)}
+    finally:
+        os.killpg(parent, signal.SIGKILL)
+        live.kill()
+    p, cores = convert(images, os.path.join(work, "all"))
+    assert sorted(cores) == sorted((parent, sleeper)), (cores, p.stderr)
+    assert "%d" % zombie in p.stderr and "zombie" in p.stderr, p.stderr
+    for role, pid in enumerate((parent, sleeper), 1):
+        each = os.path.join(work, str(pid))
+        os.mkdir(each)
+        got = compare("tree", exe, pid, images, refs[pid], each, threads=1)
+        assert "$1 = %d" % role in got, got
 
 
 PY = ("import threading, time\n"
