@@ -311,19 +311,29 @@ def huge_pages():
             f.write(str(before))
 
 
-def test_hugetlb_memory_checkpointed_by_criu(tmp_path, huge_pages):
-    """Hugetlb memory, private, shared and memfd: in the core as in gcore's,
-    what is dumped and NT_FILE's names (the kernel's core lists the private one as
-    "/anon_hugepage (deleted)" too, which CRIU keeps as anonymous memory)."""
+def start_in_pause(source, work):
+    """Build `source` (-g -O0) as work/prog and start it: (exe, Live, pid),
+    once its one thread sleeps in pause()."""
     need("gcc")
-    work = str(tmp_path)
     exe = os.path.join(work, "prog")
-    subprocess.run(["gcc", "-g", "-O0", "-o", exe, os.path.join(PROGS, "hugetlb_maps.c")],
-                   check=True)
+    subprocess.run(["gcc", "-g", "-O0", "-o", exe, source], check=True)
     live = Live([exe], work)
     try:
         pid = int(live.wait_output().split()[0])
         wait_until(pid, lambda calls: calls == ["34"], what="pause()")
+    except BaseException:
+        live.kill()
+        raise
+    return exe, live, pid
+
+
+def test_hugetlb_memory_checkpointed_by_criu(tmp_path, huge_pages):
+    """Hugetlb memory, private, shared and memfd: in the core as in gcore's,
+    what is dumped and NT_FILE's names (the kernel's core lists the private one as
+    "/anon_hugepage (deleted)" too, which CRIU keeps as anonymous memory)."""
+    work = str(tmp_path)
+    exe, live, pid = start_in_pause(os.path.join(PROGS, "hugetlb_maps.c"), work)
+    try:
         images, ref = checkpoint_and_gcore(pid, work)
     finally:
         live.kill()
@@ -351,15 +361,9 @@ def test_names_that_are_not_utf8_checkpointed_by_criu(tmp_path):
     process's own: pr_fname is /proc/PID/comm's (a kernel core's; gcore
     writes the program's file name there), NT_FILE holds each name as
     /proc/PID/maps does, not '?' nor an escape."""
-    need("gcc")
     work = str(tmp_path)
-    exe = os.path.join(work, "prog")
-    subprocess.run(["gcc", "-g", "-O0", "-o", exe, os.path.join(PROGS, "odd_names.c")],
-                   check=True)
-    live = Live([exe], work)
+    exe, live, pid = start_in_pause(os.path.join(PROGS, "odd_names.c"), work)
     try:
-        pid = int(live.wait_output().split()[0])
-        wait_until(pid, lambda calls: calls == ["34"], what="pause()")
         with open("/proc/%d/comm" % pid, "rb") as f:
             comm = f.read().rstrip(b"\n")
         images, ref = checkpoint_and_gcore(pid, work)
