@@ -11,7 +11,6 @@ the generic ones and NT_PRFPREG, "LINUX" for every other register set
 types, byte order, elf_gregset_t and its table of register notes.
 """
 import ctypes
-import os
 import functools
 import struct
 
@@ -208,9 +207,9 @@ def fill_prpsinfo(arch, proc, plan):
     ps.pr_pid, ps.pr_ppid, ps.pr_pgrp, ps.pr_sid = (proc.pid, proc.ppid,
                                                     proc.pgid, proc.sid)
     # the comm's own bytes, as the kernel copies them: CRIU keeps them as
-    # they are, and images.py decodes them as os functions do (a byte
-    # that is not UTF-8 is a surrogate escape, not a '?')
-    ps.pr_fname = os.fsencode(proc.comm)[:16]
+    # they are, and they come back as a file name's do (nt_file_name: a
+    # byte that is not UTF-8 is a surrogate escape, not a '?')
+    ps.pr_fname = nt_file_name(proc.comm)[0][:16]
     ps.pr_psargs = psargs(proc, plan)
     return bytes(ps)
 

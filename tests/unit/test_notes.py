@@ -1,6 +1,7 @@
 """notes.py, encoder by encoder: the bytes the kernel's fill_note_info()
 writes, read back with the test suite's struct reader where it has one."""
 import ctypes
+import os
 
 from criu_coredump import arch as arches
 from criu_coredump import elf, model, notes
@@ -181,7 +182,6 @@ def test_note_record_header_name_and_padding():
 def test_fname_is_the_comms_own_bytes():
     """A comm that is not UTF-8 (prctl(PR_SET_NAME) takes any bytes) goes
     into pr_fname as the kernel copies it, byte for byte."""
-    import os
     proc = _proc()
     proc.comm = os.fsdecode(b"\xff\xfeprog-\xc3\xa9t\xc3")   # as images.py decodes it
     raw = notes.fill_prpsinfo(X86, proc, _Memory(b"", 0))
