@@ -21,6 +21,7 @@ child and a zombie: the whole tree in one dump); a multi-threaded python3 (threa
 in time.sleep and in a lock), whose Python stacks and locals py-spy reads
 from our core too.
 """
+import ctypes
 import importlib.util
 import os
 import difflib
@@ -38,6 +39,7 @@ from .helpers.debuggers import XSTATE_WARNING
 from .helpers.tools import convert, gdb, need, run_coredump
 from .helpers.kernelcore import wait_until
 from .helpers.corefile import read_core, nt_file
+from .helpers import core2images
 
 pytestmark = pytest.mark.distro
 
@@ -175,6 +177,14 @@ def compare(name, exe, pid, images, ref, work, pc="rip", threads=4, stopped=Fals
     return got
 
 
+def compile_program(source, work, cc="gcc", name="prog"):
+    """Compile `source` as the tests run it (-g -O0 -pthread) into work/name."""
+    need(cc)
+    exe = os.path.join(work, name)
+    subprocess.run([cc, "-g", "-O0", "-pthread", "-o", exe, source], check=True)
+    return exe
+
+
 # How each build of threads.c is made and seen: the compiler, the number of
 # pause() that its threads sleep in, and the name gdb gives the instruction
 # pointer.  ia32 is a 32-bit task on this x86_64 kernel (CRIU keeps it under
@@ -188,12 +198,10 @@ BUILDS = {"x86_64": ("gcc", "34", "rip"),
 @pytest.mark.parametrize("build", sorted(BUILDS))
 def test_threads_program_checkpointed_by_criu(tmp_path, build):
     cc, pause_nr, pc = BUILDS[build]
-    need(cc)
     if build == "ia32" and not os.path.exists("/lib/ld-linux.so.2"):
         pytest.fail("no 32-bit libc (/lib/ld-linux.so.2): run scripts/setup.sh")
     work = str(tmp_path)
-    exe = os.path.join(work, "prog")
-    subprocess.run([cc, "-g", "-O0", "-pthread", "-o", exe, SRC], check=True)
+    exe = compile_program(SRC, work, cc)
     live = Live([exe, "with", "an", "argument"], work)
     try:
         pid = int(live.wait_output().split()[0])
@@ -239,11 +247,8 @@ def test_restart_calls_checkpointed_by_criu(tmp_path, build):
     time (a local, not asked) and the epoll_wait thread, which both
     observers wake (woken_thread_set_aside)."""
     cc, _, pc = BUILDS[build]
-    need(cc)
     work = str(tmp_path)
-    exe = os.path.join(work, "restart_calls")
-    subprocess.run([cc, "-g", "-O0", "-pthread", "-o", exe,
-                    os.path.join(PROGS, "restart_calls.c")], check=True)
+    exe = compile_program(os.path.join(PROGS, "restart_calls.c"), work, cc, "restart_calls")
     listed = subprocess.run([exe, "--list"], stdout=subprocess.PIPE, text=True,
                             check=True).stdout.split()
     live = Live([exe], work)
@@ -271,10 +276,8 @@ def test_stopped_process_checkpointed_by_criu(tmp_path):
     must our core.  gcore is taken first: CRIU's dump runs the stopped
     threads, and a gcore after it saw a stopped nanosleep's
     -ERESTART_RESTARTBLOCK become -EINTR (CRIU 4.2.1)."""
-    need("gcc")
     work = str(tmp_path)
-    exe = os.path.join(work, "prog")
-    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", exe, SRC], check=True)
+    exe = compile_program(SRC, work)
     live = Live([exe], work)
     try:
         pid = int(live.wait_output().split()[0])
@@ -312,11 +315,9 @@ def huge_pages():
 
 
 def start_in_pause(source, work):
-    """Build `source` (-g -O0) as work/prog and start it: (exe, Live, pid),
+    """Build `source` as work/prog and start it: (exe, Live, pid),
     once its one thread sleeps in pause()."""
-    need("gcc")
-    exe = os.path.join(work, "prog")
-    subprocess.run(["gcc", "-g", "-O0", "-o", exe, source], check=True)
+    exe = compile_program(source, work)
     live = Live([exe], work)
     try:
         pid = int(live.wait_output().split()[0])
@@ -346,13 +347,12 @@ def test_hugetlb_memory_checkpointed_by_criu(tmp_path, huge_pages):
     assert got.count("/anon_hugepage (deleted)") == 2, got
 
 
-NT_PRPSINFO = 3
-
-
 def pr_fname(core):
-    """NT_PRPSINFO's pr_fname of an x86_64 core: its 16 bytes up to the NUL."""
-    desc = next(d for _, t, d in read_core(core)[1] if t == NT_PRPSINFO)
-    return desc[40:56].split(b"\0")[0]
+    """NT_PRPSINFO's pr_fname of an x86_64 core, up to its NUL (the test
+    suite's own struct, core2images.prpsinfo_type)."""
+    desc = next(d for _, t, d in read_core(core)[1] if t == core2images.NT_PRPSINFO)
+    prpsinfo = core2images.prpsinfo_type(ctypes.c_uint64, ctypes.c_uint32)
+    return prpsinfo.from_buffer_copy(desc).pr_fname
 
 
 def test_names_that_are_not_utf8_checkpointed_by_criu(tmp_path):
@@ -388,11 +388,8 @@ def test_process_tree_checkpointed_by_criu(tmp_path):
     a child exited and not reaped): a core per living process, each read by
     gdb as gcore's of that process; the zombie skipped with a note, and the
     exit code 0."""
-    need("gcc")
     work = str(tmp_path)
-    exe = os.path.join(work, "prog")
-    subprocess.run(["gcc", "-g", "-O0", "-o", exe, os.path.join(FIXTURES, "src", "tree.c")],
-                   check=True)
+    exe = compile_program(os.path.join(FIXTURES, "src", "tree.c"), work)
     live = Live([exe], work)
     try:
         parent, sleeper, zombie = map(int, live.wait_output().split()[:3])
