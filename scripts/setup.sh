@@ -60,6 +60,24 @@ if [ -n "$missing" ] || ! pycriu_ok; then
   pycriu_ok || { echo "setup: pycriu is still not importable by /usr/bin/python3" >&2; exit 1; }
 fi
 
+# Where CRIU can checkpoint (4.0 and later: Debian 13, sid), the real-CRIU
+# tests also checkpoint a Go program and a Java program and read our cores
+# with their own debuggers (tests/test_real_criu_runtimes.py): Go and Delve,
+# and the JDK's jhsdb.  Not on Debian 12, whose criu 3.17 cannot checkpoint
+# (those tests are not collected there).
+RUNTIME_PKGS="golang-go delve default-jdk-headless"
+criu_major=$(criu --version 2>/dev/null | sed -n 's/^Version: \([0-9]*\).*/\1/p')
+if [ "${criu_major:-0}" -ge 4 ]; then
+  missing=""
+  for p in $RUNTIME_PKGS; do installed "$p" || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "setup: installing the Go and Java tests' packages:$missing" >&2
+    $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq $missing >&2
+  fi
+fi
+
 PY=/usr/bin/python3
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pycriu' 2>/dev/null; then
   rm -rf .venv

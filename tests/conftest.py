@@ -51,7 +51,7 @@ def kernel_core(tmp_path_factory, plain_core_pattern):
 
 
 def real_criu_status():
-    """(collect, why) for tests/test_real_criu.py, which checkpoints live
+    """(collect, why) for tests/test_real_criu*.py, which checkpoint live
     processes with the real CRIU: collected where CRIU 4.0 or later is
     installed, we are root and `criu check` says the kernel allows it
     (Debian 12's criu 3.17 cannot checkpoint on today's kernels), and always
@@ -82,8 +82,8 @@ def real_criu_status():
 
 
 REAL_CRIU = real_criu_status()
-collect_ignore = [] if REAL_CRIU[0] else ["test_real_criu.py"]
+collect_ignore = [] if REAL_CRIU[0] else ["test_real_criu.py", "test_real_criu_runtimes.py"]
 
 
 def pytest_report_header(config):
-    return "real CRIU tests (tests/test_real_criu.py): %s" % REAL_CRIU[1]
+    return "real CRIU tests (tests/test_real_criu*.py): %s" % REAL_CRIU[1]

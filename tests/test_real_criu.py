@@ -40,6 +40,7 @@ from .helpers.tools import convert, gdb, need, run_coredump
 from .helpers.kernelcore import wait_until
 from .helpers.corefile import read_core, nt_file
 from .helpers import core2images
+from .helpers.realcriu import Live, checkpoint, checkpoint_and_gcore, take_gcore, wait_asleep
 
 pytestmark = pytest.mark.distro
 
@@ -84,64 +85,6 @@ def gdb_script(path, values, process=PROCESS):
 
 def gdb_answers(exe, core, script):
     return gdb(core, exe=exe, early=["set debuginfod enabled off"], script=script)
-
-
-class Live:
-    """A program running in its own session, stdout to a file."""
-
-    def __init__(self, argv, work):
-        self.out = os.path.join(work, "prog.out")
-        with open(self.out, "w") as o, open(os.devnull) as i:
-            self.proc = subprocess.Popen(argv, stdin=i, stdout=o, stderr=subprocess.STDOUT,
-                                         cwd=work, start_new_session=True, close_fds=True)
-
-    def wait_output(self, timeout=30):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            with open(self.out) as f:
-                text = f.read()
-            if text.strip():
-                return text
-            assert self.proc.poll() is None, "program exited: %r" % text
-            time.sleep(0.05)
-        raise AssertionError("program printed nothing")
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-
-
-def checkpoint(pid, work, *options):
-    """criu dump --leave-running: the images directory."""
-    images = os.path.join(work, "images")
-    os.mkdir(images)
-    p = subprocess.run([need("criu"), "dump", "-t", str(pid), "-D", images, "--shell-job",
-                        "--leave-running", "-v4", "-o", "dump.log", *options],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=300, close_fds=True)
-    if p.returncode != 0:
-        with open(os.path.join(images, "dump.log")) as f:
-            log = f.read()
-        pytest.fail("criu dump failed (%d): %s\n...\n%s"
-                    % (p.returncode, p.stdout, log[-4000:]))
-    return images
-
-
-def take_gcore(pid, work):
-    """gcore of the live process: the reference core."""
-    q = subprocess.run([need("gcore"), "-o", os.path.join(work, "gcore"), str(pid)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=300)
-    ref = os.path.join(work, "gcore.%d" % pid)
-    assert q.returncode == 0 and os.path.exists(ref), q.stdout
-    return ref
-
-
-def checkpoint_and_gcore(pid, work):
-    """criu dump --leave-running, then gcore at once: (images dir, gcore)."""
-    images = checkpoint(pid, work)
-    return images, take_gcore(pid, work)
 
 
 def compare(name, exe, pid, images, ref, work, pc="rip", threads=4, stopped=False,
@@ -472,15 +415,7 @@ def test_python3_checkpointed_by_criu(tmp_path):
         assert live.wait_output().startswith("ready")
         pid = live.proc.pid
         # every thread asleep: no thread is running (state S)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            tasks = os.listdir("/proc/%d/task" % pid)
-            states = [open("/proc/%d/task/%s/stat" % (pid, t)).read().split(") ")[1][0]
-                      for t in tasks]
-            if len(tasks) == 4 and all(s == "S" for s in states):
-                break
-            time.sleep(0.05)
-        time.sleep(0.2)
+        wait_asleep(pid, threads=4)
         images, ref = checkpoint_and_gcore(pid, work)
     finally:
         live.kill()
