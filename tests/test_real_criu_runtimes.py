@@ -14,7 +14,8 @@ The debugger must then say the same on our core as on gcore's:
   it holds or waits for) and `jmap --heap` (the heap's configuration and
   use, read from the JVM's own structures), byte for byte but for the line
   naming the core; `jstack --mixed` (the Java and native frames of every
-  thread), the same blocks, taken in any order: jhsdb lists threads in the
+  thread; glibc 2.42's cancellable system calls end its native unwinding
+  after two frames), the same blocks, taken in any order: jhsdb lists threads in the
   order of the core's notes, which is gcore's own (newest first with gdb
   16 and later), ours CRIU's (ascending TIDs).
 
@@ -100,7 +101,7 @@ def test_go_program_checkpointed_by_criu(tmp_path):
                  "main.reader", "[IO wait]", "main.waiter", "in main.main",
                  "ns = 3600000000000", "42", '"hello from a goroutine"'):
         assert what in text, (what, text)
-    assert sum(l.startswith("Thread ") or l.startswith("* Thread ") for l in want) >= 2, text
+    assert sum(bool(re.search(r"\bThread \d+ at 0x", l)) for l in want) >= 2, text
     assert want == got, differences(want, got)
 
 
@@ -153,6 +154,9 @@ def test_java_program_checkpointed_by_criu(tmp_path):
     assert want == got, differences(want, got)
     want = thread_blocks(jhsdb(java, ref, "jstack", "--mixed"))
     got = thread_blocks(jhsdb(java, ours, "jstack", "--mixed"))
-    assert len(want) >= 10 and any("Parked.lambda" in b for b in want), want
+    # (glibc 2.42's cancellable system calls stop jhsdb's native unwinding
+    # after two frames: the pcs of every thread are what is compared)
+    assert len(want) >= 10 and any('"sleeper"' in b for b in want), want
+    assert all(re.search(r"^0x[0-9a-f]+\t", b, re.M) for b in want), want
     assert want == got, differences("\n".join(want).splitlines(),
                                     "\n".join(got).splitlines())
