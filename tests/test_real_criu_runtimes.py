@@ -82,6 +82,21 @@ def delve(exe, core, work):
     return ANSI.sub("", p.stdout).splitlines()
 
 
+def netpoll_timeout_set_aside(lines):
+    """The one register the two cores may differ in, by the way they are
+    taken: Go's netpoller sleeps in epoll_pwait with the time to the next
+    timer as its timeout (r10).  CRIU's seizure interrupts that call, and
+    the runtime calls again with the time left, so gcore, taken after
+    the dump, sees a smaller timeout than the checkpoint holds.  When
+    `regs` is of that thread (the current one: the first of the notes,
+    which one of Go's threads polls varies), r10 is set aside."""
+    current = [l for l in lines if re.search(r"\* Thread \d+ at ", l)]
+    if not (current and current[0].endswith(".Syscall6")):
+        return lines
+    return [re.sub(r"^(\s*R10 = )0x[0-9a-f]+$", r"\1(epoll_pwait's timeout)", l)
+            for l in lines]
+
+
 def test_go_program_checkpointed_by_criu(tmp_path):
     work = str(tmp_path)
     exe = os.path.join(work, "goroutines")
@@ -93,8 +108,8 @@ def test_go_program_checkpointed_by_criu(tmp_path):
     subprocess.run([need("go"), "build", "-gcflags=-N -l", "-o", exe,
                     os.path.join(PROGS, "goroutines.go")], check=True, env=env, cwd=work)
     pid, images, ref = run_program([exe], work)
-    want = delve(exe, ref, work)
-    got = delve(exe, convert_one(images, pid, work), work)
+    want = netpoll_timeout_set_aside(delve(exe, ref, work))
+    got = netpoll_timeout_set_aside(delve(exe, convert_one(images, pid, work), work))
     text = "\n".join(want)
     # the answers say something: the parked goroutines, main's values
     for what in ("main.sleeper", "[chan receive]", "main.locker", "[select]",
