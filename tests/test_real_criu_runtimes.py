@@ -8,8 +8,9 @@ reference core of the same moment right after (tests/helpers/realcriu.py).
 The debugger must then say the same on our core as on gcore's:
 
 * Delve: every goroutine's stack with its arguments and locals (`goroutines
-  -exec stack -full`), every thread with its pc, the current thread's
-  registers and two globals; byte for byte.
+  -exec stack -full`), every thread with its pc, two globals and every
+  thread's registers; byte for byte, but for the registers of the thread
+  in epoll_pwait (netpoller_set_aside says why).
 * jhsdb: `jstack` (each Java thread's frames, its state and the monitors
   it holds or waits for) and `jmap --heap` (the heap's configuration and
   use, read from the JVM's own structures), byte for byte but for the line
@@ -30,7 +31,7 @@ import subprocess
 import pytest
 
 from .helpers.paths import PROGS
-from .helpers.realcriu import Live, checkpoint_and_gcore, wait_asleep
+from .helpers.realcriu import Live, checkpoint_and_gcore, task_syscall, wait_asleep
 from .helpers.tools import need, run_coredump
 
 pytestmark = pytest.mark.distro
@@ -52,49 +53,70 @@ def convert_one(images, pid, work):
 
 def run_program(argv, work, env=None):
     """Start argv, wait for its "ready PID" and for all its threads to
-    sleep, checkpoint it and take gcore: (pid, images, gcore's core)."""
+    sleep, checkpoint it and take gcore: (pid, images, gcore's core,
+    {tid: the system call it sleeps in})."""
     live = Live(argv, work, env=env)
     try:
         words = live.wait_output(timeout=60).split()
         assert words[:2] == ["ready", str(live.proc.pid)], words
         pid = live.proc.pid
-        wait_asleep(pid, settle=0.5)
+        syscalls = {tid: task_syscall(pid, tid) for tid in wait_asleep(pid, settle=0.5)}
         images, ref = checkpoint_and_gcore(pid, work)
     finally:
         live.kill()
-    return pid, images, ref
+    return pid, images, ref, syscalls
 
 
 # -- Go, Delve ------------------------------------------------------------------
 
-DELVE = ["goroutines -exec stack -full", "threads", "regs",
-         "print main.globalCounter", "print main.message", "exit"]
+# Delve's questions: every goroutine's stack with its arguments and locals,
+# every thread's pc, the globals; then each thread's registers (THREAD_REGS)
+DELVE = ["goroutines -exec stack -full", "threads",
+         "print main.globalCounter", "print main.message"]
+THREAD_REGS = ["thread %d", "regs"]
+PROMPT = "(dlv) "
+EPOLL_PWAIT = 281  # x86_64
 
 
-def delve(exe, core, work):
-    """Delve's answers to DELVE on a core, colours taken out."""
+def delve(exe, core, work, tids):
+    """{command: Delve's answer} on a core, colours taken out; the
+    registers of thread T are answered to "regs T"."""
+    commands = DELVE + [c % t if "%" in c else c for t in tids for c in THREAD_REGS]
     env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(work, "dlv-config"))
     p = subprocess.run([need("dlv"), "core", "--allow-non-terminal-interactive=true",
-                        exe, core], input="\n".join(DELVE) + "\n",
+                        exe, core], input="\n".join(commands + ["exit"]) + "\n",
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        errors="replace", env=env, timeout=300)
     assert p.returncode == 0, p.stdout
-    return ANSI.sub("", p.stdout).splitlines()
+    # each answer follows its command's prompt; the first part is the banner
+    answers = ANSI.sub("", p.stdout).split(PROMPT)[1:]
+    assert len(answers) == len(commands) + 1, p.stdout
+    named, thread = {}, None
+    for command, answer in zip(commands, answers):
+        if command.startswith("thread "):
+            thread = int(command.split()[1])
+            assert "%d" % thread in answer, answer  # "Switched from A to T"
+            continue
+        named["regs %d" % thread if command == "regs" else command] = answer.splitlines()
+    return named
 
 
-def netpoll_timeout_set_aside(lines):
-    """The one register the two cores may differ in, by the way they are
-    taken: Go's netpoller sleeps in epoll_pwait with the time to the next
-    timer as its timeout (r10).  CRIU's seizure interrupts that call, and
-    the runtime calls again with the time left, so gcore, taken after
-    the dump, sees a smaller timeout than the checkpoint holds.  When
-    `regs` is of that thread (the current one: the first of the notes,
-    which one of Go's threads polls varies), r10 is set aside."""
-    current = [l for l in lines if re.search(r"\* Thread \d+ at ", l)]
-    if not (current and current[0].endswith(".Syscall6")):
-        return lines
-    return [re.sub(r"^(\s*R10 = )0x[0-9a-f]+$", r"\1(epoll_pwait's timeout)", l)
-            for l in lines]
+# A thread asleep in epoll_pwait (Go's netpoller: its timeout is the time
+# to the next timer) is not where CRIU found it once gcore looks: the dump
+# interrupts the call, and the runtime calls it again, with the time left
+# as its timeout and its registers as that path leaves them.  Its pc and
+# stack are the same; of its registers, these are compared.
+NETPOLL_KEPT = ("Rip", "Rsp", "Rbp", "Cs", "Ss", "Fs_base", "Gs_base")
+
+
+def netpoller_set_aside(answers, syscalls):
+    """The registers of the threads in epoll_pwait but NETPOLL_KEPT."""
+    for tid, nr in syscalls.items():
+        if nr == EPOLL_PWAIT:
+            answers["regs %d" % tid] = [
+                l for l in answers["regs %d" % tid]
+                if l.split(" = ")[0].strip() in NETPOLL_KEPT]
+    return answers
 
 
 def test_go_program_checkpointed_by_criu(tmp_path):
@@ -107,17 +129,24 @@ def test_go_program_checkpointed_by_criu(tmp_path):
                    os.path.expanduser("~"), ".cache", "go-build"))
     subprocess.run([need("go"), "build", "-gcflags=-N -l", "-o", exe,
                     os.path.join(PROGS, "goroutines.go")], check=True, env=env, cwd=work)
-    pid, images, ref = run_program([exe], work)
-    want = netpoll_timeout_set_aside(delve(exe, ref, work))
-    got = netpoll_timeout_set_aside(delve(exe, convert_one(images, pid, work), work))
-    text = "\n".join(want)
-    # the answers say something: the parked goroutines, main's values
+    pid, images, ref, syscalls = run_program([exe], work)
+    want = netpoller_set_aside(delve(exe, ref, work, sorted(syscalls)), syscalls)
+    got = netpoller_set_aside(delve(exe, convert_one(images, pid, work), work,
+                                    sorted(syscalls)), syscalls)
+    text = "\n".join(l for lines in want.values() for l in lines)
+    # the answers say something: the parked goroutines, main's values, the
+    # registers of every thread
     for what in ("main.sleeper", "[chan receive]", "main.locker", "[select]",
                  "main.reader", "[IO wait]", "main.waiter", "in main.main",
-                 "ns = 3600000000000", "42", '"hello from a goroutine"'):
+                 "ns = 3600000000000", '"hello from a goroutine"'):
         assert what in text, (what, text)
-    assert sum(bool(re.search(r"\bThread \d+ at 0x", l)) for l in want) >= 2, text
-    assert want == got, differences(want, got)
+    assert want["print main.globalCounter"] == ["42"], want
+    assert sum(bool(re.search(r"\bThread \d+ at 0x", l))
+               for l in want["threads"]) == len(syscalls) >= 2, want["threads"]
+    assert all(any(l.strip().startswith("Rip = 0x") for l in want["regs %d" % t])
+               for t in syscalls), want
+    for command in want:
+        assert want[command] == got[command], differences(want[command], got[command])
 
 
 # -- Java, jhsdb ----------------------------------------------------------------
@@ -155,7 +184,7 @@ def test_java_program_checkpointed_by_criu(tmp_path):
     javac = os.path.join(os.path.dirname(java), "javac")
     subprocess.run([javac, "-d", work, os.path.join(PROGS, "Parked.java")], check=True)
     # no hsperfdata file in /tmp: it is the JVM's, not the program's
-    pid, images, ref = run_program([java, "-XX:-UsePerfData", "-cp", work, "Parked"], work)
+    pid, images, ref, _ = run_program([java, "-XX:-UsePerfData", "-cp", work, "Parked"], work)
     ours = convert_one(images, pid, work)
     want, got = jhsdb(java, ref, "jstack"), jhsdb(java, ours, "jstack")
     text = "\n".join(want)

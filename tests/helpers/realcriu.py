@@ -49,6 +49,12 @@ def task_states(pid):
     return states
 
 
+def task_syscall(pid, tid):
+    """The number of the system call thread tid sleeps in (-1: none)."""
+    with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
+        return int(f.read().split()[0])
+
+
 def wait_asleep(pid, threads=None, timeout=20, settle=0.2):
     """Wait until every thread of pid sleeps (state S), `threads` of them
     when given, the same threads for `settle` seconds: a runtime's own
