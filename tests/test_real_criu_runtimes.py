@@ -10,7 +10,7 @@ The debugger must then say the same on our core as on gcore's:
 * Delve: every goroutine's stack with its arguments and locals (`goroutines
   -exec stack -full`), every thread with its pc, two globals and every
   thread's registers; byte for byte, but for the registers of the thread
-  in epoll_pwait (netpoller_set_aside says why).
+  asleep with a timeout (TIMED_KEPT says why).
 * jhsdb: `jstack` (each Java thread's frames, its state and the monitors
   it holds or waits for) and `jmap --heap` (the heap's configuration and
   use, read from the JVM's own structures), byte for byte but for the line
@@ -75,7 +75,6 @@ DELVE = ["goroutines -exec stack -full", "threads",
          "print main.globalCounter", "print main.message"]
 THREAD_REGS = ["thread %d", "regs"]
 PROMPT = "(dlv) "
-EPOLL_PWAIT = 281  # x86_64
 
 
 def delve(exe, core, work, tids):
@@ -101,21 +100,31 @@ def delve(exe, core, work, tids):
     return named
 
 
-# A thread asleep in epoll_pwait (Go's netpoller: its timeout is the time
-# to the next timer) is not where CRIU found it once gcore looks: the dump
-# interrupts the call, and the runtime calls it again, with the time left
-# as its timeout and its registers as that path leaves them.  Its pc and
-# stack are the same; of its registers, these are compared.
-NETPOLL_KEPT = ("Rip", "Rsp", "Rbp", "Cs", "Ss", "Fs_base", "Gs_base")
+# A thread asleep with a timeout (Go's netpoller in epoll_pwait until the
+# next timer, sysmon in a timed futex wait or nanosleep) is not where CRIU
+# found it once gcore looks: the dump interrupts the call, and the runtime
+# (or the kernel's restart_syscall) calls again with the time left, its
+# registers as that path leaves them.  Its pc and stack are the same; of
+# its registers, TIMED_KEPT are compared.  (tests/test_real_criu.py's
+# restart_calls test holds such threads to a gcore taken before the dump.)
+TIMED_KEPT = ("Rip", "Rsp", "Rbp", "Cs", "Ss", "Fs_base", "Gs_base")
+FUTEX, NANOSLEEP, CLOCK_NANOSLEEP, EPOLL_WAIT, EPOLL_PWAIT = 202, 35, 230, 232, 281
 
 
-def netpoller_set_aside(answers, syscalls):
-    """The registers of the threads in epoll_pwait but NETPOLL_KEPT."""
-    for tid, nr in syscalls.items():
-        if nr == EPOLL_PWAIT:
+def timed(nr, args):
+    """Whether a thread in system call nr(args) sleeps with a timeout."""
+    return (nr in (NANOSLEEP, CLOCK_NANOSLEEP)
+            or (nr == FUTEX and args[3] != 0)
+            or (nr in (EPOLL_WAIT, EPOLL_PWAIT) and args[3] & 0xffffffff != 0xffffffff))
+
+
+def timed_sleepers_set_aside(answers, syscalls):
+    """The registers of the threads asleep with a timeout but TIMED_KEPT."""
+    for tid, call in syscalls.items():
+        if timed(*call):
             answers["regs %d" % tid] = [
                 l for l in answers["regs %d" % tid]
-                if l.split(" = ")[0].strip() in NETPOLL_KEPT]
+                if l.split(" = ")[0].strip() in TIMED_KEPT]
     return answers
 
 
@@ -130,8 +139,8 @@ def test_go_program_checkpointed_by_criu(tmp_path):
     subprocess.run([need("go"), "build", "-gcflags=-N -l", "-o", exe,
                     os.path.join(PROGS, "goroutines.go")], check=True, env=env, cwd=work)
     pid, images, ref, syscalls = run_program([exe], work)
-    want = netpoller_set_aside(delve(exe, ref, work, sorted(syscalls)), syscalls)
-    got = netpoller_set_aside(delve(exe, convert_one(images, pid, work), work,
+    want = timed_sleepers_set_aside(delve(exe, ref, work, sorted(syscalls)), syscalls)
+    got = timed_sleepers_set_aside(delve(exe, convert_one(images, pid, work), work,
                                     sorted(syscalls)), syscalls)
     text = "\n".join(l for lines in want.values() for l in lines)
     # the answers say something: the parked goroutines, main's values, the
@@ -146,7 +155,8 @@ def test_go_program_checkpointed_by_criu(tmp_path):
     assert all(any(l.strip().startswith("Rip = 0x") for l in want["regs %d" % t])
                for t in syscalls), want
     for command in want:
-        assert want[command] == got[command], differences(want[command], got[command])
+        assert want[command] == got[command], "%s:\n%s" % (
+            command, differences(want[command], got[command]))
 
 
 # -- Java, jhsdb ----------------------------------------------------------------

@@ -50,9 +50,11 @@ def task_states(pid):
 
 
 def task_syscall(pid, tid):
-    """The number of the system call thread tid sleeps in (-1: none)."""
+    """(number, arguments) of the system call thread tid sleeps in, as
+    /proc/PID/task/TID/syscall gives them ((-1, []) when in none)."""
     with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
-        return int(f.read().split()[0])
+        fields = f.read().split()
+    return int(fields[0]), [int(x, 16) for x in fields[1:7]]
 
 
 def wait_asleep(pid, threads=None, timeout=20, settle=0.2):
