@@ -154,6 +154,9 @@ def test_go_program_checkpointed_by_criu(tmp_path):
                for l in want["threads"]) == len(syscalls) >= 2, want["threads"]
     assert all(any(l.strip().startswith("Rip = 0x") for l in want["regs %d" % t])
                for t in syscalls), want
+    # some threads keep all their registers in the comparison (Go's idle
+    # threads wait in futex with no timeout)
+    assert any(not timed(*call) for call in syscalls.values()), syscalls
     for command in want:
         assert want[command] == got[command], "%s:\n%s" % (
             command, differences(want[command], got[command]))
