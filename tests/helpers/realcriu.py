@@ -50,11 +50,18 @@ def task_states(pid):
 
 
 def task_syscall(pid, tid):
-    """(number, arguments) of the system call thread tid sleeps in, as
-    /proc/PID/task/TID/syscall gives them ((-1, []) when in none)."""
-    with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
-        fields = f.read().split()
-    return int(fields[0]), [int(x, 16) for x in fields[1:7]]
+    """/proc/PID/task/TID/syscall: the number of the system call thread
+    tid sleeps in, its arguments, stack pointer and pc, as a tuple of
+    integers ((-1, sp, pc) when in none; ("running",) when it runs; None
+    when the thread is gone)."""
+    try:
+        with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
+            fields = f.read().split()
+    except FileNotFoundError:
+        return None
+    if fields == ["running"]:
+        return ("running",)
+    return tuple(int(x, 0) for x in fields)
 
 
 def wait_asleep(pid, threads=None, timeout=20, settle=0.2):
