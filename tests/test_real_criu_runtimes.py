@@ -9,16 +9,17 @@ The debugger must then say the same on our core as on gcore's:
 
 * Delve: every goroutine's stack with its arguments and locals (`goroutines
   -exec stack -full`), every thread with its pc, two globals and every
-  thread's registers; byte for byte, but for the registers of the thread
-  asleep with a timeout (TIMED_KEPT says why).
+  thread's registers; byte for byte, but for the scratch registers of the
+  threads asleep with a timeout, or seen to move between the dump and
+  gcore (TIMED_KEPT says why).
 * jhsdb: `jstack` (each Java thread's frames, its state and the monitors
   it holds or waits for) and `jmap --heap` (the heap's configuration and
   use, read from the JVM's own structures), byte for byte but for the line
   naming the core; `jstack --mixed` (the Java and native frames of every
   thread; glibc 2.42's cancellable system calls end its native unwinding
-  after two frames), the same blocks, taken in any order: jhsdb lists threads in the
-  order of the core's notes, which is gcore's own (newest first with gdb
-  16 and later), ours CRIU's (ascending TIDs).
+  after two frames), the same blocks, taken in any order: jhsdb lists
+  threads in the order of the core's notes, which is gcore's own (newest
+  first with gdb 16 and later), ours CRIU's (ascending TIDs).
 
 Collected and required where tests/test_real_criu.py is (conftest.py's
 real_criu_status()); scripts/setup.sh installs Go, Delve and the JDK there.
