@@ -24,7 +24,6 @@ from our core too.
 import ctypes
 import importlib.util
 import os
-import difflib
 import re
 import shutil
 import signal
@@ -36,11 +35,12 @@ import pytest
 
 from .helpers.paths import FIXTURES, GDBCHECK, PROGS
 from .helpers.debuggers import XSTATE_WARNING
-from .helpers.tools import convert, gdb, need, run_coredump
-from .helpers.kernelcore import wait_until
+from .helpers.tools import convert, gdb, need
+from .helpers.kernelcore import wait_asleep, wait_until
 from .helpers.corefile import read_core, nt_file
 from .helpers import core2images
-from .helpers.realcriu import Live, checkpoint, checkpoint_and_gcore, take_gcore, wait_asleep
+from .helpers.realcriu import (Live, checkpoint, checkpoint_and_gcore, convert_one,
+                               differences, take_gcore)
 
 pytestmark = pytest.mark.distro
 
@@ -89,10 +89,7 @@ def gdb_answers(exe, core, script):
 
 def compare(name, exe, pid, images, ref, work, pc="rip", threads=4, stopped=False,
             settle=None):
-    out = os.path.join(work, "out")
-    os.mkdir(out)
-    run_coredump("-i", images, "-o", out, "-q", check=0)
-    ours = os.path.join(out, "core.%d" % pid)
+    ours = convert_one(images, pid, work)
     # a stopped task's gcore has no NT_SIGINFO with gdb 16 and 18 (nor a
     # kernel's core: a stopped task dumps none): its siginfo is not asked
     process = PROCESS[2:] if stopped else PROCESS
@@ -115,8 +112,7 @@ def compare(name, exe, pid, images, ref, work, pc="rip", threads=4, stopped=Fals
     n = sum(not v.startswith("x/") for v in PROGRAM_VALUES[name])  # then $_siginfo's two
     if not stopped:
         assert values[n:n + 2] == ["%d" % signal.SIGSTOP, "128"], want_text
-    diff = [l for l in difflib.unified_diff(want, got, "gcore", "ours", lineterm="", n=1)]
-    assert want == got, "gdb on our core differs from gdb on gcore's:\n" + "\n".join(diff)
+    assert want == got, "gdb on our core differs from gdb on gcore's:\n" + differences(want, got)
     return got
 
 

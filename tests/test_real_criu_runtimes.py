@@ -24,7 +24,6 @@ The debugger must then say the same on our core as on gcore's:
 Collected and required where tests/test_real_criu.py is (conftest.py's
 real_criu_status()); scripts/setup.sh installs Go, Delve and the JDK there.
 """
-import difflib
 import os
 import re
 import subprocess
@@ -32,24 +31,13 @@ import subprocess
 import pytest
 
 from .helpers.paths import PROGS
-from .helpers.realcriu import Live, checkpoint_and_gcore, task_syscall, wait_asleep
-from .helpers.tools import need, run_coredump
+from .helpers.kernelcore import task_syscall, wait_asleep
+from .helpers.realcriu import Live, checkpoint_and_gcore, convert_one, differences
+from .helpers.tools import need
 
 pytestmark = pytest.mark.distro
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def differences(want, got):
-    """What a failure shows: gcore's answers against ours, as a diff."""
-    return "\n".join(difflib.unified_diff(want, got, "gcore", "ours", lineterm="", n=1))
-
-
-def convert_one(images, pid, work):
-    out = os.path.join(work, "out")
-    os.mkdir(out)
-    run_coredump("-i", images, "-o", out, "-q", check=0)
-    return os.path.join(out, "core.%d" % pid)
 
 
 def run_program(argv, work, env=None):

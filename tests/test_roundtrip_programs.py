@@ -7,14 +7,13 @@ import glob
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 from .helpers.tools import gdb, run_coredump
 from .helpers.core2images import core_to_images
 from .helpers.debuggers import XSTATE_WARNING
-from .helpers.kernelcore import allow_core
+from .helpers.kernelcore import allow_core, wait_asleep
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +35,7 @@ def _kernel_core(argv, work):
         if argv[0].endswith("python3"):
             assert p.stdout.readline().startswith(b"ready")
         # let every thread settle in its sleeping system call
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            states = [open("/proc/%d/task/%s/stat" % (p.pid, t)).read().split(") ")[1][0]
-                      for t in os.listdir("/proc/%d/task" % p.pid)]
-            if all(s == "S" for s in states):
-                break
-            time.sleep(0.05)
+        wait_asleep(p.pid)
     finally:
         p.send_signal(signal.SIGSEGV)
         p.wait(timeout=60)

@@ -52,16 +52,57 @@ def plain_core_pattern():
                 f.write(old)
 
 
-def syscalls(pid):
-    """The system call number (as text) each thread of pid is in."""
-    calls = []
+def task_states(pid):
+    """{tid: state letter} of the process's threads now."""
+    states = {}
     for tid in os.listdir("/proc/%d/task" % pid):
         try:
-            with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
-                calls.append(f.read().split()[0])
-        except FileNotFoundError:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                states[int(tid)] = f.read().rsplit(") ", 1)[1][0]
+        except FileNotFoundError:  # a thread that just exited
             pass
-    return calls
+    return states
+
+
+def task_syscall(pid, tid):
+    """/proc/PID/task/TID/syscall: the number of the system call thread
+    tid sleeps in, its arguments, stack pointer and pc, as a tuple of
+    integers ((-1, sp, pc) when in none; ("running",) when it runs; None
+    when the thread is gone)."""
+    try:
+        with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
+            fields = f.read().split()
+    except FileNotFoundError:
+        return None
+    if fields == ["running"]:
+        return ("running",)
+    return tuple(int(x, 0) for x in fields)
+
+
+def wait_asleep(pid, threads=None, timeout=20, settle=0.2):
+    """Wait until every thread of pid sleeps (state S), `threads` of them
+    when given, the same threads for `settle` seconds: a runtime's own
+    threads (a JVM's, Go's) start and park on their own time."""
+    deadline = time.time() + timeout
+    calm_since, last = None, None
+    while time.time() < deadline:
+        states = task_states(pid)
+        asleep = (all(s == "S" for s in states.values())
+                  and (threads is None or len(states) == threads))
+        if asleep and set(states) == last:
+            if time.time() - calm_since >= settle:
+                return sorted(states)
+        else:
+            calm_since = time.time()
+        last = set(states) if asleep else None
+        time.sleep(0.05)
+    raise AssertionError("threads never all asleep: %s" % task_states(pid))
+
+
+def syscalls(pid):
+    """The system call number (as text) each thread of pid is in."""
+    calls = (task_syscall(pid, int(tid)) for tid in os.listdir("/proc/%d/task" % pid))
+    return [str(call[0]) for call in calls if call is not None]
 
 
 def wait_until(pid, settled, timeout=20, what="threads to settle"):

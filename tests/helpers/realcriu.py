@@ -1,13 +1,14 @@
 """A live process checkpointed by the real CRIU, and gcore's core of the
 same moment beside it: what the real-CRIU tests (tests/test_real_criu*.py)
 hold our cores to."""
+import difflib
 import os
 import subprocess
 import time
 
 import pytest
 
-from .tools import need
+from .tools import convert, need
 
 
 class Live:
@@ -35,53 +36,6 @@ class Live:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
-
-
-def task_states(pid):
-    """{tid: state letter} of the process's threads now."""
-    states = {}
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                states[int(tid)] = f.read().rsplit(") ", 1)[1][0]
-        except FileNotFoundError:  # a thread that just exited
-            pass
-    return states
-
-
-def task_syscall(pid, tid):
-    """/proc/PID/task/TID/syscall: the number of the system call thread
-    tid sleeps in, its arguments, stack pointer and pc, as a tuple of
-    integers ((-1, sp, pc) when in none; ("running",) when it runs; None
-    when the thread is gone)."""
-    try:
-        with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
-            fields = f.read().split()
-    except FileNotFoundError:
-        return None
-    if fields == ["running"]:
-        return ("running",)
-    return tuple(int(x, 0) for x in fields)
-
-
-def wait_asleep(pid, threads=None, timeout=20, settle=0.2):
-    """Wait until every thread of pid sleeps (state S), `threads` of them
-    when given, the same threads for `settle` seconds: a runtime's own
-    threads (a JVM's, Go's) start and park on their own time."""
-    deadline = time.time() + timeout
-    calm_since, last = None, None
-    while time.time() < deadline:
-        states = task_states(pid)
-        asleep = (all(s == "S" for s in states.values())
-                  and (threads is None or len(states) == threads))
-        if asleep and set(states) == last:
-            if time.time() - calm_since >= settle:
-                return sorted(states)
-        else:
-            calm_since = time.time()
-        last = set(states) if asleep else None
-        time.sleep(0.05)
-    raise AssertionError("threads never all asleep: %s" % task_states(pid))
 
 
 def checkpoint(pid, work, *options):
@@ -114,3 +68,13 @@ def checkpoint_and_gcore(pid, work):
     """criu dump --leave-running, then gcore at once: (images dir, gcore)."""
     images = checkpoint(pid, work)
     return images, take_gcore(pid, work)
+
+
+def convert_one(images, pid, work):
+    """Our core of process pid, converted (exit 0) into work/out."""
+    return convert(images, os.path.join(work, "out"), "-q")[1][pid]
+
+
+def differences(want, got):
+    """What a failure shows: gcore's answers against ours, as a diff."""
+    return "\n".join(difflib.unified_diff(want, got, "gcore", "ours", lineterm="", n=1))
