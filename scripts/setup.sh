@@ -34,10 +34,16 @@ OPTIONAL_PKGS="gcc-loongarch64-linux-gnu libc6-dev-loong64-cross"
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 available() { apt-cache show "$1" >/dev/null 2>&1; }
 pycriu_ok() { /usr/bin/python3 -c 'import pycriu.images.pb, pycriu.images.magic' 2>/dev/null; }
-missing=""
-for p in $PKGS; do
-  installed "$p" || missing="$missing $p"
-done
+missing_of() { for p; do installed "$p" || echo "$p"; done; }
+# apt-get as root (through sudo otherwise: sudo drops the environment, so
+# DEBIAN_FRONTEND goes through env), waiting for the lock
+apt_get() {
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 "$@" >&2
+}
+updated=""
+apt_update() { [ -n "$updated" ] || { apt_get update -qq; updated=1; }; }
+missing=$(missing_of $PKGS)
 optional_missing() {
   for p in $OPTIONAL_PKGS; do
     installed "$p" || ! available "$p" || echo "$p"
@@ -45,8 +51,7 @@ optional_missing() {
 }
 missing=$(echo $missing $(optional_missing))
 if [ -n "$missing" ] || ! pycriu_ok; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq >&2
+  apt_update
   # Debian 13 and later: pycriu is python3-pycriu (named, not left to
   # criu's Recommends, which apt may be told not to install)
   if apt-cache show python3-pycriu >/dev/null 2>&1 && ! installed python3-pycriu; then
@@ -55,7 +60,7 @@ if [ -n "$missing" ] || ! pycriu_ok; then
   missing=$(echo $(echo $missing $(optional_missing) | tr ' ' '\n' | sort -u))
   if [ -n "$missing" ]; then
     echo "setup: installing system packages:$missing" >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq $missing >&2
+    apt_get install -y -qq $missing
   fi
   pycriu_ok || { echo "setup: pycriu is still not importable by /usr/bin/python3" >&2; exit 1; }
 fi
@@ -68,13 +73,11 @@ fi
 RUNTIME_PKGS="golang-go delve default-jdk-headless"
 criu_major=$(criu --version 2>/dev/null | sed -n 's/^Version: \([0-9]*\).*/\1/p')
 if [ "${criu_major:-0}" -ge 4 ]; then
-  missing=""
-  for p in $RUNTIME_PKGS; do installed "$p" || missing="$missing $p"; done
+  missing=$(echo $(missing_of $RUNTIME_PKGS))
   if [ -n "$missing" ]; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    echo "setup: installing the Go and Java tests' packages:$missing" >&2
-    $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq $missing >&2
+    echo "setup: installing the Go and Java tests' packages: $missing" >&2
+    apt_update
+    apt_get install -y -qq $missing
   fi
 fi
 
