@@ -348,19 +348,24 @@ def _joins(end_src, end_dst, first_dst, src_off, dst, length):
 def _pwritev_all(fd, iov, off, dst_name, src_name=None):
     """Write buffers one after the other from `off`, _IOV_MAX at a time; a
     short write is continued from where it stopped (by slicing views, so a
-    mapped source is still touched by the kernel only)."""
+    mapped source is still touched by the kernel only).  Only a short write
+    walks the buffers in Python: a scattered heap's span is a thousand."""
     for i in range(0, len(iov), _IOV_MAX):
         part = iov[i:i + _IOV_MAX]
+        left = sum(map(len, part))
         k = 0
-        while k < len(part):
+        while left:
             try:
-                done = os.pwritev(fd, part[k:], off)
+                done = os.pwritev(fd, part[k:] if k else part, off)
             except OSError as e:
                 raise _write_error(e, dst_name, src_name) from None
             if done == 0:
                 raise OutputError(dst_name, "cannot write: no byte written")
             off += done
-            while k < len(part) and done >= len(part[k]):
+            left -= done
+            if not left:
+                break
+            while done >= len(part[k]):
                 done -= len(part[k])
                 k += 1
             if done:

@@ -93,3 +93,40 @@ def test_a_failed_write_still_names_the_core(image, tmp_path):
     finally:
         os.close(ro)
     assert e.value.path == "core"
+
+
+@pytest.mark.parametrize("limit", [7, 4999, 1 << 20])
+def test_short_writes_go_on_where_they_stopped(tmp_path, monkeypatch, limit):
+    """pwritev may write less than asked (a signal, a full disk freed
+    meanwhile): the rest follows from the byte where it stopped, across
+    views of any length (empty ones too) and _IOV_MAX at a time."""
+    real = os.pwritev
+    calls = []
+
+    def short(fd, bufs, off):
+        take, n = [], 0
+        for b in bufs:
+            b = memoryview(b)
+            if n + len(b) > limit:
+                take.append(b[:limit - n])
+                break
+            take.append(b)
+            n += len(b)
+        calls.append(len(bufs))
+        return real(fd, take, off)
+    monkeypatch.setattr(writer.os, "pwritev", short)
+    data = os.urandom(3 << 20)
+    view = memoryview(data)
+    iov, pos = [], 0
+    for i in range(2 * writer._IOV_MAX + 7):
+        n = (i * 977) % 301
+        iov.append(view[pos:pos + n])
+        pos += n
+    out = _out(tmp_path)
+    try:
+        writer._pwritev_all(out, iov, 10, "core")
+    finally:
+        os.close(out)
+    assert (tmp_path / "core").read_bytes()[10:] == data[:pos]
+    assert max(calls) <= writer._IOV_MAX
+    assert len(calls) >= (pos + limit - 1) // limit
