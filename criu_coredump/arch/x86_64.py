@@ -12,7 +12,7 @@ import operator
 import struct
 from types import SimpleNamespace
 
-from .. import elf
+from .. import elf, protodecl
 from .base import Arch, Regs, SyscallABI, SyscallEntry, words
 
 # elf_gregset_t: struct user_regs_struct (arch/x86/include/asm/user_64.h)
@@ -48,10 +48,43 @@ _XSAVE_GET = operator.attrgetter(*_XSAVE_NAMES)
 _GREGS_GET = operator.attrgetter(*GREGS)
 
 
-def decode_fpregs(fp):
+# Shadow stacks (CET): on a CPU that has them, CRIU 4.0+ saves every
+# thread's user_x86_cet_entry as user_x86_xsave_entry's field 9: `cet`, the
+# features ARCH_SHSTK_STATUS reports (ARCH_SHSTK_SHSTK: the shadow stack is
+# on), and `ssp`, what ptrace's NT_X86_SHSTK gives.  pycriu 3.17 does not
+# declare it; protobuf keeps it as an unknown field, read with this.
+CetXsave = protodecl.declare("criu_coredump_x86_cet.proto", [
+    ("user_x86_cet_entry", [("cet", 1, "uint64"), ("ssp", 2, "uint64")]),
+    ("user_x86_xsave_entry_cet", [("cet", 9, "user_x86_cet_entry")]),
+], "user_x86_xsave_entry_cet")
+ARCH_SHSTK_SHSTK = 1 << 0
+_DECLARES_CET = {}  # xsave entry class -> whether the installed pycriu has `cet`
+
+
+def decode_cet(xs, reparse):
+    """(features, ssp) of an image's xsave entry, None when it has none."""
+    known = _DECLARES_CET.get(type(xs))
+    if known is None:
+        known = _DECLARES_CET[type(xs)] = "cet" in xs.DESCRIPTOR.fields_by_name
+    if not known:
+        if reparse is None:
+            return None
+        try:
+            if not len(xs.UnknownFields()):
+                return None  # the usual case: nothing to parse again
+        except (AttributeError, NotImplementedError):
+            pass
+        xs = reparse(CetXsave, xs)
+    if not xs.HasField("cet"):
+        return None
+    return xs.cet.cet, xs.cet.ssp
+
+
+def decode_fpregs(fp, reparse=None):
     """user_x86_fpregs_entry as a plain record (the same field names), the
     xsave components as lists, xsave None when the images have none; `fx`
-    is its legacy area once fxsave() has made it."""
+    is its legacy area once fxsave() has made it; xsave.cet is
+    (features, ssp) or None."""
     out = SimpleNamespace(**dict(zip(_FX_FIELDS, _FX_GET(fp))), fx=None)
     out.st_space = list(fp.st_space)
     out.xmm_space = list(fp.xmm_space)
@@ -60,13 +93,14 @@ def decode_fpregs(fp):
         xs = fp.xsave
         out.xsave = SimpleNamespace(xstate_bv=xs.xstate_bv, **{
             n: list(v) if v else [] for n, v in zip(_XSAVE_NAMES, _XSAVE_GET(xs))})
+        out.xsave.cet = decode_cet(xs, reparse)
     return out
 
 
 def decode(ti, reparse=None):
     """thread_info_x86 of a 64-bit task."""
     return Regs(gp=dict(zip(GREGS, _GREGS_GET(ti.gpregs))),
-                extra={"fpregs": decode_fpregs(ti.fpregs)})
+                extra={"fpregs": decode_fpregs(ti.fpregs, reparse)})
 
 
 def accepts(ti):
@@ -135,6 +169,17 @@ def xstate_note(proc, th):
     return xstate(fp)[0] if fp.xsave is not None else None
 
 
+def shstk_note(proc, th):
+    """NT_X86_SHSTK: the shadow stack pointer (8 bytes), for a thread whose
+    shadow stack is on, as ssp_active() and ssp_get() give it to the
+    kernel's core (arch/x86/kernel/fpu/regset.c); no note otherwise."""
+    xs = th.regs.fpregs.xsave
+    cet = xs.cet if xs is not None else None
+    if cet is None or not cet[0] & ARCH_SHSTK_SHSTK:
+        return None
+    return struct.pack("<Q", cet[1])
+
+
 def xsave_layout(proc):
     """NT_X86_XSAVE_LAYOUT, as Linux 6.x writes it once per core: one
     {type, size, offset, flags} record per extended component in the note."""
@@ -161,7 +206,8 @@ ARCH = Arch(
     gregs=GREGS, decode=decode,
     # arch/x86/kernel/ptrace.c x86_64_regsets, in order
     thread_notes=((elf.NT_FPREGSET, lambda proc, th: fxsave(th.regs.fpregs)),
-                  (elf.NT_X86_XSTATE, xstate_note)),
+                  (elf.NT_X86_XSTATE, xstate_note),
+                  (elf.NT_X86_SHSTK, shstk_note)),
     process_notes=((elf.NT_X86_XSAVE_LAYOUT, xsave_layout),),
     native_hosts=("x86_64",),
     syscall=SyscallABI(64, "ip", "ax", (
