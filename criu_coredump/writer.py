@@ -487,49 +487,51 @@ def _copy_batch(batch, base, floor, gather, progress):
         return _copy_batch_holes(batch, source, src, base, floor, gather,
                                  progress)
     P = batch.page
-    chunk = GATHER_CHUNK
+    chunk, gap, span = GATHER_CHUNK, GATHER_GAP, GATHER_SPAN
     flush = gather.flush_items
     items = []
     add = items.append
     written = pending = 0
     first = end_src = end_dst = 0
-    for addr, npages, off, where in (
-            run for chunk in batch.chunks() for run in zip(*chunk)):
-        if where:
-            continue  # lazy pages: a hole
-        length = npages * P
-        src_off = off * P
-        dst = base + addr
-        pending += length
-        if src is None:
-            continue  # the source is gone (warned): a hole
-        if length < chunk and dst >= floor:
-            if items and not _joins(end_src, end_dst, first, src_off, dst,
-                                    length):
-                written += flush(source, src, items)
-                items = []
-                add = items.append
+    for columns in batch.chunks():
+        for addr, npages, off, where in zip(*columns):
+            if where:
+                continue  # lazy pages: a hole
+            length = npages * P
+            src_off = off * P
+            dst = base + addr
+            pending += length
+            if src is None:
+                continue  # the source is gone (warned): a hole
+            if length < chunk and dst >= floor:
+                # _joins(), inline: this loop runs once per pagemap run
+                if items and not (src_off == end_src
+                                  and 0 <= dst - end_dst <= gap
+                                  and dst + length - first <= span):
+                    written += flush(source, src, items)
+                    items = []
+                    add = items.append
+                    if progress:
+                        progress(pending - length)
+                        pending = length
+                if not items:
+                    first = dst
+                add((addr, length, src_off, dst))
+                end_src = src_off + length
+                end_dst = dst + length
+            else:
+                if items:
+                    written += flush(source, src, items)
+                    items = []
+                    add = items.append
                 if progress:
-                    progress(pending - length)
-                    pending = length
-            if not items:
-                first = dst
-            add((addr, length, src_off, dst))
-            end_src = src_off + length
-            end_dst = dst + length
-        else:
-            if items:
-                written += flush(source, src, items)
-                items = []
-                add = items.append
-            if progress:
-                progress(pending)
-                pending = 0
-            written += _copy_extent(source, src, gather.fd, addr, length,
-                                    src_off, dst, gather.dst_name,
-                                    gather.writeback)
-        if dst + length > floor:
-            floor = dst + length
+                    progress(pending)
+                    pending = 0
+                written += _copy_extent(source, src, gather.fd, addr, length,
+                                        src_off, dst, gather.dst_name,
+                                        gather.writeback)
+            if dst + length > floor:
+                floor = dst + length
     if items:
         written += flush(source, src, items)
     if progress and pending:
