@@ -114,8 +114,9 @@ def gdb_major():
 
 
 def test_gdb_shows_the_shadow_stack_pointer_and_the_same_stacks(shstk):
-    """gdb 17 added $pl3_ssp (gdb 16.3 in Debian 13 prints void for it on
-    this core, gdb 18.1 in sid the pointer); gdb 13 and 16 ignore the note.
+    """$pl3_ssp came after gdb 16 (16.3 in Debian 13 prints void for it on
+    this core, 18.1 in sid the pointer; expected from 17 on, which no
+    stage here runs); gdb 13 and 16 ignore the note.
     Every gdb gives the same backtraces and registers with it as without."""
     fx, core, plain = shstk
     out = gdb_on_fixture(fx, core, "thread apply all p/x $pl3_ssp")
