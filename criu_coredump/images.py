@@ -363,18 +363,11 @@ def _mtype(path, core):
     return own.mtype if own.HasField("mtype") else None
 
 
-_KNOWN_FIELD = {}  # (message class, field name) -> whether pycriu declares it
-
-
 def _thread_info(path, core, arch):
     """The core entry's thread_info for `arch`, or None when absent; read
     with the arch's own declaration when pycriu does not know the field."""
     field = arch.ti_field
-    key = (type(core), field)
-    known = _KNOWN_FIELD.get(key)
-    if known is None:
-        known = _KNOWN_FIELD[key] = field in core.DESCRIPTOR.fields_by_name
-    if known:
+    if protodecl.declares(core, field):
         return getattr(core, field) if core.HasField(field) else None
     own = parse(path, arch.ti_class, core.SerializePartialToString())
     return getattr(own, field) if own.HasField(field) else None

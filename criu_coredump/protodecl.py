@@ -51,3 +51,17 @@ def declare(file_name, messages, want):
             else:
                 f.type, f.type_name = _F.TYPE_MESSAGE, ".%s.%s" % (PACKAGE, typ)
     return message_class(fdp, want)
+
+
+_declared = {}  # (message class, field name) -> whether its declaration has it
+
+
+def declares(msg, field):
+    """Whether the installed pycriu's class of msg declares `field` (else a
+    field CRIU wrote is kept as unknown and read with our own declaration);
+    asked per thread, so answered once per class."""
+    key = (type(msg), field)
+    known = _declared.get(key)
+    if known is None:
+        known = _declared[key] = field in msg.DESCRIPTOR.fields_by_name
+    return known

@@ -58,15 +58,11 @@ CetXsave = protodecl.declare("criu_coredump_x86_cet.proto", [
     ("user_x86_xsave_entry_cet", [("cet", 9, "user_x86_cet_entry")]),
 ], "user_x86_xsave_entry_cet")
 ARCH_SHSTK_SHSTK = 1 << 0
-_DECLARES_CET = {}  # xsave entry class -> whether the installed pycriu has `cet`
 
 
 def decode_cet(xs, reparse):
     """(features, ssp) of an image's xsave entry, None when it has none."""
-    known = _DECLARES_CET.get(type(xs))
-    if known is None:
-        known = _DECLARES_CET[type(xs)] = "cet" in xs.DESCRIPTOR.fields_by_name
-    if not known:
+    if not protodecl.declares(xs, "cet"):
         if reparse is None:
             return None
         try:
