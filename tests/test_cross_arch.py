@@ -53,7 +53,7 @@ from criu_coredump.arch import aarch64 as ccd_aarch64
 
 from .helpers.paths import REPO
 from .helpers import tools
-from .helpers.tools import need, run_coredump
+from .helpers.tools import gdb_major, need, run_coredump
 from .helpers import core2images
 from .helpers.crossarch import TARGETS, Target
 from .helpers.kernelcore import allow_core
@@ -605,12 +605,6 @@ def fp_notes(path):
     with core2images.CoreFile(path) as core:
         proc = core2images.read_notes(core, core2images.machine_spec(core))
         return {t.tid: t.notes.get(core2images.NT_FPREGSET) for t in proc.threads}
-
-
-def gdb_major(gdb_name):
-    out = subprocess.run([need(gdb_name), "--version"], stdout=subprocess.PIPE,
-                         text=True, check=True).stdout
-    return int(re.search(r"^GNU gdb .*?(\d+)\.\d+", out, re.M).group(1))
 
 
 def test_riscv64_fp_registers_read_back_by_gdb(roundtrip, gdb_judges, tmp_path):

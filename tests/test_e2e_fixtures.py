@@ -10,14 +10,13 @@ facts that do not depend on gdb's version or this machine's debug files.
 """
 import os
 import re
-import subprocess
 
 import pytest
 
 from criu_coredump import images
 
 from .helpers.paths import FIXTURES
-from .helpers.tools import gdb, gdbcheck, need, run_coredump
+from .helpers.tools import gdb, gdb_major, gdbcheck, run_coredump
 from .helpers.debuggers import fixture_exe
 from .helpers.gdbfacts import differences, facts
 
@@ -46,10 +45,7 @@ def first_pid(fx):
 def gdb_is_the_fixtures():
     """expected.txt is gdb 13.1's answer: a gdb 13 compares with it line
     for line (gdbcheck.py); another version words things its own way."""
-    need("gdb")
-    out = subprocess.run(["gdb", "--version"], stdout=subprocess.PIPE,
-                         text=True).stdout
-    return re.search(r"^GNU gdb .* 13\.\d+", out, re.M) is not None
+    return gdb_major() == 13
 
 
 @pytest.mark.parametrize("name", EXACT)

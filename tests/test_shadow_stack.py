@@ -12,10 +12,8 @@ What the kernel writes is arch/x86/kernel/fpu/regset.c's ssp_active() and
 ssp_get(): 8 bytes, for a task with ARCH_SHSTK_SHSTK, after NT_X86_XSTATE
 (x86_64_regsets' order)."""
 import os
-import re
 import shutil
 import struct
-import subprocess
 
 import pytest
 
@@ -24,7 +22,7 @@ from criu_coredump.arch import x86_64
 from .helpers.corefile import PT_LOAD, read_core
 from .helpers.debuggers import gdb_on_fixture, per_thread_values
 from .helpers.imgedit import edit_image
-from .helpers.tools import need, run_coredump
+from .helpers.tools import gdb_major, run_coredump
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +46,7 @@ def give_cet(images, tid, features, ssp):
 
 
 @pytest.fixture(scope="module")
-def shstk(fixtures_dir, tmp_path_factory):
+def shstk(fixtures_dir, cores, tmp_path_factory):
     """(fixture, our core of the images with shadow stacks, our core of the
     images as they are)."""
     fx = fixtures_dir("threads")
@@ -57,14 +55,11 @@ def shstk(fixtures_dir, tmp_path_factory):
     shutil.copytree(os.path.join(fx, "images"), images)
     for tid, (features, ssp) in CET.items():
         give_cet(images, tid, features, ssp)
-    cores = []
-    for name, imgs in (("with", images), ("without", os.path.join(fx, "images"))):
-        out = work / name
-        out.mkdir()
-        run_coredump("-i", imgs, "-o", out, "--root", os.path.join(fx, "root"),
-                     "-q", check=0)
-        cores.append(str(out / ("core.%d" % PID)))
-    return fx, cores[0], cores[1]
+    out = work / "out"
+    out.mkdir()
+    run_coredump("-i", images, "-o", out, "--root", os.path.join(fx, "root"),
+                 "-q", check=0)
+    return fx, str(out / ("core.%d" % PID)), os.path.join(cores("threads"), "core.%d" % PID)
 
 
 def thread_notes(notes):
@@ -105,12 +100,6 @@ def test_the_kernels_shstk_note_for_each_thread_with_a_shadow_stack(shstk):
 def memory(phdrs, data):
     return [(p["vaddr"], p["memsz"], data[p["offset"]:p["offset"] + p["filesz"]])
             for p in phdrs if p["type"] == PT_LOAD]
-
-
-def gdb_major():
-    out = subprocess.run([need("gdb"), "--version"], stdout=subprocess.PIPE,
-                         text=True).stdout
-    return int(re.search(r"(\d+)\.\d+", out.splitlines()[0]).group(1))
 
 
 def test_gdb_shows_the_shadow_stack_pointer_and_the_same_stacks(shstk):

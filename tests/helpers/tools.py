@@ -34,6 +34,13 @@ def signals_at_default():
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
+
+def gdb_major(program="gdb"):
+    """The major version of a gdb (13 for "GNU gdb (Debian 13.1-3) 13.1")."""
+    out = subprocess.run([need(program), "--version"], stdout=subprocess.PIPE,
+                         text=True, check=True).stdout
+    return int(re.search(r"^GNU gdb .*?(\d+)\.\d+", out, re.M).group(1))
+
 def run_coredump(*args, check=None, **kw):
     """Run bin/coredump as a user would; returns CompletedProcess (text)."""
     p = subprocess.run([sys.executable, COREDUMP] + [str(a) for a in args],
